@@ -37,7 +37,7 @@ from kernels.lowering import lower_trace
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
-from kernels.moe import balanced_routing
+from kernels.moe import device_routing
 from kernels.parallel import (
     check_tensor_parallel,
     kv_replication,
@@ -102,7 +102,7 @@ from sim.speculative import (
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.errors import InputError
-from workloads.model_config import ModelConfig, load_model_config
+from workloads.model_config import BALANCED, ModelConfig, load_model_config
 from workloads.trace import Trace
 
 # Mean KV lengths of serving iterations are priced in buckets of this many tokens (one KV block): a long
@@ -191,6 +191,7 @@ class Evaluator:
         self.checked_knobs: set = set()  # what-if values validated for blocks (hw_models/device_block.py)
         self._scales: dict[tuple, tuple] = {}  # ids of (format, config) -> (them, the stored weight scale)
         self._values_checked: set[tuple] = set()  # what _check_values has passed
+        self._routed: dict[tuple, ModelConfig] = {}  # (model, routing) -> its config so routed (routed)
 
     def config(self, model: str | ModelConfig) -> ModelConfig:
         """A model's config by preset name or path; a config given is itself (a draft's MTP module: draft_model)."""
@@ -200,7 +201,8 @@ class Evaluator:
             self._configs[model] = load_model_config(model)
         return self._configs[model]
 
-    def trace(self, model: str, phase: str, batch: int, prompt: int, query: int = 1, sampled: int = 1) -> Trace:
+    def trace(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
+              sampled: int = 1) -> Trace:
         """The prefill of `prompt` tokens, or the first decode step after it (of `query` tokens per sequence, with
         logits at the last `sampled`: a speculative verification's, at every one), for `batch` sequences."""
         return self._trace_config(self.config(model), phase, batch, prompt, query, sampled)
@@ -222,7 +224,7 @@ class Evaluator:
 
         return is_cached(self.config(model), **trace_args(phase, batch, prompt, query, sampled))
 
-    def lowered(self, model: str, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
+    def lowered(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
                 ep: int = 1, fusion: str = "", query: int = 1, sampled: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
         of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
@@ -240,7 +242,7 @@ class Evaluator:
                 self._lowered[key] = pipeline_sends(sharded, pp, cfg, residual_apart=fusion == ENGINE)
         return self._lowered[key]
 
-    def tables(self, model: str, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
+    def tables(self, model: str | ModelConfig, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
                tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "") -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
         key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion)
@@ -258,7 +260,8 @@ class Evaluator:
             )
         return self._tables[key]
 
-    def template(self, model: str, fmt: NumericFormat, tp: int = 1, ep: int = 1, fusion: str = "") -> StepTemplate:
+    def template(self, model: str | ModelConfig, fmt: NumericFormat, tp: int = 1, ep: int = 1,
+                 fusion: str = "") -> StepTemplate:
         """The model's step template under a numeric format, per tensor-parallel device, with the kernels `fusion`
         launches (kernels/shapes.py, kernels/fusion.py)."""
         key = (model, fmt, tp, ep, fusion)
@@ -311,7 +314,8 @@ class Evaluator:
         `attention`, its attention on the serving spec's attention devices (attention_pool)."""
         spec = point.serving
         attends_apart = attention and spec is not None and spec.attends_apart
-        key = (point.model, fmt, point.device, point.overrides, point.use_calibration, point.execution, point.tp,
+        key = (self.point_model(point), fmt, point.device, point.overrides, point.use_calibration, point.execution,
+               point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
                point.knob("node_link"),
                point.knob("attention_parallel")) + (
@@ -320,7 +324,7 @@ class Evaluator:
         if key not in self._cost_models and point.knob("attention_parallel") == "data":
             self._cost_models[key] = self._data_parallel_costs(point, fmt)
         if key not in self._cost_models:
-            template = self.template(point.model, fmt, point.tp, point.ep, self.fusion(point))
+            template = self.template(self.point_model(point), fmt, point.tp, point.ep, self.fusion(point))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
@@ -333,9 +337,9 @@ class Evaluator:
         """The cost model of a data-parallel replica (sim/data_parallel.py) on the system of its tp devices: each rank's
         device runs the model's rows but the experts', unsharded; every device its experts (spread, ep = tp, or split,
         ep 1); the link the exchanges between them."""
-        cfg, fusion = self.config(point.model), self.fusion(point)
-        whole = self.template(point.model, fmt, 1, 1, fusion)
-        shared = self.template(point.model, fmt, point.tp, point.ep, fusion)  # the experts spread (ep = tp) or split
+        cfg, fusion, model = self.config(point.model), self.fusion(point), self.point_model(point)
+        whole = self.template(model, fmt, 1, 1, fusion)
+        shared = self.template(model, fmt, point.tp, point.ep, fusion)  # the experts spread (ep = tp) or split
         spread = point.ep == point.tp
         experts = ExpertRanks(system=self.point_device(point), template=shared.select_rows(shared.expert_mask),
                               B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.moe_layers,
@@ -354,7 +358,7 @@ class Evaluator:
         return AttentionPool(
             device=self.attention_device(point),
             devices=devices,
-            template=self.template(point.model, fmt, devices, 1,
+            template=self.template(self.point_model(point), fmt, devices, 1,
                                    fusion_of(point.execution, self.attention_device(point).kind)),
             link=load_link_model(spec.pool_link, calibrated=point.use_calibration),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
@@ -482,7 +486,7 @@ class Evaluator:
         offload knob allows, or with its weights under a sliding window (offload_window; sim/offload.py): what the
         device then holds, why it still cannot run ('' when it can)
         and the bytes each pass moves over the host link (None when it cannot run)."""
-        cfg = self.config(point.model)
+        cfg = self.config(self.point_model(point))
         window_layers = point.knob("offload_window")
         if window_layers:
             plan = plan_window(memory, cfg.num_layers, window_layers)
@@ -535,8 +539,8 @@ class Evaluator:
         the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs; with
         prefill_kept below 1, the prefill's attention at its kept pairs after its estimate's kernels
         (kernels/block_sparse.py); with prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
-        tables = self.tables(point.model, point.batch, point.prompt, point.numeric_format, device.sub_batches,
-                             point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind))
+        tables = self.tables(self.point_model(point), point.batch, point.prompt, point.numeric_format,
+                             device.sub_batches, point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind))
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:
@@ -675,12 +679,30 @@ class Evaluator:
     def draft_model(self, point: DesignPoint) -> str | ModelConfig:
         """A drafting point's draft model as this Evaluator's methods take a model: its spec_draft, or its model's MTP
         module (spec_draft 'mtp': ModelConfig.mtp_module)."""
-        return self.draft_of(point.model, point.knob("spec_draft"))
+        return self.draft_of(self.point_model(point), point.knob("spec_draft"))
 
     def draft_of(self, model: str | ModelConfig, draft: str) -> str | ModelConfig:
         """The model that drafts for `model` as a spec_draft `draft` names it: a draft model by its name, or the
-        model's MTP module for 'mtp' (ModelConfig.mtp_module)."""
-        return self.config(model).mtp_module() if draft == MTP else draft
+        model's MTP module for 'mtp' (ModelConfig.mtp_module); routed as `model` is (ModelConfig.moe_routing: the
+        workload's tokens reach a draft's experts as they reach the target's)."""
+        if draft == MTP:
+            return self.config(model).mtp_module()
+        return self.routed(draft, self.config(model).moe_routing)
+
+    def point_model(self, point: DesignPoint) -> str | ModelConfig:
+        """A point's model as this Evaluator's methods take a model: routed by its moe_routing knob (routed)."""
+        return self.routed(point.model, point.knob("moe_routing"))
+
+    def routed(self, model: str | ModelConfig, routing: str) -> str | ModelConfig:
+        """`model` with its MoE layers routed by `routing` (ModelConfig.moe_routing): `model` itself under balanced
+        routing, the default, so that every memo keyed by a model name keeps its key, and where it has no experts to
+        route to; else its config so routed."""
+        if routing == BALANCED or not self.config(model).is_moe:
+            return model
+        key = (model, routing)
+        if key not in self._routed:
+            self._routed[key] = replace(self.config(model), moe_routing=routing)
+        return self._routed[key]
 
     @staticmethod
     def draft_ep(point: DesignPoint) -> int:
@@ -715,7 +737,7 @@ class Evaluator:
             return None
         self._check_draft(point)
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
-        passes = self.speculative_passes(point.model, draft, spec, point.batch, point.prompt)
+        passes = self.speculative_passes(self.point_model(point), draft, spec, point.batch, point.prompt)
         one = None if passes.one_sequence is None else self._step_tables(point, passes.one_sequence, fmt, fusion)
         if passes.draft is None:  # Medusa heads
             verify = self._step_tables(point, passes, fmt, fusion).verify
@@ -768,7 +790,7 @@ class Evaluator:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
         activations; `window`: the point's KV window (kv_window), as its tables carry it (point_tables)."""
         fmt, cfg = point.numeric_format, self.config(point.model)
-        prefill_trace = self.trace(point.model, "prefill", point.batch, point.prompt)
+        prefill_trace = self.trace(self.point_model(point), "prefill", point.batch, point.prompt)
         memory = batch_footprint(
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),
             # The prompt and every output token but the last, which is never fed back into the model; a decode
@@ -1188,13 +1210,13 @@ STATIC_ONLY_KNOBS = (
 def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: int) -> RoutedExperts:
     """A static batch's routed experts for its offloaded traffic: their share of the stored weights, and the share of
     a layer's experts its prefill (batch x prompt tokens) and each decode step (batch tokens) reach under the
-    balanced routing the kernel tables route by (kernels/moe.py balanced_routing)."""
+    routing the kernel tables route by (ModelConfig.moe_routing, kernels/moe.py device_routing)."""
     if not cfg.is_moe:
         return RoutedExperts()
     experts, topk = cfg.num_experts, cfg.experts_per_token
 
     def reached(tokens: int) -> float:
-        return balanced_routing(tokens, topk, experts, experts)[0] / experts
+        return device_routing(tokens, topk, experts, experts, cfg.moe_routing)[0] / experts
 
     return RoutedExperts(weights_share=expert_byte_share(fmt, cfg), prefill_reached=reached(batch * prompt),
                          decode_reached=reached(batch))

@@ -69,7 +69,7 @@ from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA, MTP
 from workloads.errors import InputError
-from workloads.model_config import load_model_config
+from workloads.model_config import BALANCED, EXPERT_LOADS, load_model_config
 
 Section = Literal["top", "workload", "format", "parallel", "serving"]  # where a sweep file sets it
 Scope = Literal["point", "system", "serving"]  # which sweeps have its column: all, with parallel:, with serving:
@@ -518,6 +518,13 @@ register(Knob(name="prune_start", type=float, section="workload", default=PAPER_
               help="share of the decoder layers, from the first, that process every prompt token before pruning "
               "starts (rounded to whole layers; default: LazyLLM's Llama 2 7B schedule, 9 of 32 layers)",
               allowed_text="a fraction in [0, 1) (0: the first layer prunes)", derivable=True))
+# How an MoE layer's tokens reach its experts (ModelConfig.moe_routing, kernels/moe.py): a model of the router, whose
+# choices depend on the prompts; the traces, step templates and expert offloading all route by it.
+register(Knob(name="moe_routing", type=str, section="workload", default=BALANCED, allowed=tuple(EXPERT_LOADS),
+              label="MoE routing", help="how an MoE layer's tokens x top-k rows reach its E experts: balanced (spread "
+              "over min(E, tokens x top-k) experts, the most weights a step can read; aiconfigurator's measured rows) "
+              "or uniform (each token's top-k picked independently and uniformly: E (1 - (1 - k/E)^tokens) experts "
+              "in expectation, rounded); a model without experts ignores it"))
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.

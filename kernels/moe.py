@@ -24,14 +24,19 @@ As a kernel it is a grouped GEMM: `batch` problems (the touched experts), each o
 rows an expert gets on average), `n` = 3f output columns over the expert's three matrices and `k` = h, so that
 2 x m x n x k x batch is its FLOPs and n x k x batch its weights, as for any GEMM.
 
-Which experts the rows reach is a routing model. A traced MoE layer routes by `balanced_expert_load`
-(workloads/model_config.py): tokens x top-k rows spread as evenly as they go, so min(E, tokens x top-k) experts
-are touched. aiconfigurator's 'balanced' measurements touch as many (with other expert ids, which matters only
-when experts are spread over devices: kernels/aiconfigurator_routing.py).
-A router that picks k distinct experts uniformly at random per token would touch fewer in expectation,
-E x (1 - (1 - k/E)^tokens) (each expert missed by a token with probability 1 - k/E, independently over tokens;
-e.g. 161 of DeepSeek-V3's 256 experts at 32 tokens, top-8, against 256 balanced): the max-spread model is the
-upper bound of weight traffic at a given batch, and skewed (power-law) routing touches fewer still.
+Which experts the rows reach is a routing model (ModelConfig.moe_routing, the sweep knob moe_routing; the traced
+layer and the step template both take their loads from workloads/model_config.py expert_load):
+- balanced (the default): tokens x top-k rows spread as evenly as they go, so min(E, tokens x top-k) experts are
+  touched, the upper bound of weight traffic at a given batch. aiconfigurator's 'balanced' measurements touch as many
+  (with other expert ids, which matters only when experts are spread over devices: kernels/aiconfigurator_routing.py).
+- uniform: each token picks its k distinct experts uniformly at random, independently of the other tokens, touching
+  E x (1 - (1 - k/E)^tokens) in expectation (each expert missed by a token with probability 1 - k/E; e.g. 163.3 of
+  DeepSeek-V3's 256 experts at 32 tokens, top-8, against 256 balanced), rounded to whole experts, the rows spread
+  evenly over them. One token touches its k under both; skewed (power-law) routing touches fewer still. The count
+  needs only each expert's chance k/E of being a token's pick, so DeepSeek's group-limited routing (its k within the
+  best groups) touches as many in expectation.
+Both fill the experts in one order (the touched ones first), so a device of `held` experts is priced by the same
+share of that order (expert_parallel_share) under either model.
 
 Experts at two widths (NumericFormat.hot_experts): a grouped-GEMM kernel is built for one weight type (vLLM's
 fused_experts takes one quantization config per layer), so a layer whose hot experts keep more bits runs as two fused
@@ -52,7 +57,7 @@ import numpy as np
 
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.kernel import Kernel, KernelKind
-from workloads.model_config import balanced_expert_load
+from workloads.model_config import BALANCED, expert_load
 
 # Matrices of one expert: gate, up and down (gated experts, SwiGLU: Mixtral, Qwen-MoE, DeepSeek; the fused kernel
 # of vLLM's FusedMoE layer is gated, and kernels/fusion.py fuses gated experts only).
@@ -85,21 +90,23 @@ def expert_bytes(hidden: float, inter: float, width: float) -> float:
     return MATRICES * hidden * inter * width
 
 
-def balanced_routing(tokens: int, topk: int, experts: int, held: int) -> tuple[int, int]:
+def device_routing(tokens: int, topk: int, experts: int, held: int, routing: str = BALANCED) -> tuple[int, int]:
     """(touched experts, routed rows) of the busiest device holding `held` of `experts` experts (all of them without
-    expert parallelism) when tokens x topk rows are spread by balanced_expert_load, as a traced layer routes them,
-    and evenly over the devices: the device gets every (experts / held)-th expert of the fill order
+    expert parallelism) when tokens x topk rows are spread by the routing model `routing` (expert_load), as a traced
+    layer routes them, and evenly over the devices: the device gets every (experts / held)-th expert of the fill order
     (expert_parallel_share)."""
-    load = np.array(balanced_expert_load(int(tokens), int(topk), int(experts)))[expert_parallel_share(experts, held)]
+    load = np.array(expert_load(routing, int(tokens), int(topk), int(experts)))[expert_parallel_share(experts, held)]
     return int((load > 0).sum()), int(load.sum())
 
 
 def expert_parallel_share(experts: int, held: int) -> slice:
-    """The experts of balanced_expert_load's fill order that the busiest of experts / held devices routes to: every
+    """The experts of expert_load's fill order that the busiest of experts / held devices routes to: every
     (experts / held)-th from the first. Balanced routing spreads a token's experts over the devices as well as over
     the experts: aiconfigurator's collector (balanced_logits, kernels/aiconfigurator_routing.py) sends token t to
     experts t + i ceil(E / k), one on each device where E / k is a multiple of the devices, so a device's experts are
-    not the first `held` the fill reaches (which would put a decode step's every expert on one device)."""
+    not the first `held` the fill reaches (which would put a decode step's every expert on one device). Uniform routing
+    reaches each device's experts alike, touched x held / E of them in expectation; the share gets that rounded up,
+    the busiest device's."""
     return slice(0, None, max(int(experts) // max(int(held), 1), 1))
 
 

@@ -86,7 +86,7 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     (after each MoE layer). With ep = tp, an MoE layer's experts are spread whole over the devices instead of
     each being split (expert parallelism inside the tensor-parallel group, as vLLM runs it without data-parallel
     attention): every device routes all tokens, runs its own experts' share of them, and the layer's all-reduce
-    sums the experts' outputs; the busiest device under balanced routing, whose experts are every ep-th the
+    sums the experts' outputs; the busiest device under the trace's routing, whose experts are every ep-th the
     trace fills (kernels/moe.py expert_parallel_share), is the one priced. tp = 1 returns the table unchanged."""
     if tp == 1:
         return table

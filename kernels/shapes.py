@@ -9,11 +9,13 @@ small shapes and every kernel is described by how its work grows:
   sequences that sample a token (the final norm and LM head run on last positions only) and its longest
   query (the rotary table is computed per position, and broadcast into q and k). Four traces with independent
   drivers give the four coefficients of each column exactly; nothing is read from kernel names.
-- an MoE expert's kernels (its gathers, GEMMs and scatter) are affine in the tokens routed to that expert
-  (balanced routing, as the traced layer assumes); an expert with no tokens launches nothing. A fused MoE
-  layer (kernels/moe.py) follows the same routing: its FLOPs grow with the rows routed to the device's experts,
-  its weights with the experts those rows reach and its activation traffic as kernels/moe.fused_moe_act_bytes
-  of its tokens and rows, each scaled from the decode trace (every expert gets tokens there).
+- an MoE expert's kernels (its gathers, GEMMs and scatter) are affine in the tokens routed to that expert; an
+  expert with no tokens launches nothing. The template's traces route by balanced routing (template_layers), so
+  every expert gets tokens in each of them; an iteration's tokens are routed by the model's routing model
+  (ModelConfig.moe_routing: balanced or uniform, workloads/model_config.py expert_load), as a trace of that
+  iteration would route them. A fused MoE layer (kernels/moe.py) follows the same routing: its FLOPs grow with the
+  rows routed to the device's experts, its weights with the experts those rows reach and its activation traffic as
+  kernels/moe.fused_moe_act_bytes of its tokens and rows, each scaled from the decode trace.
 - attention is re-shaped from its traced rows by the work it does: prefill chunks compute causal
   (query, key) pairs and read their cached prefix from the KV cache; decode tokens read their KV lengths.
   Prefill chunks of an iteration share one kernel per layer, decode tokens another (varlen kernels as
@@ -50,10 +52,17 @@ from kernels.kv_policy import (
     prefill_pairs,
 )
 from kernels.lowering import lower_trace
-from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, balanced_routing, fused_moe_act_bytes, part_experts
+from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, device_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
-from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load
+from workloads.model_config import (
+    BALANCED,
+    MLA_ABSORBED,
+    MLA_DECOMPRESSED,
+    ModelConfig,
+    balanced_expert_load,
+    expert_load,
+)
 from workloads.op_costs import causal_pairs
 from workloads.trace import Trace
 
@@ -83,8 +92,8 @@ PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
 _COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
-# balanced_routing per (tokens, top-k, experts, held): the same few arguments every iteration of a serving run.
-_routing = lru_cache(maxsize=4096)(balanced_routing)
+# device_routing per (tokens, top-k, experts, held, routing): the same few arguments every iteration of a serving run.
+_routing = lru_cache(maxsize=4096)(device_routing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -335,8 +344,10 @@ def template_passes(config: ModelConfig) -> list[tuple[str, int, int]]:
 
 
 def template_layers(config: ModelConfig) -> ModelConfig:
-    """The config a template traces: the model's first TEMPLATE_LAYERS layers (each launches the same kernels)."""
-    return replace(config, num_layers=min(config.num_layers, TEMPLATE_LAYERS))
+    """The config a template traces: the model's first TEMPLATE_LAYERS layers (each launches the same kernels), routed
+    balanced, so that every expert gets tokens in each trace (the template routes each iteration by the model's own
+    routing: StepTemplate.moe_routing)."""
+    return replace(config, num_layers=min(config.num_layers, TEMPLATE_LAYERS), moe_routing=BALANCED)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -396,6 +407,7 @@ class StepTemplate:
     activation_base_B: float
     param_bytes: float  # the model's weights at the traced precision
     sliding_window: int | None = None  # the model's own attention window: what a prefill chunk's query attends to
+    moe_routing: str = BALANCED  # how an iteration's tokens reach the experts (the traces' are balanced)
 
     @classmethod
     def from_traces(cls, traces: TemplateTraces) -> StepTemplate:
@@ -471,7 +483,7 @@ class StepTemplate:
             decode_activation_B=traces["decode", batch].peak_activation_bytes,
             prefill_activation_B=traced.peak_activation_bytes,
             param_bytes=config.param_count() * bytes_per_param, sliding_window=config.sliding_window))
-        return template.with_layers(config.num_layers)
+        return replace(template.with_layers(config.num_layers), moe_routing=config.moe_routing)
 
     def with_layers(self, layers: int) -> StepTemplate:
         """The template of the same model with `layers` decoder layers (the traced layers' rows repeated)."""
@@ -605,7 +617,7 @@ class StepTemplate:
         tokens: form_rows)."""
         load = np.zeros(len(self.expert))
         if self.num_experts:
-            per_expert = np.array(balanced_expert_load(tokens, self.experts_per_token, self.num_experts))
+            per_expert = np.array(expert_load(self.moe_routing, tokens, self.experts_per_token, self.num_experts))
             load = np.where(self.expert >= 0, per_expert[self.expert], 0.0)
         drivers = np.array([1.0, tokens, sampled, positions])
         columns = {name: c[:, :4] @ drivers + c[:, 4] * load for name, c in self.coef.items()}
@@ -644,8 +656,8 @@ class StepTemplate:
                 touched[i] = self._moe_part(columns, tokens, i, layer_held[i])
                 continue
             held = int(self.linear.batch[i])  # every expert of the device got tokens in the trace
-            reached, routed = _routing(tokens, k, self.num_experts, held)
-            _, traced = _routing(int(self.traced_tokens), k, self.num_experts, held)
+            reached, routed = _routing(tokens, k, self.num_experts, held, self.moe_routing)
+            _, traced = _routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
             hidden = self.linear.k[i]
             act = (fused_moe_act_bytes(tokens, routed, hidden, per_expert[i], 1.0) /
                    fused_moe_act_bytes(self.traced_tokens, traced, hidden, per_expert[i], 1.0))
@@ -673,8 +685,8 @@ class StepTemplate:
         """_fused_moe of row `i`, the kernel of a part of a layer of `held` experts on the device: the layer's
         routing, of which the part runs the experts hot_expert_parts gives it and their share of the rows."""
         k, module, fmt = self.experts_per_token, self.linear.kernels[i].module, self.linear.numeric_format
-        reached_all, routed_all = _routing(tokens, k, self.num_experts, held)
-        _, traced_all = _routing(int(self.traced_tokens), k, self.num_experts, held)
+        reached_all, routed_all = _routing(tokens, k, self.num_experts, held, self.moe_routing)
+        _, traced_all = _routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
         reached = part_experts(module, float(reached_all), fmt)
         share = reached / reached_all if reached_all else 0.0
         traced_share = self.linear.batch[i] / held  # every expert of the device got tokens in the trace

@@ -29,14 +29,14 @@ What is modeled
   the batch and the context; 'kv' is there for the opposite case (a large batch of long sequences). 'experts'
   offloads a mixture-of-experts model's routed experts only: the other weights and the KV cache stay on the device,
   and its memory left holds as many of each layer's experts as fit (Mixtral-offloading, Eliseev & Mazur,
-  arXiv:2312.17238, and ExpertFlow keep attention on the GPU and cache experts there). Under the balanced routing
-  the kernel tables route by, every expert is reached alike, so the device's share of them is the share of a step's
-  reached experts it finds resident, whichever experts it holds: an expert cache's hit rate, as an LRU cache's under
-  routing with no locality.
+  arXiv:2312.17238, and ExpertFlow keep attention on the GPU and cache experts there). Under the routing the kernel
+  tables route by (balanced or uniform: ModelConfig.moe_routing), every expert is reached alike, so the device's
+  share of them is the share of a step's reached experts it finds resident, whichever experts it holds: an expert
+  cache's hit rate, as an LRU cache's under routing with no locality.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
-  experts its tokens reach (RoutedExperts: under the balanced routing the kernel tables route by, kernels/moe.py
-  balanced_routing, a decode step of one token reaches 2 of Mixtral's 8 experts per layer, a prefill of 128 tokens
+  experts its tokens reach (RoutedExperts: under the routing the kernel tables route by, kernels/moe.py
+  device_routing, a decode step of one token reaches 2 of Mixtral's 8 experts per layer, a prefill of 128 tokens
   every one); an engine fetches only the experts that run (Hugging Face accelerate's per-module offload hooks fire
   for the modules called; Mixtral-offloading, Eliseev & Mazur, arXiv:2312.17238, loads the experts the router
   picks). Each decode step brings in the offloaded share of the KV cache its attention reads; the offloaded share
@@ -176,7 +176,7 @@ class HostLink:
 @dataclass(frozen=True, kw_only=True)
 class RoutedExperts:
     """A mixture-of-experts model's routed experts: their share of its weight bytes, and the share of a layer's
-    experts the prefill's and a decode step's tokens reach (kernels/moe.py balanced_routing)."""
+    experts the prefill's and a decode step's tokens reach (kernels/moe.py device_routing)."""
 
     weights_share: float = 0.0
     prefill_reached: float = 1.0

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
-from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, balanced_expert_load, experts_reached
+from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, expert_load, experts_reached
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 
@@ -253,8 +253,8 @@ class RoutedExpert(MLP):
 
 
 class MoE(nn.Module):
-    """Top-k mixture of experts (Mixtral, Qwen3-MoE, DeepSeek's beside its shared experts). Expert load follows
-    balanced_expert_load, not the router.
+    """Top-k mixture of experts (Mixtral, Qwen3-MoE, DeepSeek's beside its shared experts). Expert load follows the
+    config's routing model (model_config.expert_load: balanced or uniform), not the router.
 
     With `max_tokens`, only the experts a pass of that many tokens reaches are built (a one-token decode of
     DeepSeek-V2-Lite reaches 6 of 64); the others' weights are held as one tensor, `unbuilt_experts`, that no op
@@ -268,7 +268,7 @@ class MoE(nn.Module):
             self.e_score_correction_bias = nn.Parameter(torch.zeros(config.num_experts, dtype=torch.float32))
         built = config.num_experts
         if max_tokens is not None:
-            built = experts_reached(max_tokens, config.experts_per_token, config.num_experts)
+            built = experts_reached(max_tokens, config.experts_per_token, config.num_experts, config.moe_routing)
         self.experts = nn.ModuleList(RoutedExpert(config, dtype) for _ in range(built))
         if built < config.num_experts:  # every routed expert is alike: the first one's parameters, once each
             per_expert = sum(p.numel() for p in self.experts[0].parameters())
@@ -305,7 +305,7 @@ class MoE(nn.Module):
         flat = x.reshape(tokens, h)
         weights = self._route(flat).to(x.dtype)
         out = torch.zeros_like(flat)
-        loads = balanced_expert_load(tokens, cfg.experts_per_token, cfg.num_experts)
+        loads = expert_load(cfg.moe_routing, tokens, cfg.experts_per_token, cfg.num_experts)
         if any(loads[len(self.experts):]):
             raise ValueError(f"tokens: found {tokens:,}, allowed: at most the max_tokens this layer was built for "
                              f"(its first {len(self.experts)} experts)")

@@ -17,6 +17,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3
 # projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
 QWEN3_TYPES = ("qwen3", "qwen3_moe")
 MLA_DECOMPRESSED, MLA_ABSORBED = "decompressed", "absorbed"
+# MoE routing models (EXPERT_LOADS): every expert filled as evenly as the rows go, or each token's experts picked
+# independently and uniformly.
+BALANCED, UNIFORM = "balanced", "uniform"
 # Families with multi-head latent attention (MLA), shared experts and dense first layers (Hugging Face
 # modeling_deepseek_v2.py, modeling_deepseek_v3.py).
 DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3")
@@ -76,6 +79,9 @@ class ModelConfig:
     # which the model itself does not build; `mtp`: this config is such a module (mtp_module, workloads/mtp.py).
     mtp_layers: int = 0
     mtp: bool = False
+    # How a pass's tokens reach an MoE layer's experts (EXPERT_LOADS): a model of the router, which fake tensors do not
+    # run; a workload's choice more than the checkpoint's (explore/knobs.py moe_routing).
+    moe_routing: str = BALANCED
 
     @property
     def is_moe(self) -> bool:
@@ -527,7 +533,35 @@ def balanced_expert_load(tokens: int, experts_per_token: int, num_experts: int) 
     return [base + (1 if e < extra else 0) for e in range(num_experts)]
 
 
-def experts_reached(tokens: int, experts_per_token: int, num_experts: int) -> int:
-    """Experts that get tokens under balanced_expert_load: its loads fill the experts in order, so the first this
-    many."""
-    return min(tokens * experts_per_token, num_experts)
+def uniform_touched(tokens: int, experts_per_token: int, num_experts: int) -> float:
+    """Experts that get tokens, in expectation, when each token picks its experts_per_token distinct experts uniformly
+    at random and independently of the other tokens: an expert is missed by one token with probability 1 - k/E, so by
+    all of them with (1 - k/E)^tokens."""
+    return num_experts * (1.0 - (1.0 - experts_per_token / num_experts) ** tokens)
+
+
+def uniform_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
+    """Tokens routed to each expert under independent uniform routing: uniform_touched rounded to whole experts (a
+    traced layer launches an expert's kernels for a whole number of experts, and each reads all its weights), the
+    rows spread as evenly over those as balanced_expert_load spreads them. One token touches exactly its k experts;
+    never more than balanced routing (uniform_touched <= tokens x k, Bernoulli's inequality, and <= E)."""
+    rows = tokens * experts_per_token
+    if rows == 0:
+        return [0] * num_experts
+    touched = max(int(uniform_touched(tokens, experts_per_token, num_experts) + 0.5), experts_per_token)
+    return balanced_expert_load(rows, 1, touched) + [0] * (num_experts - touched)
+
+
+# The routing models an MoE layer's expert load follows (ModelConfig.moe_routing), by name.
+EXPERT_LOADS = {BALANCED: balanced_expert_load, UNIFORM: uniform_expert_load}
+
+
+def expert_load(routing: str, tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
+    """Tokens routed to each expert under the routing model `routing` (EXPERT_LOADS): the experts that get any are
+    the first ones, in the order both models fill them."""
+    return EXPERT_LOADS[routing](tokens, experts_per_token, num_experts)
+
+
+def experts_reached(tokens: int, experts_per_token: int, num_experts: int, routing: str = BALANCED) -> int:
+    """Experts that get tokens under a routing model: its loads fill the experts in order, so the first this many."""
+    return sum(1 for load in expert_load(routing, tokens, experts_per_token, num_experts) if load)

@@ -34,8 +34,21 @@ set so, all else as traced: batch 32's plain step 23.95 ms (experts 15.63), veri
 step of 1.27 plain steps, speed-ups E / ratio 1.46x and 1.50x (as traced E / ratio gives 1.76x and 1.81x, the whole
 run's within 1%), within 3% of SGLang's 1.5x and below batch 1's 1.64x and 1.68x (8 and 15.75 experts, balanced
 routing's 8 and 16). So the miss follows from balanced routing, the upper bound of expert traffic, at 32
-tokens, not from the speculation's pricing; the routing model prices every MoE figure, is not changed here for this
-check, and both xfails stay until it is.
+tokens, not from the speculation's pricing; the default routing model prices every MoE figure and is not changed for
+this check: both xfails stay under it.
+
+The same checks run under moe_routing uniform (workloads/model_config.py uniform_expert_load: each token's 8 experts
+picked independently and uniformly, 256 (1 - (248/256)^t) touched, rounded). It is the fairer model of SGLang's
+benchmark: SGLang's speed-ups were measured with DeepSeek-V3's own router on its prompts, where a batch's 32 tokens
+pick their experts token by token, each from its own hidden state, and nothing fills the experts evenly (balanced
+routing is the fill aiconfigurator's collector forces on its measured kernels, by constructing the routing, not a
+router's outcome); tokens that pick alike collide on experts, so 32 of them touch fewer than 256. Real routers are
+skewed toward frequently chosen experts, which touches fewer still, so uniform routing remains an upper bound of the
+weights read, below balanced's. Nothing is tuned: the routing has no parameter beyond the config's E and k. Ours under
+it, measured at this file's commit: batch 1 unchanged (1 and 2 tokens touch 8 and 16 experts under both models),
+plain TPOT 9.20 ms, 1.632x and 1.676x; batch 32, plain TPOT 23.92 ms (163 experts touched of 256), 16.35 and 15.93 ms
+with MTP (the verification's 64 tokens touch 222), 1.451x and 1.491x: within 3.3% of SGLang's 1.5x and below batch
+1's, so both bounds and the falling trend hold.
 """
 
 from __future__ import annotations
@@ -58,10 +71,11 @@ def _point(batch: int, **knobs) -> DesignPoint:
                        tp=8, weight_bits=8, act_bits=8, knobs=tuple(sorted({**SETTING, **knobs}.items())))
 
 
-def _speedup(evaluator, batch: int, acceptance: float) -> float:
-    """Decode tokens/s with one MTP token drafted a step, over plain decoding's."""
-    plain = evaluator.evaluate(_point(batch)).metrics
-    drafted = evaluator.evaluate(_point(batch, spec_draft="mtp", spec_tokens=1, acceptance=acceptance)).metrics
+def _speedup(evaluator, batch: int, acceptance: float, **knobs) -> float:
+    """Decode tokens/s with one MTP token drafted a step, over plain decoding's (both with `knobs`)."""
+    plain = evaluator.evaluate(_point(batch, **knobs)).metrics
+    drafted = evaluator.evaluate(_point(batch, spec_draft="mtp", spec_tokens=1, acceptance=acceptance,
+                                        **knobs)).metrics
     assert plain["fits_in_memory"] is True and drafted["fits_in_memory"] is True
     return drafted["decode_tokens_per_s"] / plain["decode_tokens_per_s"]
 
@@ -84,3 +98,13 @@ def test_mtp_speeds_up_deepseek_v3_decoding_as_sglang_reports(evaluator, batch, 
     assert abs(speedup / SGLANG_SPEEDUP[batch] - 1) <= TOLERANCE, speedup
     if batch > 1:  # and falls from batch 1's, as SGLang's does
         assert speedup < _speedup(evaluator, 1, acceptance), speedup
+
+
+@pytest.mark.slow  # DeepSeek-V3 at full size under uniform routing: its own traces, a few minutes of CPU
+@pytest.mark.parametrize(("batch", "acceptance"), [(1, 0.85), (1, 0.90), (32, 0.85), (32, 0.90)])
+def test_mtp_speeds_up_deepseek_v3_decoding_as_sglang_reports_under_uniform_routing(evaluator, batch, acceptance):
+    """SGLang's speed-ups and their fall from batch 1 to 32 with the experts routed uniformly (module docstring)."""
+    speedup = _speedup(evaluator, batch, acceptance, moe_routing="uniform")
+    assert abs(speedup / SGLANG_SPEEDUP[batch] - 1) <= TOLERANCE, speedup
+    if batch > 1:
+        assert speedup < _speedup(evaluator, 1, acceptance, moe_routing="uniform"), speedup

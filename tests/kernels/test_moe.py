@@ -20,11 +20,12 @@ from kernels.fusion import ENGINE, fuse_engine
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.measured import MeasuredKernel, read_table, write_table
-from kernels.moe import balanced_routing, fused_moe_kernel
+from kernels.moe import device_routing, fused_moe_kernel
 from kernels.parallel import shard_tensor_parallel
 from kernels.shapes import StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
 from workloads.errors import InputError
+from workloads.model_config import UNIFORM
 
 AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
 MOE_TABLE = "h200_sxm/moe/vllm/0.24.0/moe_perf.csv.gz"
@@ -52,13 +53,25 @@ def test_fused_moe_work_and_traffic_by_hand():
 
 def test_balanced_routing_touches_the_fewest_experts_rows_allow():
     # 1 token, top-2 of 8: two experts; 3 tokens: six; 8 tokens: all 8, two rows each.
-    assert [balanced_routing(t, 2, 8, 8) for t in (1, 3, 8)] == [(2, 2), (6, 6), (8, 16)]
+    assert [device_routing(t, 2, 8, 8) for t in (1, 3, 8)] == [(2, 2), (6, 6), (8, 16)]
     # The busier of two devices (4 experts each) gets 3 of the 6 rows, as aiconfigurator's collector routes them
     # (balanced_logits: stride ceil(8 / 2) = 4, token t to experts floor(4 t / 3) and floor(4 t / 3) + 4: 0, 4; 1, 5;
     # 2, 6, of which experts 0-3 hold 0, 1 and 2).
-    assert balanced_routing(3, 2, 8, 4) == (3, 3)
+    assert device_routing(3, 2, 8, 4) == (3, 3)
     # By hand, DeepSeek-V3 on eight devices: one token's 8 experts lie one a device; 4 tokens' 32 rows, 4 a device.
-    assert balanced_routing(1, 8, 256, 32) == (1, 1) and balanced_routing(4, 8, 256, 32) == (4, 4)
+    assert device_routing(1, 8, 256, 32) == (1, 1) and device_routing(4, 8, 256, 32) == (4, 4)
+
+
+def test_uniform_routing_on_a_device_by_hand():
+    """DeepSeek-V3, 32 tokens: uniform routing touches 256 (1 - (31/32)^32) = 163.3 -> 163 experts, its 256 rows two
+    each on the first 93 (256 = 163 + 93) and one on the other 70. Alone a device reads all 163; on eight devices (32
+    experts each) the busiest holds experts 0, 8, ..., 160 of the fill order, 21 = ceil(163 / 8) of them (163 / 8 =
+    20.4 a device in expectation), 12 of them (0 to 88) among the first 93: 12 x 2 + 9 rows."""
+    assert device_routing(32, 8, 256, 256, UNIFORM) == (163, 256)
+    assert device_routing(32, 8, 256, 32, UNIFORM) == (21, 33)
+    # One token: its 8 experts, under either model, one a device on eight devices.
+    assert device_routing(1, 8, 256, 256, UNIFORM) == device_routing(1, 8, 256, 256) == (8, 8)
+    assert device_routing(1, 8, 256, 32, UNIFORM) == (1, 1)
 
 
 # DeepSeek-V3, Qwen3 MoE and Mixtral shapes on 2 to 32 devices, no more devices than experts.
@@ -74,7 +87,7 @@ def test_balanced_routing_under_expert_parallelism_is_the_collectors(experts, to
     device, not every expert on the first device."""
     for tokens in range(1, experts // topk + 1):
         touched, rows = routed_on_rank0(tokens, topk, experts, ep, "balanced")
-        assert balanced_routing(tokens, topk, experts, experts // ep) == (round(touched), round(rows)), tokens
+        assert device_routing(tokens, topk, experts, experts // ep) == (round(touched), round(rows)), tokens
 
 
 def test_collector_routing_replayed_by_hand():
@@ -212,3 +225,58 @@ def test_template_reshapes_the_fused_moe_kernel(tiny_mixtral, trace_of, tp):
             assert float(getattr(table, column)[moe] @ count[moe]) == pytest.approx(
                 float(getattr(reference, column)[want].sum()), rel=1e-9), (phase, batch, column)
         assert count.sum() == len(reference)
+
+
+@pytest.mark.parametrize("fusion", ["", ENGINE])
+@pytest.mark.parametrize("tp", [1, 2])
+def test_a_uniform_template_prices_an_iteration_as_its_uniform_trace(tiny_mixtral, trace_of, fusion, tp):
+    """Under uniform routing a template (traced balanced, every expert busy) routes each iteration as a trace of that
+    iteration routes it: the same expert kernels, or fused MoE rows of the same touched experts (batch), rows per
+    expert (m) and traffic. 16 experts, top-2: 3 decode tokens touch 16 (1 - (7/8)^3) = 5.3 -> 5 (balanced: 6), 5 touch
+    7.8 -> 8 (10), a prefill of 48 tokens all 16; with tp = ep = 2 the busier device holds every second expert."""
+    balanced = replace(tiny_mixtral, num_experts=16)
+    uniform = replace(balanced, moe_routing=UNIFORM)
+
+    def shard(table):
+        return shard_tensor_parallel(table, tp, balanced, tp)
+
+    def trace(phase: str, batch: int, prompt: int):
+        return (trace_of(balanced, "decode", batch, 1, prompt) if phase == "decode"
+                else trace_of(balanced, "prefill", batch, prompt))
+
+    template = StepTemplate.from_model(uniform, NumericFormat(), trace, shard=shard, fusion=fusion)
+    for phase, batch, length, shape, touched in (("decode", 3, 40, step_shape(decode_kv=[41] * 3, sampled=3), 5),
+                                                 ("decode", 5, 40, step_shape(decode_kv=[41] * 5, sampled=5), 8),
+                                                 ("prefill", 2, 24, step_shape([(24, 0)] * 2, sampled=2), 16)):
+        eager = _eager(trace_of, uniform, phase, batch, length)
+        assert len({k.module.split(".experts.")[1].split(".")[0] for k in eager.kernels
+                    if ".experts." in k.module}) == touched
+        reference = (fuse_engine(shard(eager)) if fusion else shard(eager)).with_format(NumericFormat())
+        table, count = template.table(shape)
+        assert count.sum() == len(reference), (phase, batch)
+        for column in (*COLUMNS, "batch", "m"):
+            assert float(getattr(table, column) @ count) == pytest.approx(
+                float(getattr(reference, column).sum()), rel=1e-9), (phase, batch, column)
+
+
+@pytest.mark.parametrize("fusion", ["", ENGINE])
+def test_uniform_routing_never_prices_a_step_above_balanced(tiny_mixtral, trace_of, fusion):
+    """Uniform routing reads no more experts' weights than balanced for the same rows and FLOPs, so no step costs more
+    on a device of each kind: decode steps of 1 to 64 tokens and prefill chunks, 16 experts, top-2."""
+    from hw_models.registry import load_device
+
+    balanced = replace(tiny_mixtral, num_experts=16)
+
+    def trace(phase: str, batch: int, prompt: int):
+        return (trace_of(balanced, "decode", batch, 1, prompt) if phase == "decode"
+                else trace_of(balanced, "prefill", batch, prompt))
+
+    plain = StepTemplate.from_model(balanced, NumericFormat(), trace, fusion=fusion)
+    routed = replace(plain, moe_routing=UNIFORM)
+    shapes = [step_shape(decode_kv=[100] * n, sampled=n) for n in (1, 2, 3, 4, 5, 8, 16, 32, 64)] + [
+        step_shape([(n, 0)], sampled=1) for n in (2, 5, 16)]
+    for name in ("h100-sxm", "neupims", "ampere-altra", "alveo-u280"):
+        device = load_device(name)
+        for shape in shapes:
+            times = [float(device.cost_table(t).time_s @ c) for t, c in (plain.table(shape), routed.table(shape))]
+            assert times[1] <= times[0] * (1 + 1e-12), (name, shape.tokens, times)  # sums in another order

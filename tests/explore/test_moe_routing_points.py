@@ -1,0 +1,82 @@
+"""The moe_routing knob (explore/knobs.py) on design points: a sweep's points at the default keep their ids, and a
+uniform point's passes, step template and drafts route uniformly (workloads/model_config.py expert_load).
+
+The model is a tiny Mixtral of 16 experts, 2 a token: a decode step of 3 sequences routes 6 rows, which balanced
+routing spreads over 6 experts and uniform routing over 16 (1 - (14/16)^3) = 5.28 -> 5.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from explore.sweep import load_sweep
+from kernels.kernel import KernelKind
+from kernels.table import KIND_CODE
+from sim.speculative import MTP
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
+from workloads.model_config import UNIFORM
+
+TINY_MOE = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 16, "num_experts_per_tok": 2}
+MOE = KIND_CODE[KernelKind.MOE]
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("tiny-moe") / "config.json"
+    path.write_text(json.dumps(TINY_MOE))
+    return str(path)
+
+
+def _point(model: str, routing: str = "balanced", **kw) -> DesignPoint:
+    knobs = (("moe_routing", routing),) if routing != "balanced" else ()
+    return DesignPoint(model=model, device="h100-sxm", batch=3, prompt=16, output=4, execution="engine",
+                       knobs=knobs, **kw)
+
+
+def test_a_sweep_at_the_default_keeps_its_point_ids(tmp_path, tiny_moe):
+    text = f"name: routing\nmodel: {tiny_moe}\ndevice: h100-sxm\nworkload: {{batch: [1, 3], prompt: 16, output: 4"
+    plain = {p.point_id for p in load_sweep(write_sweep(tmp_path, text + "}\n")).points()}
+    both = load_sweep(write_sweep(tmp_path, text + ", moe_routing: [balanced, uniform]}\n")).points()
+    assert plain == {p.point_id for p in both if p.knob("moe_routing") == "balanced"}
+    assert len({p.point_id for p in both}) == 4
+
+
+def test_a_uniform_static_point_reads_the_experts_its_decode_touches(tiny_moe):
+    """The fused MoE rows of a decode step of 3 sequences: 6 rows over 6 experts (balanced) or 5 (uniform), the same
+    FLOPs, five sixths of the expert weights, and no slower a step."""
+    evaluator = Evaluator()
+    tables = {routing: evaluator.point_tables(point := _point(tiny_moe, routing), evaluator.point_device(point))
+              for routing in ("balanced", UNIFORM)}
+    moe = {routing: t.decode.select(t.decode.kind == MOE) for routing, t in tables.items()}
+    assert moe["balanced"].batch.tolist() == [6, 6] and moe[UNIFORM].batch.tolist() == [5, 5]  # 2 layers
+    assert (moe[UNIFORM].m * moe[UNIFORM].batch).tolist() == [6, 6]
+    assert moe[UNIFORM].flops.sum() == pytest.approx(moe["balanced"].flops.sum(), rel=1e-12)
+    assert moe[UNIFORM].weight_bytes.sum() == pytest.approx(moe["balanced"].weight_bytes.sum() * 5 / 6, rel=1e-12)
+    tpot = {r: evaluator.evaluate(_point(tiny_moe, r)).metrics["tpot_s"] for r in ("balanced", UNIFORM)}
+    assert tpot[UNIFORM] < tpot["balanced"]
+
+
+def test_a_uniform_point_routes_its_template_and_its_drafts_uniformly(tiny_moe):
+    evaluator = Evaluator()
+    point = _point(tiny_moe, UNIFORM)
+    assert evaluator.point_model(_point(tiny_moe)) == tiny_moe  # the default keeps the model's name (memo keys)
+    routed = evaluator.point_model(point)
+    assert routed.moe_routing == UNIFORM and routed.num_experts == 16
+    template = evaluator.template(routed, point.numeric_format, fusion=evaluator.fusion(point))
+    assert template.moe_routing == UNIFORM
+    assert evaluator.draft_of(routed, MTP).moe_routing == UNIFORM  # the MTP module routes as its model
+    assert evaluator.config(evaluator.draft_of(routed, tiny_moe)).moe_routing == UNIFORM  # a draft model too
+
+
+def test_an_unknown_routing_is_one_line_exit_2(tmp_path, tiny_moe, capsys):
+    from explore.cli import main
+
+    sweep = write_sweep(tmp_path, f"name: routing\nmodel: {tiny_moe}\ndevice: h100-sxm\n"
+                                  f"workload: {{batch: 1, prompt: 16, output: 4, moe_routing: zipf}}\n")
+    code = main(["check", sweep])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "workload.moe_routing" in err[0] and "balanced" in err[0], err
