@@ -219,7 +219,7 @@ class Replica:
         if spec.draft is not None:
             draft_shapes = batch.draft_shapes(self.window, spec.draft.template.sliding_window, self.shared_prefix,
                                               sharers, spec.draft_query, spec.chunk_slots)
-        return spec.price(self.costs.price(shape), shape, draft_shapes, batch.short)
+        return spec.price(self.costs.price(shape), shape, draft_shapes, sum(batch.short))
 
     def _placed(self, shape, batch):
         """`shape` with its decodes whose KV lies on a hybrid pool's attention devices (PagedKVCache.apart) counted
@@ -261,8 +261,10 @@ class Replica:
             self._undrafted.difference_update(indices)
         else:
             self._undrafted.update(indices)
-        if batch.short:  # the budget cut its last decode's drafts (Batch.short): it accepts at most those it verified
-            advance[-1] = min(advance[-1], batch.short)
+        for place, verified in enumerate(batch.short, len(advance) - len(batch.short)):
+            # Verifying fewer tokens than the others (Batch.short: its drafts cut by the budget, or none yet), a decode
+            # accepts at most those.
+            advance[place] = min(advance[place], verified)
         for seq, tokens in zip(batch.decodes, advance, strict=True):
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens

@@ -480,10 +480,11 @@ class ServingSpeculation:
     def drafts_after(self, batch) -> bool:
         """Whether the draft runs after an iteration of `batch` (sim/schedulers Batch): drafter_fits its longest
         sequence, a chunk's cached and new tokens or a decode's cached and verified ones (the decode whose drafts the
-        budget cut, Batch.short, its fewer: vLLM's max_seq_len takes each request's scheduled tokens)."""
+        budget cut or a handed-over one, Batch.short, its fewer: vLLM's max_seq_len takes each request's scheduled
+        tokens)."""
         verified = [self.speculation.verified] * len(batch.decodes)
-        if batch.short and verified:
-            verified[-1] = batch.short
+        if batch.short:
+            verified[-len(batch.short):] = batch.short
         longest = max([seq.computed + chunk for seq, chunk in batch.prefills]
                       + [seq.computed + tokens for seq, tokens in zip(batch.decodes, verified, strict=True)])
         return drafter_fits(longest, self.speculation, self.draft_positions)
@@ -491,8 +492,8 @@ class ServingSpeculation:
     def price(self, cost, shape, draft_shapes: tuple, short: int = 0) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
         iteration of `shape`, `draft_shapes` the draft's: its first step and its later one (Batch.draft_shapes);
-        `short`: the tokens a decode whose drafts the budget cut verifies (Batch.short; the shape counts it among its
-        chunks), over which the heads run too, as over each whole decode's verified rows."""
+        `short`: the tokens the decodes verifying fewer than the others verify (Batch.short; the shape counts them
+        among its chunks), over which the heads run too, as over each whole decode's verified rows."""
         # Keyed on the priced costs' identities, which are stable and few: both cost models memoize every cost
         # they return, one per bucket of shapes, for the replica's lifetime (raw shapes would grow per iteration).
         if self.draft is not None:

@@ -63,9 +63,11 @@ class Batch:
     decodes: list[Sequence] = field(default_factory=list)
     swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
     fetched_tokens: int = 0  # KV tokens copied from the pool's KV store (sim/kv_store.py) before it runs
-    # Tokens its last decode verifies where the token budget cut its drafts short of the others' (0: none cut), as vLLM
-    # v1 trims a request's spec_token_ids to the budget left (ChunkedPrefillScheduler.decode_tokens).
-    short: int = 0
+    # Tokens each of its last decodes verifies where fewer than the others' (empty: none), as vLLM v1 schedules them:
+    # the one whose drafts the token budget cut, its spec_token_ids trimmed to the budget left
+    # (ChunkedPrefillScheduler.decode_tokens); a request a prefill pool handed over, one token, having no drafts yet
+    # (ChunkedPrefillScheduler.schedule).
+    short: tuple[int, ...] = ()
 
     def __bool__(self) -> bool:
         return bool(self.prefills or self.decodes)
@@ -86,10 +88,10 @@ class Batch:
 
     def computed_tokens(self, decode_query: int = 1) -> int:
         """Query tokens the iteration computes, as `shape` lays them out: its chunks' and `decode_query` a decode (a
-        speculative verification's k + 1), the decode whose drafts the budget cut (`short`) its fewer."""
+        speculative verification's k + 1), those verifying fewer (`short`) their fewer."""
         decodes = decode_query * len(self.decodes)
-        if self.short and decode_query > 1 and self.decodes:
-            decodes += self.short - decode_query
+        if self.short and decode_query > 1:
+            decodes += sum(self.short) - decode_query * len(self.short)
         return self.prefill_tokens + decodes
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
@@ -103,12 +105,14 @@ class Batch:
         chunks, decodes = [(q, seq.computed) for seq, q in self.prefills], self.decodes
         sampled = len(finished)
         if self.short and decode_query > 1:
-            # A decode whose drafts the budget cut verifies fewer tokens than the others: its query tokens attend to
-            # its cached keys and to each other, as a chunk's do, and each samples (vLLM v1 runs a verification in the
-            # varlen attention its chunks run in).
-            chunks, decodes = chunks + [(self.short, decodes[-1].computed)], decodes[:-1]
-            sampled += self.short
-            prefix_groups = None if prefix_groups is None else prefix_groups[:-1]
+            # A decode verifying fewer tokens than the others (`short`): its query tokens attend to its cached keys and
+            # to each other, as a chunk's do, and each samples (vLLM v1 runs a verification in the varlen attention its
+            # chunks run in).
+            cut = len(self.short)
+            chunks = chunks + [(q, seq.computed) for seq, q in zip(decodes[-cut:], self.short, strict=True)]
+            decodes = decodes[:-cut]
+            sampled += sum(self.short)
+            prefix_groups = None if prefix_groups is None else prefix_groups[:-cut]
         return step_shape(chunks, [s.computed + decode_query for s in decodes],
                           sampled=sampled + decode_query * len(decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
@@ -124,11 +128,11 @@ class Batch:
         sampling one token a sequence; then a step of one token a sequence: a chunk's past its slots, a decode's past
         its cached keys (the tokens it will accept are not known here; the static path prices draft step i at the
         generated tokens and i drafts alike). The draft runs in the engine's attention, cascading shared prefixes where
-        it does (a prefilling sequence holds its own copy). A decode whose drafts the budget cut (`short`) runs its
-        first step on the tokens it verified and the slots, as a chunk (vLLM v1's first pass takes each request's
-        scheduled tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass)."""
+        it does (a prefilling sequence holds its own copy). A decode verifying fewer tokens (`short`) runs its first
+        step on the tokens it verified and the slots, as a chunk (vLLM v1's first pass takes each request's scheduled
+        tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass)."""
         slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes,
-                        short=self.short + chunk_slots if self.short else 0)
+                        short=tuple(q + chunk_slots for q in self.short))
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                               prefix_groups=prefix_groups)
         groups = prefix_groups

@@ -81,17 +81,18 @@ class ChunkedPrefillScheduler(Scheduler):
         # (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: WAITING_FOR_REMOTE_KVS, then "num_new_tokens =
         # request.num_tokens - num_computed_tokens", its context's last token), under the same conditions: token budget
         # left, max_num_seqs, nothing preempted, blocks for its next token and lookahead slots, or the loop stops. It
-        # decodes in this iteration, taking the tokens a decode verifies here (1, or k + 1 speculating: vLLM's first
-        # step verifies no drafts, but the iteration prices every decode alike), and waits while those do not fit.
+        # decodes in this iteration, one token: speculating, it has no drafts yet (its spec_token_ids are empty until
+        # the draft has run over it after this step), so it verifies none (Batch.short) and advances one token.
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
                 and state.preemptions == preemptions:
             seq = self._head(state)
             if not seq.in_prefill:
-                verify = self.limits.verify_tokens
-                if budget < verify or not self._admit(state, seq, seq.computed + 1 + self.limits.lookahead_slots):
+                if not self._admit(state, seq, seq.computed + 1 + self.limits.lookahead_slots):
                     break
                 batch.decodes.append(seq)
-                budget -= verify
+                if self.limits.verify_tokens > 1:
+                    batch.short += (1,)
+                budget -= 1
                 continue
             chunk = self._chunk(seq, budget)
             if not self._admit(state, seq, seq.computed + chunk):
@@ -122,7 +123,7 @@ class ChunkedPrefillScheduler(Scheduler):
         """The prompt budget the batch's decodes leave (prompt_budget), each counting the tokens it verifies
         (decode_tokens); marks the batch's last decode short where the budget cut its drafts."""
         tokens = self.decode_tokens(len(batch.decodes))
-        batch.short = tokens[-1] if tokens and tokens[-1] < self.limits.verify_tokens else 0
+        batch.short = (tokens[-1],) if tokens and tokens[-1] < self.limits.verify_tokens else ()
         return self.prompt_budget(sum(tokens))
 
     def decode_tokens(self, held: int) -> list[int]:

@@ -6,8 +6,12 @@ blocks allocated there; its first step computes one token (its context's last) a
 
 from __future__ import annotations
 
+import simpy
+
 from sim.kv_cache import PagedKVCache
+from sim.replica import Replica
 from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.speculative import ServingSpeculation, Speculation
 
 
 def _decoding(state: EngineState, index: int, context: int, held: int) -> Sequence:
@@ -74,3 +78,28 @@ def test_a_handed_over_request_behind_a_prompt_decodes_in_the_iteration_that_adm
     batch = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0)).next_batch(state)
     assert batch.prefills == [(prompt, 4)] and batch.decodes == [handed]
     assert batch.computed_tokens() == 5 and state.running == [prompt, handed] and not state.waiting
+
+
+def test_a_handed_over_request_speculating_schedules_one_token_having_no_drafts_yet():
+    """k = 2, every draft accepted, budget 8: decodes 0 and 1 running (their drafts ready), 2 handed over waiting (8
+    tokens of context). vLLM v1 by hand: the running loop takes 1 + 2 tokens for each, 6, budget 2; the waiting loop
+    schedules 2 with num_tokens - num_computed_tokens = 1 token, its spec_token_ids empty (the draft has not run over
+    it), budget 1. The iteration computes 3 + 3 + 1 = 7 query tokens, 2's one as a chunk's beside the verifications;
+    0 and 1 advance 3 tokens each, 2 one, and the draft then runs over all three. Before, 2 needed 3 tokens of budget
+    and waited (decodes 0 and 1 alone); where it fitted, its first step verified 3 and advanced up to 3."""
+    kv = PagedKVCache(capacity_blocks=100, block_tokens=16)
+    state = EngineState(kv=kv)
+    for index in range(2):
+        _decoding(state, index, context=8, held=8 + 5)
+    handed = _handed_over(state, 2, context=8)
+    scheduler = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, watermark=0.0))
+    speculation = ServingSpeculation(Speculation(drafted=2, acceptance=1.0))
+    replica = Replica(simpy.Environment(), None, scheduler, state, window=None, swap_s_per_token=0.0,
+                      on_finish=lambda seq: None, speculation=speculation)
+    batch = scheduler.next_batch(state)
+    assert [seq.index for seq in batch.decodes] == [0, 1, 2] and batch.short == (1,)
+    assert batch.computed_tokens(3) == 7
+    shape = batch.shape(None, 3)
+    assert (shape.decode_seqs, shape.prefill_seqs, shape.prefill_tokens, shape.sampled) == (2, 1, 1, 7)
+    replica._apply(batch, 1.0)
+    assert [seq.generated for seq in state.running] == [4, 4, 2] and handed.computed == 9

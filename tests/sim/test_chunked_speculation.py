@@ -53,7 +53,7 @@ def test_eight_speculating_decodes_take_the_budget_two_whole_and_one_cut():
     replica = _replica(8, drafted=2)
     batch = replica.scheduler.next_batch(replica.state)
     assert [seq.index for seq in batch.decodes] == [0, 1, 2]
-    assert getattr(batch, "short", 0) == 2
+    assert batch.short == (2,)
     assert _verified_tokens(batch, 3) == 3 + 3 + 2 == BUDGET
     replica._apply(batch, 1.0)
     assert [seq.generated for seq in replica.state.running] == [1 + 3, 1 + 3, 1 + 2] + [1] * 5
@@ -73,10 +73,10 @@ def test_without_speculation_decodes_take_one_token_each_and_a_prompt_the_rest()
     replica = _replica(5, waiting_prompt=20)
     batch = replica.scheduler.next_batch(replica.state)
     assert len(batch.decodes) == 5 and [q for _, q in batch.prefills] == [3] and batch.tokens == BUDGET
-    assert _verified_tokens(batch, 1) == BUDGET and getattr(batch, "short", 0) == 0
+    assert _verified_tokens(batch, 1) == BUDGET and batch.short == ()
     full = _replica(8, waiting_prompt=20)
     batch = full.scheduler.next_batch(full.state)
-    assert len(batch.decodes) == 8 and not batch.prefills and getattr(batch, "short", 0) == 0
+    assert len(batch.decodes) == 8 and not batch.prefills and batch.short == ()
 
 
 def test_the_predictor_decodes_as_many_as_the_speculating_budget_lets():
@@ -100,7 +100,7 @@ def test_medusa_heads_run_over_the_rows_a_cut_decode_verifies_too(costs, monkeyp
     replica = _replica(8, drafted=2)
     replica.costs = costs
     batch = replica.scheduler.next_batch(replica.state)
-    assert batch.short == 2
+    assert batch.short == (2,)
     replica._price(batch)
     assert rows == [3 + 3 + 2]
 

@@ -359,8 +359,8 @@ def test_a_decode_whose_drafts_the_budget_cut_counts_its_verified_tokens_toward_
     whole, cut = (Sequence(index=i, arrival_s=0.0, prompt=100, output=50) for i in range(2))
     whole.computed, cut.computed = 118, 120
     assert not spec.drafts_after(Batch(decodes=[whole, cut]))
-    assert spec.drafts_after(Batch(decodes=[whole, cut], short=2))
-    assert spec.drafts_after(Batch(decodes=[whole, cut], short=4))
+    assert spec.drafts_after(Batch(decodes=[whole, cut], short=(2,)))
+    assert spec.drafts_after(Batch(decodes=[whole, cut], short=(4,)))
     # The whole decode is measured at its 5 verified tokens still: cached at 120 it stops the draft beside the cut one.
     whole.computed = 120
-    assert not spec.drafts_after(Batch(decodes=[whole, cut], short=2))
+    assert not spec.drafts_after(Batch(decodes=[whole, cut], short=(2,)))
