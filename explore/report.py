@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from explore.metrics import TIME_CLASSES, better_first, metric
 from explore.out_paths import refusing_unwritable
-from explore.rerun import FIGURES
+from explore.rerun import FIGURES, unstamp_report
 from explore.rows import (
     as_number,
     constraint_label,
@@ -413,6 +413,9 @@ def write_report(out_dir: Path, rows: list[dict], *, title: str, evaluator: Eval
     # The results are stored before the report: `explore report` draws it again once its files can be written.
     with refusing_unwritable(f"a report this user can write: make it writable or remove it, then `explore report "
                              f"{out_dir}` draws the report from the stored results"):
+        # The stamp describes the files about to change: a command killed while writing them leaves none, so the next
+        # run draws them again rather than keep half a report as up to date (a stamp is written once all are drawn).
+        unstamp_report(out_dir)
         figure_dir = out_dir / FIGURES
         figure_dir.mkdir(parents=True, exist_ok=True)
         for stale in (path for pattern in OBJECTIVE_FIGURES for path in figure_dir.glob(pattern)):

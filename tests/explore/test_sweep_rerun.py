@@ -142,6 +142,35 @@ def test_explore_report_leaves_the_next_run_to_draw_its_own(tmp_path, capsys):
     assert "up to date" not in capsys.readouterr().err and any((out / "figures").glob("*.png"))
 
 
+@pytest.mark.parametrize("redraw", [["--force-report"], ["report"]], ids=["force-report", "explore-report"])
+def test_a_report_cut_short_by_a_kill_is_drawn_again(tmp_path, capsys, monkeypatch, redraw):
+    """A command killed while it writes the report over one drawn from the same results (the sweep with
+    --force-report, or `explore report DIR`) leaves no stamp calling the half-written report up to date: the sweep's
+    next run draws the whole report again."""
+    model = write_tiny_model(tmp_path)
+    out = tmp_path / "out"
+    sweep = _sweep(tmp_path, model, "h100-sxm")
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    whole = (out / "report.md").read_text()
+    write_text = Path.write_text
+
+    def killed_in_report_md(path: Path, text: str, *args, **kwargs):
+        if path.name != "report.md":
+            return write_text(path, text, *args, **kwargs)
+        write_text(path, text[:len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt  # the kill: the command runs nothing after it
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Path, "write_text", killed_in_report_md)
+        command = ["report", str(out)] if redraw == ["report"] else [sweep, "--out", str(out), "--quiet", *redraw]
+        assert main(command) == 130
+    assert (out / "report.md").read_text() == whole[:len(whole) // 2]
+    capsys.readouterr()
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "up to date" not in capsys.readouterr().err
+    assert (out / "report.md").read_text() == whole
+
+
 @pytest.mark.parametrize("strategy", ["random"])
 def test_a_search_says_it_resumes(tmp_path, capsys, strategy):
     model = write_tiny_model(tmp_path)
