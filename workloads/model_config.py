@@ -558,7 +558,9 @@ EXPERT_LOADS = {BALANCED: balanced_expert_load, UNIFORM: uniform_expert_load}
 
 def expert_load(routing: str, tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
     """Tokens routed to each expert under the routing model `routing` (EXPERT_LOADS): the experts that get any are
-    the first ones, in the order both models fill them."""
+    the first ones, in the order both models fill them; none of a model without experts."""
+    if num_experts == 0:
+        return []
     return EXPERT_LOADS[routing](tokens, experts_per_token, num_experts)
 
 

@@ -20,6 +20,7 @@ from workloads.model_config import (
     balanced_expert_load,
     expert_load,
     experts_reached,
+    load_model_config,
     uniform_expert_load,
     uniform_touched,
 )
@@ -106,3 +107,13 @@ def test_a_trace_is_cached_apart_for_each_routing(tiny_mixtral):
     balanced = trace_key(tiny_mixtral, **shape)
     assert balanced["config"]["moe_routing"] == BALANCED
     assert trace_key(replace(tiny_mixtral, moe_routing=UNIFORM), **shape) != balanced
+
+
+@pytest.mark.parametrize("routing", [BALANCED, UNIFORM])
+def test_a_model_without_experts_reaches_none(routing):
+    """A dense model's MoE layers are none, so its passes reach no expert under either routing (explore check's
+    estimate counts the experts each pass of any model reaches)."""
+    config = load_model_config("llama-3-8b")
+    assert not config.is_moe
+    assert expert_load(routing, 32, config.experts_per_token, config.num_experts) == []
+    assert experts_reached(32, config.experts_per_token, config.num_experts, routing) == 0
