@@ -35,6 +35,7 @@ from hw_models.gpu_moe import ALIGNMENT, moe_kernel, quantized_weight_key
 from kernels.measured import GENERAL_LAYOUT, MOE, TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
+from workloads.atomic_write import replacing
 from workloads.errors import InputError
 
 STREAM_FIT_CLASSES = ("norm", "elementwise", "activation", "rope", "embedding")
@@ -459,7 +460,9 @@ def write_calibration(cal: Calibration, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Fitted by `explore calibrate` (see provenance): efficiency of hw_models/gpu_efficiency.py's\n"
               "# models for this preset. Do not edit by hand: rerun the command.\n")
-    path.write_text(header + yaml.safe_dump(data, sort_keys=False))
+    text = header + yaml.safe_dump(data, sort_keys=False)
+    with replacing(path) as tmp:  # every run of the preset reads it: a killed rewrite leaves the earlier file whole
+        tmp.write_text(text)
 
 
 def read_calibration(path: Path) -> Calibration:

@@ -245,3 +245,28 @@ def test_an_eager_norms_parts_are_priced_as_pointwise_kernels_and_reported_as_no
     part, pointwise, fused = load_device("h200").cost_table(table, execution="device").time_s
     assert part == pointwise and part != fused
     assert list(table.kernel_class) == ["norm", "elementwise", "norm"]
+
+
+def test_a_calibration_rewrite_killed_midway_leaves_the_file_it_had(tmp_path, monkeypatch):
+    """`explore calibrate` rewrites a preset's shipped fits, which every run of the preset (and of presets borrowing
+    them) reads: a run killed while writing them leaves the earlier file whole, not half a file that no run reads."""
+    from hw_models.calibration import read_calibration, write_calibration
+    from hw_models.gpu_efficiency import AttentionFit
+
+    path = tmp_path / "h100-sxm.yaml"
+    before = Calibration(device="h100-sxm", gemm=GemmFit(compute_fraction=0.7, bandwidth_fraction=0.8, latency_s=5e-6,
+                                                           blend=4.0))
+    write_calibration(before, path)
+    write_text = Path.write_text
+
+    def killed_midway(file: Path, text: str, *args, **kwargs):
+        write_text(file, text[:len(text) // 2], *args, **kwargs)
+        raise KeyboardInterrupt  # the kill: nothing after it runs
+
+    monkeypatch.setattr(Path, "write_text", killed_midway)
+    with pytest.raises(KeyboardInterrupt):
+        write_calibration(Calibration(device="h100-sxm", attention=AttentionFit(
+            compute_fraction=0.5, bandwidth_fraction=0.6, latency_s=4e-6)), path)
+    monkeypatch.undo()
+    assert read_calibration(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left beside it
