@@ -192,7 +192,7 @@ class DesignPoint:
         """Why long_prefill_tokens is not modeled beside this point's speculation ('' where it is): vLLM v1 caps every
         request's new tokens at it, a decode's too (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31), so
         one below the tokens a speculating decode verifies cuts every decode's drafts, where the iteration priced cuts
-        one decode's at most (Batch.short)."""
+        the drafts of one decode at most, the one the token budget cuts (its entry in Batch.short)."""
         cap, draft = self.serving.long_prefill_tokens, self.knob("spec_draft")
         verified = (self.knob("spec_tree") or self.knob("spec_tokens")) + 1
         if not draft or not 0 < cap < verified:
