@@ -264,9 +264,10 @@ class DesignPoint:
         return ""
 
     def reads(self, knob: Knob) -> bool:
-        """Whether the point reads `knob`: it has no switches (Knob.only_with), or one of them is on here (a serving
-        switch in its serving spec: node_link's prefill_replicas)."""
-        return not knob.switches or any(self._switch(s) != s.default for s in knob.switches)
+        """Whether the point reads `knob` (Knob.read_where): it has no switches (Knob.only_with), or one of them is on
+        here (a serving switch in its serving spec: node_link's prefill_replicas), and its model has what the knob
+        reads (Knob.only_for: moe_routing's routed experts)."""
+        return knob.read_where(self._switch, self.model)
 
     def _switch(self, switch: Knob) -> Any:
         """The point's value of a switch (Knob.only_with): a serving knob's in its serving spec (its default on a

@@ -24,6 +24,7 @@ written before the knob existed keeps its column list and resumes. The knobs lis
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Callable, Iterable
@@ -69,7 +70,7 @@ from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import MEDUSA, MTP
 from workloads.errors import InputError
-from workloads.model_config import BALANCED, EXPERT_LOADS, load_model_config
+from workloads.model_config import BALANCED, EXPERT_LOADS, ModelConfig, load_model_config
 
 Section = Literal["top", "workload", "format", "parallel", "serving"]  # where a sweep file sets it
 Scope = Literal["point", "system", "serving"]  # which sweeps have its column: all, with parallel:, with serving:
@@ -113,6 +114,31 @@ def flag_name(name: str) -> str:
     return f"--{name.replace('_', '-')}"
 
 
+@dataclass(frozen=True)
+class ModelPart:
+    """What of a model a knob reads that not every model has (Knob.only_for): routed experts."""
+
+    words: str  # what it is, as a message names it: 'routed experts'
+    has: Callable[[ModelConfig], bool]
+
+    def of(self, model: str | None) -> bool:
+        """Whether `model` (a preset name or config path) has it; a model that does not load, or none, counts as having
+        it, so that the model's own check refuses it with its own message."""
+        return model is None or _model_has(self, model)
+
+
+@functools.lru_cache(maxsize=256)
+def _model_has(part: ModelPart, model: str) -> bool:
+    """ModelPart.of, each model's config read once (a grid's points read the same few models)."""
+    try:
+        return part.has(load_model_config(model))
+    except InputError:
+        return True
+
+
+ROUTED_EXPERTS = ModelPart("routed experts", lambda config: config.is_moe)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Knob:
     name: str  # results column, sweep key (in its section) and `explore run --<name>` flag
@@ -137,11 +163,20 @@ class Knob:
     # The knobs that turn this one on (switches): any one of them at other than its default turns it on; with all of
     # them at their defaults (off) this one changes nothing, and labels omit it. Empty: always on.
     only_with: tuple[str, ...] = ()
+    # What of the point's model it reads, where not every model has it: a point whose model lacks it reads the knob no
+    # more than one whose switches are off (moe_routing beside a model without routed experts). None: every model.
+    only_for: ModelPart | None = None
 
     @property
     def switches(self) -> tuple[Knob, ...]:
         """The registered knobs that turn this one on (Knob.only_with)."""
         return tuple(KNOBS[name] for name in self.only_with)
+
+    def read_where(self, switch: Callable[[Knob], Any], model: str | None) -> bool:
+        """Whether a point reads the knob: it has no switches or one of them is on (`switch`: the point's value of
+        one), and its `model` has what the knob reads (only_for)."""
+        return ((not self.switches or any(switch(s) != s.default for s in self.switches))
+                and (self.only_for is None or self.only_for.of(model)))
 
     @property
     def words(self) -> str:
@@ -524,7 +559,7 @@ register(Knob(name="moe_routing", type=str, section="workload", default=BALANCED
               label="MoE routing", help="how an MoE layer's tokens x top-k rows reach its E experts: balanced (spread "
               "over min(E, tokens x top-k) experts, the most weights a step can read; aiconfigurator's measured rows) "
               "or uniform (each token's top-k picked independently and uniformly: E (1 - (1 - k/E)^tokens) experts "
-              "in expectation, rounded); a model without experts ignores it"))
+              "in expectation, rounded); a model without experts ignores it", only_for=ROUTED_EXPERTS))
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.

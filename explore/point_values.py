@@ -151,14 +151,19 @@ def _format_reason(typed: tuple, parts: tuple, config: ModelConfig, tp: int, ep:
 
 
 def check_idle_knobs(point: DesignPoint, name: Callable[[str], str] = field_name) -> None:
-    """InputError for a knob set where every knob that turns it on (Knob.only_with) is off, so it changes nothing: a
-    drafting knob without a draft, act_predictor at act_kept 1, a link on one device (tp and pp 1). `explore run`
-    refuses such a flag; a sweep's grid may cross a knob with its switches (such a point is the design without it),
-    so a sweep only notes it."""
+    """InputError for a knob set where every knob that turns it on (Knob.only_with) is off, or beside a model without
+    what it reads (Knob.only_for), so it changes nothing: a drafting knob without a draft, act_predictor at act_kept 1,
+    a link on one device (tp and pp 1), moe_routing on a dense model. `explore run` refuses such a flag; a sweep's grid
+    may cross a knob with its switches or models (such a point is the design without it), so a sweep notes a crossing
+    (explore/sweep_notes.py crossed_switch_note)."""
     for knob in knobs():
         value, switches = point.knob(knob.name), knob.switches
         if value != knob.default and not point.reads(knob):
             shown = repr(value) if isinstance(value, str) else f"{value:g}"
+            if knob.only_for is not None and not knob.only_for.of(point.model):
+                words = knob.only_for.words
+                raise InputError(f"{name(knob.name)}: found {shown} with {name('model')} {point.model}, which has no "
+                                 f"{words}, allowed: with a model that has {words}, or left out")
             raise InputError(f"{name(knob.name)}: found {shown} {off_words(switches, name)}, allowed: with "
                              f"{' or '.join(name(s.name) for s in switches)} set, or left out")
     check_idle_format(point, name)

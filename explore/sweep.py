@@ -292,17 +292,18 @@ def derived_value(target: str, value: Any) -> int | float | str:
 
 
 def unread_at_default(values: dict[str, Any], serving: ServingSpec | None = None) -> dict[str, Any]:
-    """Each knob of `values` whose switches (Knob.only_with) are all off there, at its default: nothing reads it (a
-    link on one device, tp and pp 1: no pool, replica, KV hand-off or host transfer reads it either; a node link there
-    without a prefill pool; an acceptance rate without a draft), so points that differ only there are one design with
+    """Each knob of `values` that the point there does not read (Knob.read_where: its switches all off, or its model
+    without what it reads), at its default: nothing reads it (a link on one device, tp and pp 1: no pool, replica, KV
+    hand-off or host transfer reads it either; a node link there without a prefill pool; an acceptance rate without a
+    draft; moe_routing beside a model without routed experts), so points that differ only there are one design with
     one key. A serving switch (node_link's prefill_replicas) is read in `serving`, off where there is none."""
     def value(switch):
         if switch.scope == "serving":
             return switch.default if serving is None else getattr(serving, switch.name)
         return values.get(switch.name, switch.default)
 
-    return {knob.name: knob.default for knob in knobs() if knob.switches and knob.name in values
-            and all(value(switch) == switch.default for switch in knob.switches)}
+    return {knob.name: knob.default for knob in knobs()
+            if knob.name in values and not knob.read_where(value, values.get("model"))}
 
 
 @dataclass(frozen=True)
@@ -811,6 +812,7 @@ def _check_references(sweep: Sweep, located: LocatedYAML) -> None:
                 raise InputError(f"{located.where(loc)}: {key}: {_strip_prefix(str(err), key)}") from None
     _check_context(sweep, located)
     _check_drafts(sweep, located)
+    _check_models_read(sweep, located)
     check_sweep_formats(sweep, located)  # explore/format_checks.py: part combinations and group sizes
     _check_link_overrides(sweep, located)
     fields = {("overrides", f"device.{path}"): values for path, values in sweep.override_values().items()}
@@ -983,6 +985,22 @@ def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
             reason = mtp_error(target) if draft == MTP else draft_error(target, load_model_config(draft))
             if reason:
                 raise InputError(f"{located.where(('workload', 'spec_draft'))}: workload.spec_draft: {reason}")
+
+
+def _check_models_read(sweep: Sweep, located: LocatedYAML) -> None:
+    """A knob set where none of the sweep's models has what it reads (Knob.only_for: moe_routing beside dense models
+    alone) is refused, as explore run refuses its flag: it would only show in the results as if it had been run. A
+    grid crossing it with models that have it runs the others' points without it (unread_at_default)."""
+    models, dims = as_list(sweep.spec.model), sweep.dimensions()
+    for knob in knobs():
+        if knob.only_for is None or not any(value != knob.default for value in dims.get(knob.name, ())):
+            continue
+        if not any(knob.only_for.of(model) for model in models):
+            words, where = knob.only_for.words, located.where((knob.section, knob.name))
+            shown = ", ".join(map(str, dims[knob.name]))
+            raise InputError(f"{where}: {knob.section}.{knob.name}: found {shown} with model {', '.join(models)}, "
+                             f"which {'has' if len(models) == 1 else 'have'} no {words}, allowed: with a model that "
+                             f"has {words}, or left out")
 
 
 def _check_link_overrides(sweep: Sweep, located: LocatedYAML) -> None:

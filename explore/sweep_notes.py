@@ -368,63 +368,78 @@ def sweep_default(name: str):
     return field.default if field is not None else KNOBS[name].default
 
 
+def _read_by(knob) -> tuple[str, ...]:
+    """What decides whether a point reads `knob` (Knob.read_where): its switches, and its model where the knob reads
+    what not every model has (Knob.only_for)."""
+    return (*knob.only_with, *(("model",) if knob.only_for is not None else ()))
+
+
+def _unread_where(knob) -> str:
+    """Where a point does not read `knob`, as a note says it: 'spec_draft is unset', 'the model has no routed
+    experts'."""
+    return " or ".join([*([off_where(knob.switches)] if knob.switches else []),
+                        *([f"the model has no {knob.only_for.words}"] if knob.only_for is not None else [])])
+
+
 def _off(knob, values: dict[str, list]) -> list[bool]:
-    """For each combination of the values a sweep gives a knob's switches (one not given at its default), whether
-    they are all off there."""
-    names = [s.name for s in knob.switches]
+    """For each combination of the values a sweep gives what decides whether a point reads a knob (_read_by; a switch
+    not given at its default), whether a point there does not read it."""
+    names = list(_read_by(knob))
     grid = itertools.product(*(values.get(n, [sweep_default(n)]) for n in names))
     return [_all_off(knob, dict(zip(names, combo, strict=True))) for combo in grid]
 
 
 def _all_off(knob, values: dict) -> bool:
-    """Whether a knob's switches are all off at one point's values (a switch it does not name at its default)."""
-    return all(values.get(s.name, sweep_default(s.name)) == sweep_default(s.name) for s in knob.switches)
+    """Whether a point at one combination of _read_by's values (a switch it does not name at its default) does not
+    read the knob (Knob.read_where): its switches all off, or its model without what the knob reads."""
+    return not knob.read_where(lambda s: values.get(s.name, sweep_default(s.name)), values.get("model"))
 
 
 def idle_knobs_note(sweep) -> str:
-    """The knobs a sweep sets whose only_with knobs (explore/knobs.py) are all off at every point, so they change
-    nothing (act_predictor deja_vu with act_kept 1 throughout, a link where tp and pp are 1), or ''. A note, not an
-    error: a grid may cross them."""
+    """The knobs a sweep sets that no point reads (_all_off at every point: their only_with knobs, explore/knobs.py,
+    all off), so they change nothing (act_predictor deja_vu with act_kept 1 throughout, a link where tp and pp are 1),
+    or ''. A note, not an error: a grid may cross them."""
     idle = _idle_knobs(sweep)
     if not idle:
         return ""
-    said = ", ".join(f"{k.name} ({off_where(k.switches)}, off, at every point)" for k in idle)
+    said = ", ".join(f"{k.name} ({_unread_where(k)}, off, at every point)" for k in idle)
     return f"{said}: {'it changes' if len(idle) == 1 else 'they change'} nothing, so points that differ only there " \
            f"are one design, run once"
 
 
 def _idle_knobs(sweep) -> list:
-    """The knobs a sweep sets whose only_with knobs are all off at every point (idle_knobs_note)."""
+    """The knobs a sweep sets that no point reads (idle_knobs_note)."""
     values = sweep.dimensions() | sweep.derived_values()
-    return [k for k in knobs() if k.only_with and any(v != sweep_default(k.name) for v in values.get(k.name, ()))
+    return [k for k in knobs() if _read_by(k) and any(v != sweep_default(k.name) for v in values.get(k.name, ()))
             and all(_off(k, values))]
 
 
 def crossed_switch_note(sweep) -> str:
     """How many points of a grid crossing switches with the knobs they turn on (spec_draft '' and medusa with four
-    acceptance rates; tp 1 and 2 with two links) are another point's design again, the knobs changing nothing where
-    their switches are all off, or '' (switches off at every point are idle_knobs_note's). Derived knobs and searches
+    acceptance rates; tp 1 and 2 with two links), or models with a knob that reads what only some have (a dense model
+    and an MoE one with two moe_routing values), are another point's design again, the knobs changing nothing where
+    their points do not read them, or '' (knobs no point reads are idle_knobs_note's). Derived knobs and searches
     are left out."""
     if sweep.spec.search.strategy != "grid":
         return ""
     dims, derived = sweep.dimensions(), sweep.derived_values()
-    crossed = [k for k in knobs() if k.only_with and len(dims.get(k.name, ())) > 1 and k.name not in FORMAT_FIELDS
-               and not {k.name, *k.only_with} & set(derived) and 0 < sum(_off(k, dims)) < len(_off(k, dims))]
+    crossed = [k for k in knobs() if _read_by(k) and len(dims.get(k.name, ())) > 1 and k.name not in FORMAT_FIELDS
+               and not {k.name, *_read_by(k)} & set(derived) and 0 < sum(_off(k, dims)) < len(_off(k, dims))]
     if not crossed:
         return ""
-    # The dimensions the crossed knobs and their switches take, each combination read as its design: a knob whose
-    # switches are all off there is the same design at each of its values.
+    # The dimensions the crossed knobs and what decides their reading take, each combination read as its design: a
+    # knob its point does not read there is the same design at each of its values.
     idle_where_off = {k.name for k in crossed}
-    names = list(dict.fromkeys(n for k in crossed for n in (*k.only_with, k.name) if n in dims))
+    names = list(dict.fromkeys(n for k in crossed for n in (*_read_by(k), k.name) if n in dims))
     repeated = _repeats(sweep, dims, names, lambda combo: tuple(
         None if n in idle_where_off and _all_off(KNOBS[n], combo) else combo[n] for n in names))
     if not repeated:
         return ""
-    by_switches: dict[tuple[str, ...], list[str]] = {}
+    by_where: dict[str, list[str]] = {}
     for k in crossed:
-        by_switches.setdefault(k.only_with, []).append(k.name)
-    said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing where "
-            f"{off_where(KNOBS[s] for s in switches)}" for switches, idle in by_switches.items()]
+        by_where.setdefault(_unread_where(k), []).append(k.name)
+    said = [f"{' and '.join(idle)} {'changes' if len(idle) == 1 else 'change'} nothing where {where}"
+            for where, idle in by_where.items()]
     return f"{repeated} of {sweep.size()} points are another point's design, run once: {'; '.join(said)}"
 
 

@@ -1,5 +1,6 @@
-"""The moe_routing knob (explore/knobs.py) on design points: a sweep's points at the default keep their ids, and a
-uniform point's passes, step template and drafts route uniformly (workloads/model_config.py expert_load).
+"""The moe_routing knob (explore/knobs.py) on design points: a sweep's points at the default keep their ids, a
+uniform point's passes, step template and drafts route uniformly (workloads/model_config.py expert_load), and a model
+without routed experts does not read it (Knob.only_for), as a knob whose switches are off is not read.
 
 The model is a tiny Mixtral of 16 experts, 2 a token: a decode step of 3 sequences routes 6 rows, which balanced
 routing spreads over 6 experts and uniform routing over 16 (1 - (14/16)^3) = 5.28 -> 5.
@@ -17,7 +18,7 @@ from explore.sweep import load_sweep
 from kernels.kernel import KernelKind
 from kernels.table import KIND_CODE
 from sim.speculative import MTP
-from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep
+from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
 from workloads.model_config import UNIFORM
 
 TINY_MOE = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 16, "num_experts_per_tok": 2}
@@ -29,6 +30,12 @@ def tiny_moe(tmp_path_factory) -> str:
     path = tmp_path_factory.mktemp("tiny-moe") / "config.json"
     path.write_text(json.dumps(TINY_MOE))
     return str(path)
+
+
+@pytest.fixture(scope="module")
+def tiny_dense(tmp_path_factory) -> str:
+    """The tiny Llama the tiny Mixtral is built on: the same layers with one MLP and no experts."""
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-dense"))
 
 
 def _point(model: str, routing: str = "balanced", **kw) -> DesignPoint:
@@ -80,3 +87,62 @@ def test_an_unknown_routing_is_one_line_exit_2(tmp_path, tiny_moe, capsys):
     code = main(["check", sweep])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "workload.moe_routing" in err[0] and "balanced" in err[0], err
+
+
+def _sweep(folder, models: list[str], routing: str) -> str:
+    return write_sweep(folder, f"name: routing\nmodel: [{', '.join(models)}]\ndevice: h100-sxm\n"
+                               f"workload: {{batch: 3, prompt: 16, output: 4, moe_routing: {routing}}}\n")
+
+
+def test_a_dense_models_points_are_run_once_in_a_grid_crossing_routings(tmp_path, tiny_moe, tiny_dense, capsys):
+    """A grid of a dense and an MoE model by two routings is 4 points and 3 designs: the dense model's uniform point is
+    its balanced one (the point without the knob, whose id a sweep without moe_routing gives), and `explore check`
+    says so; the MoE model's two stay apart, and a row shows the routing only where its model reads it."""
+    from explore.cli import main
+
+    points = load_sweep(_sweep(tmp_path, [tiny_dense, tiny_moe], "[balanced, uniform]")).points()
+    ids = {(p.model, p.knob("moe_routing")) for p in points}
+    assert ids == {(tiny_dense, "balanced"), (tiny_moe, "balanced"), (tiny_moe, UNIFORM)}
+    assert len({p.point_id for p in points}) == 3
+    plain = load_sweep(write_sweep(tmp_path, f"name: routing\nmodel: {tiny_dense}\ndevice: h100-sxm\n"
+                                             f"workload: {{batch: 3, prompt: 16, output: 4}}\n")).points()
+    assert {p.point_id for p in points if p.model == tiny_dense} == {p.point_id for p in plain}
+    assert {p.model: p.row()["moe_routing"] for p in points if p.knob("moe_routing") == "balanced"} == {
+        tiny_dense: None, tiny_moe: "balanced"}
+    assert main(["check", _sweep(tmp_path, [tiny_dense, tiny_moe], "[balanced, uniform]")]) == 0
+    assert ("1 of 4 points are another point's design, run once: moe_routing changes nothing where the model has no "
+            "routed experts") in " ".join(capsys.readouterr().out.split())
+
+
+def test_a_sweep_of_dense_models_alone_refuses_moe_routing_in_one_line(tmp_path, tiny_dense, capsys):
+    from explore.cli import main
+
+    code = main(["check", _sweep(tmp_path, [tiny_dense], "[balanced, uniform]")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert "workload.moe_routing: found balanced, uniform with model" in err[0] and "no routed experts" in err[0], err
+    assert main(["check", _sweep(tmp_path, [tiny_dense], "balanced")]) == 0  # the default: nothing to refuse
+
+
+def test_explore_run_refuses_moe_routing_on_a_dense_model_in_one_line(tiny_dense, capsys):
+    from explore.cli import main
+
+    code = main(["run", "--model", tiny_dense, "--device", "h100-sxm", "--batch", "3", "--prompt", "16", "--output",
+                 "4", "--moe-routing", "uniform"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"--moe-routing: found 'uniform' with --model {tiny_dense}, which has no routed experts" in err[0], err
+
+
+def test_an_moe_model_whose_every_step_touches_all_experts_reads_it(tmp_path, capsys):
+    """Two experts, both picked by every token: every step touches all of them under either routing, and the model
+    still reads the knob: its points keep their two ids, and explore run takes the flag."""
+    from explore.cli import main
+
+    every = tmp_path / "every" / "config.json"
+    every.parent.mkdir()
+    every.write_text(json.dumps({**TINY_MOE, "num_local_experts": 2, "num_experts_per_tok": 2}))
+    points = load_sweep(_sweep(tmp_path, [str(every)], "[balanced, uniform]")).points()
+    assert len({p.point_id for p in points}) == 2
+    assert main(["run", "--model", str(every), "--device", "h100-sxm", "--batch", "3", "--prompt", "16", "--output",
+                 "4", "--moe-routing", "uniform"]) == 0, capsys.readouterr().err
