@@ -101,7 +101,9 @@ SWEEP_COPY = "sweep.yaml"  # a serving sweep's file, kept beside its results
 # squares without a constant: 0.228 ms an op dispatched and 0.0152 ms an op copied (its copy and its share of
 # storing the trace). Within 25% for the traces over 1 s (qwen3-30b-a3b's prefill at full depth 2.72 s, fitted 2.73;
 # deepseek-v2-lite's 1.07 s, fitted 1.09), within 1.6x but three decode steps under 0.6 s, fitted at about half of
-# their time. DeepSeek-V3's 512-token
+# their time; timed again the same way at c2b8eef (load 4-9), 26 decode steps after 512 tokens (9 models at full depth,
+# batch 1 and 8; llama-2-7b, mixtral-8x7b, deepseek-v2-lite and qwen3-30b-a3b at 2 and 8 layers; 0.05-1.7 s) were
+# estimated at 0.84-2.1x, none below. DeepSeek-V3's 512-token
 # prefill (245,096 ops, 8,570 dispatched, 2 x 256 experts built) took 5.96 s, estimated 6.0 s. The tiny model's
 # (tests/explore/tiny_sweep.py) 177-op prefill took 0.064-0.070 s, 0.03 s past its ops: a trace's own part.
 TRACE_S = 0.03
@@ -117,6 +119,20 @@ TRACE_S_PER_EXPERT_BUILT = 0.00087
 # step template, and workers starting together each capture its traces: deepseek-v2-lite's 4 rates took 10.1 s on
 # one worker and 19.7 s on two (2026-12-06, the machine shared: load 2-5).
 TORCH_START_S = 2.5
+# A run's fixed part, paid once by the process the user starts (the pool's workers fork from it, its imports done):
+# its start, Python and the modules `explore SWEEP` imports (`python3 -c "import explore.commands"`, user + sys,
+# 0.80-1.05 s over 8 runs; Python alone 0.09 s), and its report's, matplotlib's import (0.58-0.61 s) among it. Fitted
+# with REPORT_S_PER_FIGURE on whole runs (bench/bench_check_estimate.py, 2026-12-07 at c2b8eef, the 2-core machine
+# shared with other work at load 4-11): 33 of examples/*.yaml (all but mtp and sla-planner, over a minute each), each
+# from an empty trace cache on one worker, 6.6-57 s CPU measured; least squares of the time measured less the rest of
+# the estimate on the static sweeps cheapest-system, device-families, fpga-sweep, long-context, npu-pim-whatif,
+# quant-sparsity, search-gpu-whatif, whatif-a100-neupims-fpga and whatif-hbm-h100 (9-11 figures each): 2.2 s and
+# 0.31 s a figure (was 0 and 0.35). On the 24 sweeps left out the median |log(estimate / measured)| went from 0.233 to
+# 0.215 (8 static: 0.203 -> 0.033, their estimates 0.59-1.09x of the time measured -> 0.68-1.11x; 16 serving: 0.329
+# -> 0.375, those the points' part overestimates getting longer), no sweep's error growing more than 1.24x (offload's,
+# 1.09x -> 1.35x). The two are told apart poorly (every sweep draws 8-12 figures): the import time alone for the fixed
+# part, the cost a figure kept, gave 0.177 over the 24 (static 0.113, serving 0.368).
+RUN_FIXED_S = 2.2
 # Ops a trace records (len(Trace.ops)): a decoder layer's attention, norms and MLP (or an MoE layer's router), 73-77
 # in llama-2-7b's and mixtral-8x7b's traces, 89-91 in qwen3-30b-a3b's, 96-103 in deepseek-v2-lite's (MLA); and 16 an
 # expert that gets tokens (workloads/decoder.py RoutedExpert: arange, remainder and index_select of its rows, 3
@@ -163,8 +179,9 @@ TEMPLATE_S_PER_OP = 0.000011
 # points, spread over the what-if, energy, sensitivity, batch and Pareto figures (each groups or plots every row):
 # `explore report DIR` timed on one core of the same machine, 10 figures each, over examples/gpu-whatif-grid.yaml's
 # 10,368 points 7.0 s, its copies at 6 and 3 steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a
-# point.
-REPORT_S_PER_FIGURE = 0.35
+# point. Its cost a figure is fitted with RUN_FIXED_S on whole runs (there): the report's fixed part, its import of
+# matplotlib among it, falls to the run's once, no longer spread over its figures.
+REPORT_S_PER_FIGURE = 0.31
 REPORT_S_PER_POINT = 0.00033
 # A serving point simulates its requests: Evaluator.evaluate timed point by point in CPU time (time.process_time; the
 # 2-core machine was shared, wall times 5-10x longer), the traces cached, the first point of each sweep left out (it
@@ -358,14 +375,40 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
 DISTINCT_COUNTED = 20_000
 
 
-def cmd_check(args) -> int:
-    sweep = load_sweep(args.sweep)
+@dataclasses.dataclass(frozen=True)
+class RunEstimate:
+    """explore check's estimate of a sweep's run, CPU seconds by part."""
+
+    fixed_s: float  # the run's own start and its report's fixed part, once a run
+    trace_s: float  # capturing the traces the cache lacks, torch started in each worker that captures
+    prepare_s: float  # reading and lowering the traces into kernel tables or step templates
+    points_s: float  # evaluating the points (a search's proposals included)
+    report_s: float  # drawing the report: its figures, its points, a serving report's re-runs
+    figures: int  # the figures the report draws, at most
+
+    @property
+    def total_s(self) -> float:
+        return self.fixed_s + self.trace_s + self.prepare_s + self.points_s + self.report_s
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckPlan:
+    """What explore check finds a sweep's run takes: its traces, those the cache lacks, and the estimate."""
+
+    traces: list[Trace]
+    to_capture: list[Trace]
+    visits: int
+    workers: int
+    estimate: RunEstimate
+
+
+def plan_check(sweep, evaluator: Evaluator, workers: int) -> CheckPlan:
+    """The traces a sweep's run takes on `workers` workers and its estimated CPU time (check_sweep_points refuses a
+    point that cannot run first)."""
     derived, search = sweep.derived_values(), sweep.spec.search
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
-    evaluator = Evaluator()
     serving = sweep.spec.serving
     configs = [evaluator.config(model) for model in dims["model"]]
-    workers = _workers(args)
     if serving is None:
         models = [(config, b, p, PLAIN_PASSES) for config in configs for b in dims["batch"] for p in dims["prompt"]]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
@@ -380,28 +423,37 @@ def cmd_check(args) -> int:
         point_s = _serving_point_s(sweep) * (CAPACITY_RUNS if serving.capacity else 1)
     visits = _evaluated(sweep)
     workers = capped_workers(workers, sweep.visits())  # as the run caps them, with its notice
-    trace_s = _capture_s(to_capture, workers, serving is not None)
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     figures = _report_figures(sweep, dims)
     # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
     report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
                 + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
-    prepare_s = _prepare_s(sweep, traces, models, visits, workers)
-    estimate = trace_s + prepare_s + visits * per_point + report_s
-    plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
-            if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
-    traces_label = count_label(_count(traces), "trace")
-    capture = (f"up to {traces_label} to capture" if _count(to_capture) == _count(traces) else
-               f"{_count(to_capture)} of {traces_label} to capture (the others are in the trace cache)")
-    print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({plan}), {capture}")
+    estimate = RunEstimate(fixed_s=RUN_FIXED_S, trace_s=_capture_s(to_capture, workers, serving is not None),
+                           prepare_s=_prepare_s(sweep, traces, models, visits, workers), points_s=visits * per_point,
+                           report_s=report_s, figures=figures)
+    return CheckPlan(traces, to_capture, visits, workers, estimate)
+
+
+def cmd_check(args) -> int:
+    sweep = load_sweep(args.sweep)
+    plan = plan_check(sweep, Evaluator(), _workers(args))
+    search, estimate = sweep.spec.search, plan.estimate
+    visits = plan.visits
+    run_plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
+                if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
+    traces_label = count_label(_count(plan.traces), "trace")
+    capture = (f"up to {traces_label} to capture" if _count(plan.to_capture) == _count(plan.traces) else
+               f"{_count(plan.to_capture)} of {traces_label} to capture (the others are in the trace cache)")
+    print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({run_plan}), {capture}")
+    derived = sweep.derived_values()
     for target, values in derived.items():
         shown = ", ".join(v if isinstance(v, str) else f"{v:g}" for v in values[:MAX_SHOWN]) + (
             ", ..." if len(values) > MAX_SHOWN else "")
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
-    on = "on one worker" if workers == 1 else f"of CPU time on {workers} workers"
-    print(f"estimated run time: about {estimate:.0f} s {on}, about {report_s:.0f} s of it drawing the report "
-          f"(up to {figures} figures)")
+    on = "on one worker" if plan.workers == 1 else f"of CPU time on {plan.workers} workers"
+    print(f"estimated run time: about {estimate.total_s:.0f} s {on}, about {estimate.report_s:.0f} s of it drawing the "
+          f"report (up to {estimate.figures} figures)")
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0

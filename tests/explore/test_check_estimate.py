@@ -45,12 +45,13 @@ def _captured(cache: Path) -> list[Path]:
 
 def _price_layers(monkeypatch, layer_s: float) -> None:
     """Prices capturing a trace at `layer_s` a decoder layer each pass dispatches and nothing else (no torch start, no
-    part a trace, no experts, no layer copied from another: workloads/layer_replication.py)."""
+    part a trace, no experts, no layer copied from another: workloads/layer_replication.py), the run's fixed part
+    free."""
     from explore import commands
 
-    for name, value in (("TORCH_START_S", 0.0), ("TRACE_S", 0.0), ("TRACE_S_PER_EXPERT_BUILT", 0.0),
-                        ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0), ("TRACE_S_PER_OP", layer_s),
-                        ("TRACE_S_PER_OP_COPIED", 0.0)):
+    for name, value in (("RUN_FIXED_S", 0.0), ("TORCH_START_S", 0.0), ("TRACE_S", 0.0),
+                        ("TRACE_S_PER_EXPERT_BUILT", 0.0), ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0),
+                        ("TRACE_S_PER_OP", layer_s), ("TRACE_S_PER_OP_COPIED", 0.0)):
         monkeypatch.setattr(commands, name, value)
 
 
@@ -325,9 +326,9 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
 
     for name, value in (("TORCH_START_S", 10.0), ("TRACE_S", 1.0), ("TRACE_S_PER_OP", 1.0),
                         ("TRACE_S_PER_EXPERT_BUILT", 1.0), ("OPS_PER_LAYER", 100), ("OPS_PER_EXPERT", 10),
-                        ("POINT_S", 0.0), ("PREPARE_S_PER_OP", 0.0), ("PREPARE_S_PER_COMBINATION", 0.0),
-                        ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0), ("SERVING_S_PER_POINT", 0.0),
-                        ("SERVING_S_PER_REQUEST", 0.0)):
+                        ("RUN_FIXED_S", 0.0), ("POINT_S", 0.0), ("PREPARE_S_PER_OP", 0.0),
+                        ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
+                        ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
         monkeypatch.setattr(commands, name, value)
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
     model = tmp_path / "moe" / "config.json"
@@ -389,9 +390,9 @@ def _only(monkeypatch, **costs: float) -> None:
     """Prices every part of the estimate at 0 but `costs` (explore/commands.py's constants by name)."""
     from explore import commands
 
-    for name in ("TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_OP_COPIED", "TRACE_S_PER_EXPERT_BUILT",
-                 "POINT_S", "BLOCK_POINT_S", "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE",
-                 "REPORT_S_PER_POINT", "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
+    for name in ("RUN_FIXED_S", "TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_OP_COPIED", "POINT_S",
+                 "TRACE_S_PER_EXPERT_BUILT", "BLOCK_POINT_S", "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION",
+                 "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT", "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
         monkeypatch.setattr(commands, name, costs.get(name, 0.0))
 
 
@@ -485,6 +486,27 @@ def test_each_worker_that_captures_starts_torch(tmp_path, capsys, monkeypatch):
     assert "about 26 s of CPU time on 2 workers" in check(static, 2)
     served = "serving: {rate: [10, 20], requests: 20, prompt: 32, output: 4}\n"
     assert [_estimate_s(check(served, workers)) for workers in (1, 2)] == [14, 28]
+
+
+def test_a_run_s_fixed_part_is_counted_once_a_run(tmp_path, capsys, monkeypatch):
+    """A run's fixed part (its start: Python and the modules `explore SWEEP` imports; its report's) is paid once, by
+    the process the user starts: the pool's workers fork from it, its imports done. At 10 s a run and every other part
+    free, one point, three batches on one worker and on two, and two served rates are 10 s each (it was not counted:
+    0 s)."""
+    from explore import runner
+
+    _only(monkeypatch, RUN_FIXED_S=10.0)
+    monkeypatch.setattr(runner, "usable_cores", lambda: 8)  # the cap is the points, not this machine's cores
+    model = write_tiny_model(tmp_path)
+
+    def estimate_s(rest: str, workers: int) -> float:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n{rest}")
+        assert main(["check", path, "--workers", str(workers)]) == 0
+        return _estimate_s(capsys.readouterr().out)
+
+    assert estimate_s("workload: {batch: 1, prompt: 16, output: 2}\n", 1) == 10
+    assert [estimate_s("workload: {batch: [1, 2, 3], prompt: 16, output: 2}\n", w) for w in (1, 2)] == [10, 10]
+    assert estimate_s("serving: {rate: [10, 20], requests: 20, prompt: 32, output: 4}\n", 2) == 10
 
 
 def test_check_refuses_fewer_than_one_worker(tmp_path, capsys):
