@@ -23,6 +23,7 @@ from hw_models.link import (
     load_link,
     load_link_model,
 )
+from hw_models.link_pcie import model_through_pcie, through_pcie
 from hw_models.registry import load_device
 from hw_models.system import SystemModel, SystemPrice
 from kernels.block_estimate import with_estimate
@@ -360,7 +361,9 @@ class Evaluator:
             devices=devices,
             template=self.template(self.point_model(point), fmt, devices, 1,
                                    fusion_of(point.execution, self.attention_device(point).kind)),
-            link=load_link_model(spec.pool_link, calibrated=point.use_calibration),
+            # A network's bandwidth at most the slower of the two ends' own PCIe links (hw_models/link_pcie.py).
+            link=model_through_pcie(load_link_model(spec.pool_link, calibrated=point.use_calibration),
+                                    self.point_device(point).spec, self.attention_device(point).spec),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B, placement=spec.attention_placement)
 
@@ -888,17 +891,19 @@ class Evaluator:
                     swap / ranks, host_cache_blocks=host_blocks,
                     # The store holds whole blocks of the replicas' shards; a rank fetches over its own device's NIC.
                     kv_store_blocks=store_blocks,
-                    kv_store_Bps=self._kv_store_Bps(point) / ranks if spec.kv_store_GB else None,
+                    kv_store_Bps=self._kv_store_Bps(point, device) / ranks if spec.kv_store_GB else None,
                     speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
-    def _kv_store_Bps(self, point: DesignPoint) -> float:
-        """What a replica fetches from the pool's KV store per second: each of its tp x pp devices its shard of the
-        blocks at once, at kv_store_GBps or its node link's NIC rate (the pool's: pool_point, where the user names one,
-        else hw_models/link.py default_node_link: the network a store across machines is reached over, as Mooncake's
-        transfer engine reaches it over RDMA)."""
+    def _kv_store_Bps(self, point: DesignPoint, device) -> float:
+        """What a replica fetches from the pool's KV store per second: each of its tp x pp devices (`device` their
+        model) its shard of the blocks at once, at kv_store_GBps or its node link's NIC rate (the pool's: pool_point,
+        where the user names one, else hw_models/link.py default_node_link: the network a store across machines is
+        reached over, as Mooncake's transfer engine reaches it over RDMA), at most the device's own PCIe link's
+        (hw_models/link_pcie.py)."""
         gbps = point.serving.kv_store_GBps
         if gbps is None:
-            gbps = self._link(point.knob("node_link") or default_node_link(point.device)).bandwidth_GBps
+            gbps = through_pcie(self._link(point.knob("node_link") or default_node_link(point.device)),
+                                device.spec).bandwidth_GBps
         return gbps * 1e9 * point.tp * point.pp
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
@@ -992,7 +997,12 @@ class Evaluator:
         cfg = self.config(point.model)
         pools = [self._pool(point, fmt, *pool) for pool in serving_pools(point)]
         if spec.disaggregated:
-            links = [load_link_model(name) for name in spec.handoff_links(point.device, point.knob("node_link"))]
+            # The KV leaves a prefill device's PCIe link for its NIC and enters a decode device's from its own
+            # (hw_models/link_pcie.py): each link at most the slower of the two PCIe links.
+            ends = [self.point_device(pool_point(point, name, own, link)).spec
+                    for _, _, name, own, link in serving_pools(point)]
+            links = [model_through_pcie(load_link_model(name), *ends)
+                     for name in spec.handoff_links(point.device, point.knob("node_link"))]
 
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each

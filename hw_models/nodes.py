@@ -49,10 +49,12 @@ transports' canConnect consult), and a path's bandwidth is the least of its link
 PCIe link among them; so a PCIe domain gains nothing from its NICs (only GPUs whose P2P path crosses CPU sockets do, a
 topology not modelled here).
 
+The node link is taken as the caller gives it: a system's (hw_models/system.py) at most each GPU's own PCIe link to its
+NIC (hw_models/link_pcie.py: InfiniBand NDR's 50 GB/s behind an A100's PCIe 4 x16 at 31.5).
+
 Not priced: the NICs' and the network switches' congestion beyond each GPU's own port, rail or fat-tree topology,
-SHARP in the network switches, NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
-the NICs reaches a higher bus bandwidth than the three phases in turn), and a node link faster than the GPU's own
-PCIe link to its NIC (the NIC is priced at its port's rate: InfiniBand NDR's 50 GB/s behind PCIe 3 x16's 15.75).
+SHARP in the network switches, and NCCL's choice of ring over all n ranks for large messages (a pipelined ring over
+the NICs reaches a higher bus bandwidth than the three phases in turn).
 """
 
 from __future__ import annotations

@@ -14,9 +14,10 @@ that all reach each other, NCCL where it is faster; NCCL elsewhere. With allredu
 every device's buffer and sending back the sum (TPI-LLM, hw_models/star.py) on any link, always: the engine has no
 other.
 A system of more devices than one domain of the link joins (LinkSpec.domain_devices: an NVSwitch board's eight) spans
-nodes joined by `node_link`, each device its own port: a collective among devices on several nodes, and a pipeline
-send between stages on different nodes, compose the two links (hw_models/nodes.py); custom and NVLS all-reduces run
-within one node only (NCCL across nodes).
+nodes joined by `node_link`, each device its own port, reached over the device's own PCIe link (a network's bandwidth at
+most that link's: hw_models/link_pcie.py): a collective among devices on several nodes, and a pipeline send between
+stages on different nodes, compose the two links (hw_models/nodes.py); custom and NVLS all-reduces run within one node
+only (NCCL across nodes).
 Memory, idle power, TDP, area and price are the sum over all devices.
 """
 
@@ -35,6 +36,7 @@ from hw_models.link import (
     custom_all_reduce_time_s,
     load_link_model,
 )
+from hw_models.link_pcie import model_through_pcie
 from hw_models.nvls import load_nvls_fit, nvls_all_reduce_time_s
 from hw_models.star import star_all_reduce_time_s
 from kernels.kernel import KernelKind
@@ -60,8 +62,9 @@ class SystemModel:
 
     def __init__(self, device, tp: int, link: LinkModel, pp: int = 1, allreduce: str = "nccl",
                  node_link: LinkModel | None = None):
-        """`node_link`: the link between nodes where the system spans several (hw_models/nodes.py); None:
-        DEFAULT_NODE_LINK's preset (hw_models/link.py)."""
+        """`node_link`: the link between nodes where the system spans several (hw_models/nodes.py), each device
+        reaching it over its own PCIe link (hw_models/link_pcie.py); None: DEFAULT_NODE_LINK's preset
+        (hw_models/link.py)."""
         if allreduce not in ALLREDUCE_IMPLEMENTATIONS:
             raise InputError(f"allreduce: found {allreduce!r}, allowed: {', '.join(ALLREDUCE_IMPLEMENTATIONS)}")
         if allreduce == "star" and tp > 1 and link.fits:
@@ -76,7 +79,7 @@ class SystemModel:
         self.nodes = nodes.nodes_of(tp, pp, link.spec)
         if self.nodes > 1 and node_link is None:
             node_link = load_link_model(DEFAULT_NODE_LINK, calibrated=bool(link.fits))
-        self.node_link = node_link if self.nodes > 1 else None
+        self.node_link = model_through_pcie(node_link, device.spec) if self.nodes > 1 else None
         self.kind = device.kind
         self.units = device.units
         self.spec = device.spec

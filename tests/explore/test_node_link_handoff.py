@@ -12,6 +12,7 @@ from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.sweep import load_sweep
 from explore.sweep_notes import sweep_notes
+from kernels.formats import NumericFormat
 from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
 from workloads.requests import Fixed
@@ -21,6 +22,8 @@ pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 # roce-400g (hw_models/presets/links/roce-400g.yaml): Lamina's measured 45.7 GB/s and 16.5 us one way.
 ROCE_GBPS, ROCE_LATENCY_S = 45.7, 16.5e-6
+# An A100's own PCIe 4 x16 to its NIC, 16 GT/s x 16 lanes x 128/130 / 8 (PCI-SIG): below RoCE's 45.7 GB/s.
+A100_PCIE_GBPS = 31.5
 
 
 def _point(model: str, device: str, node_link: str = "", kv_link: str | None = None, prefill: int = 1,
@@ -33,16 +36,17 @@ def _point(model: str, device: str, node_link: str = "", kv_link: str | None = N
 
 
 def test_a_left_out_kv_link_hands_kv_over_the_users_node_link(tmp_path, tiny_evaluator):
-    """A100 pools (their own node link HDR) with node_link roce-400g hand the prompt's KV over RoCE: by hand, the
-    tiny model's 32 tokens x 2 layers x 2 KV heads x 16 dims x (K, V) x 2 bytes = 8,192 B take 8,192 / 45.7e9 s +
-    16.5 us = 16.68 us from the first token to the decode admission (HDR's would be 3.03 us)."""
+    """A100 pools (their own node link HDR) with node_link roce-400g hand the prompt's KV over RoCE, each A100 reaching
+    its NIC over its PCIe 4 x16 (31.5 GB/s, below RoCE's 45.7): by hand, the tiny model's 32 tokens x 2 layers x 2 KV
+    heads x 16 dims x (K, V) x 2 bytes = 8,192 B take 8,192 / 31.5e9 s + 16.5 us = 16.76 us from the first token to the
+    decode admission (HDR's would be 3.03 us)."""
     model = write_tiny_model(tmp_path)
     head_dim = TINY_CONFIG["hidden_size"] // TINY_CONFIG["num_attention_heads"]
     kv_B = 32 * TINY_CONFIG["num_hidden_layers"] * TINY_CONFIG["num_key_value_heads"] * head_dim * 2 * 2
     assert kv_B == 8192
     records = tiny_evaluator.evaluate(_point(model, "a100-sxm-80gb", "roce-400g")).result.records
     handover_s = records.decode_admitted_s[0] - records.first_token_s[0]
-    assert handover_s == pytest.approx(kv_B / (ROCE_GBPS * 1e9) + ROCE_LATENCY_S, rel=1e-9)
+    assert handover_s == pytest.approx(kv_B / (min(ROCE_GBPS, A100_PCIE_GBPS) * 1e9) + ROCE_LATENCY_S, rel=1e-9)
 
 
 def test_a_named_kv_link_wins_over_the_node_link():
@@ -137,12 +141,27 @@ def test_each_pool_spans_nodes_over_its_own_devices_link_unless_the_user_names_o
 def test_a_kv_store_is_reached_over_the_users_node_link(evaluator):
     """A replica's KV store fetches cross the network between machines (Mooncake's store over RDMA): the user's
     node_link where the point reads it (tp 2 on A100s, whose own node link is HDR, 25 GB/s a port), each of the two
-    devices at roce-400g's 45.7 GB/s, 91.4 GB/s in all by hand; without node_link, HDR's 2 x 25 = 50 GB/s."""
+    devices at its PCIe 4 x16's 31.5 GB/s (below roce-400g's 45.7), 63 GB/s in all by hand; without node_link, HDR's
+    2 x 25 = 50 GB/s (below the PCIe link)."""
     def store_point(node_link: str) -> DesignPoint:
         serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=32), output=Fixed(tokens=4),
                               prefix_tokens=16, kv_store_GB=8.0)
         return DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=1, prompt=0, output=0, serving=serving,
                            execution="graphs", tp=2, knobs=(("node_link", node_link),) if node_link else ())
 
-    assert evaluator._kv_store_Bps(store_point("roce-400g")) == pytest.approx(2 * ROCE_GBPS * 1e9, rel=1e-12)
-    assert evaluator._kv_store_Bps(store_point("")) == pytest.approx(2 * 25e9, rel=1e-12)
+    def fetch_Bps(point: DesignPoint) -> float:
+        return evaluator._kv_store_Bps(point, evaluator.point_device(point))
+
+    assert fetch_Bps(store_point("roce-400g")) == pytest.approx(2 * A100_PCIE_GBPS * 1e9, rel=1e-12)
+    assert fetch_Bps(store_point("")) == pytest.approx(2 * 25e9, rel=1e-12)
+
+
+@pytest.mark.parametrize(("device", "GBps"), [("a100-sxm-80gb", A100_PCIE_GBPS), ("h100-sxm", ROCE_GBPS)])
+def test_attention_devices_are_reached_at_most_at_the_model_devices_pcie_rate(evaluator, device, GBps):
+    """Lamina's attention link (roce-400g, 45.7 GB/s a port) leaves each model device through its NIC: an A100's PCIe
+    4 x16 (31.5 GB/s) caps it, an H100's PCIe 5 x16 (63.0) does not, nor does the H20 attention devices' (PCIe 5)."""
+    serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=32), output=Fixed(tokens=4),
+                          attention_device="h20", attention_devices=2)
+    point = DesignPoint(model="llama-2-7b", device=device, batch=1, prompt=0, output=0, serving=serving,
+                        execution="graphs", tp=2)
+    assert evaluator.attention_pool(point, NumericFormat()).link.spec.bandwidth_GBps == GBps

@@ -82,8 +82,8 @@ def test_one_domain_is_never_slower_than_the_same_devices_split_into_nodes(link,
     node link preset (NVLink's bandwidth and step latency no worse than any of theirs: the domain can run the same
     hierarchy over its own link), for every collective, 16-64 devices, 1 KiB-10 GiB. A PCIe domain is left out: against
     a NIC priced faster than PCIe it can price slower at large messages, and the domain taking the NIC would not be
-    NCCL (hw_models/nodes.py: a GPU's path to its NIC crosses its own PCIe link); the split side's NIC above the GPU's
-    PCIe is what is not priced."""
+    NCCL (hw_models/nodes.py: a GPU's path to its NIC crosses its own PCIe link); the node link is taken here at its
+    port's rate, as a system of GPUs whose PCIe link is faster reaches it (hw_models/link_pcie.py)."""
     split = load_link_model(link, calibrated=calibrated)
     for name in NODE_LINKS:
         node_link = load_link_model(name)
