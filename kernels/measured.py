@@ -30,6 +30,7 @@ from pathlib import Path
 from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import TORCH_SDPA_OP, Kernel, KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
+from workloads.atomic_write import replacing
 from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
@@ -211,8 +212,9 @@ def quantized_format(dtype: str) -> NumericFormat | None:
     return NumericFormat(weight_bits=int(match[1]), act_bits=int(match[2])) if match else None
 
 
-def _open_text(path: Path, mode: str):
-    if path.suffix == ".gz":
+def _open_text(path: Path, mode: str, gzipped: bool | None = None):
+    """The table at path as text; gzipped as its name says, unless `gzipped` says (a temporary name says nothing)."""
+    if path.suffix == ".gz" if gzipped is None else gzipped:
         # No name or time in the gzip header: the same rows always give the same bytes (and SHA-256).
         raw = gzip.GzipFile(filename="", fileobj=path.open(mode + "b"), mode=mode + "b", mtime=0)
         return io.TextIOWrapper(raw, newline="")
@@ -358,7 +360,8 @@ def write_table(path: str | Path, rows: list[MeasuredKernel], extra: dict[str, l
             raise ValueError(f"extra column {name!r}: {len(values)} values for {len(rows)} rows, or a standard name")
     used = {c for c in OPTIONAL_COLUMNS if any(getattr(r, c) not in ("", "kernel", 0) for r in rows)}
     columns = tuple(c for c in COLUMNS if c not in OPTIONAL_COLUMNS or c in used)
-    with _open_text(path, "w") as f:
+    # Written beside it, then renamed over it: a command killed while writing leaves the earlier table whole.
+    with replacing(path) as tmp, _open_text(tmp, "w", gzipped=path.suffix == ".gz") as f:
         writer = csv.DictWriter(f, fieldnames=(*columns, *extra))
         writer.writeheader()
         for i, row in enumerate(rows):

@@ -61,6 +61,34 @@ def test_table_round_trip_and_deterministic_gzip(tmp_path):
     assert a.read_bytes() == b.read_bytes()
 
 
+@pytest.mark.parametrize("name", ["t.csv", "t.csv.gz"])
+def test_a_table_rewrite_killed_midway_leaves_the_table_it_had(tmp_path, monkeypatch, name):
+    """`explore measure` and the importers write their table at the end of minutes of work: one killed while writing
+    it leaves the earlier table whole (or none), never a table cut short that calibrate or validate would read."""
+    import csv
+
+    kernel = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.5e-5, source="t", m=8, n=16,
+                            k=32)
+    path = tmp_path / name
+    before = [kernel, replace(kernel, m=16)]
+    write_table(path, before)
+    writerow = csv.DictWriter.writerow
+    calls = []
+
+    def killed_after_one_row(writer, row):
+        calls.append(row)
+        if len(calls) > 2:  # the header and one row written
+            raise KeyboardInterrupt  # the kill: nothing after it runs
+        return writerow(writer, row)
+
+    monkeypatch.setattr(csv.DictWriter, "writerow", killed_after_one_row)
+    with pytest.raises(KeyboardInterrupt):
+        write_table(path, [replace(kernel, m=m) for m in (32, 64, 128)])
+    monkeypatch.undo()
+    assert read_table(path) == before
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
+
+
 def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(tmp_path):
     kernel = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.5e-5, source="t", m=8, n=16, k=32)
     step = MeasuredKernel(device="h100-sxm", kernel="decode_step", dtype="bf16", time_s=0.012, source="t", batch=1,
