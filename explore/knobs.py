@@ -559,7 +559,7 @@ register(Knob(name="moe_routing", type=str, section="workload", default=BALANCED
               label="MoE routing", help="how an MoE layer's tokens x top-k rows reach its E experts: balanced (spread "
               "over min(E, tokens x top-k) experts, the most weights a step can read; aiconfigurator's measured rows) "
               "or uniform (each token's top-k picked independently and uniformly: E (1 - (1 - k/E)^tokens) experts "
-              "in expectation, rounded); a model without experts ignores it", only_for=ROUTED_EXPERTS))
+              "in expectation, rounded); a model without routed experts reads none", only_for=ROUTED_EXPERTS))
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.
