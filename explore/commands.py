@@ -14,9 +14,10 @@ from pydantic import ValidationError
 
 from explore.cli import TRACE_TOKENS, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import FORMAT_FIELDS, DesignPoint, with_knobs
-from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, trace_args
+from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, serving_pools, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
+from explore.link_words import link_rate_text
 from explore.ops_table import format_op_table, op_rows
 from explore.out_paths import check_out_file, refusing_unwritable
 from explore.point_checks import check_sweep_points
@@ -68,7 +69,7 @@ from hw_models import nodes
 from hw_models.device import UNFUSED_ENGINE_KINDS, dispatch_s
 from hw_models.device_block import varies_in_block
 from hw_models.gpu_efficiency import calibration_label
-from hw_models.link import default_link, load_link_model
+from hw_models.link import default_link, default_node_link, load_link, load_link_model
 from hw_models.registry import load_device, read_device_yaml
 from hw_models.validation import input_error
 from kernels.mixed_layers import template_variants
@@ -1020,11 +1021,14 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
             per_node = nodes.node_layout(point.tp, link.spec)[0] if device.tp_nodes > 1 else link.spec.domain_devices
             node = device.node_link
             how = _link_source(node)
+            # The node link as the point names it, before the cap its devices' PCIe links set (SystemModel's is capped).
+            named = load_link(point.knob("node_link") or default_node_link(device.spec.name))
             crossing = ("collectives across nodes run hierarchically" if device.tp_nodes > 1 else "") + (
                 " and " if device.tp_nodes > 1 and point.pp > 1 else "") + (
                 "sends between stages on different nodes cross it" if point.pp > 1 else "")
-            fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by {node.spec.name}, a port per "
-                            f"device: {crossing}, {node.spec.name} {how}")
+            fitted_link += (f"; spans {device.nodes} nodes of {per_node} joined by "
+                            f"{link_rate_text(named, device.spec)}, a port per device: {crossing}, "
+                            f"{node.spec.name} {how}")
         elif point.knob("node_link"):
             readers = node_link_readers(point.device, point.knob("link"), point.tp, point.pp, point.link_overrides,
                                         point.serving)
@@ -1066,7 +1070,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         prefill = _named(s.prefill_device or point.device)
         pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({prefill}{_own_node_link('prefill', point)}) "
-                 f"handing KV over {_handoff_text(s.handoff_links(point.device, point.knob('node_link')))} to "
+                 f"handing KV over {_handoff_text(s.handoff_links(point.device, point.knob('node_link')), point)} to "
                  f"{count_label(s.replicas, 'decode replica')}"
                  if s.disaggregated
                  else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
@@ -1107,7 +1111,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         if s.attends_apart:
             pools += (f", attention on {s.attention_devices} x {_named(s.attention_device)} "
                       f"({_pool_fits(s.attention_device, point)}) per "
-                      f"{'decode ' if s.disaggregated else ''}replica over {s.pool_link}, "
+                      f"{'decode ' if s.disaggregated else ''}replica over {_attention_link_text(point)}, "
                       f"{_link_source(load_link_model(s.pool_link))} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
@@ -1161,7 +1165,7 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         if s.host_cache_GB:
             pools += f", {s.host_cache_GB:g} GB of host memory a replica keeping evicted prefix blocks"
         if s.kv_store_GB:
-            over = f"{s.kv_store_GBps:g} GB/s a device" if s.kv_store_GBps else "each device's node-link NIC"
+            over = f"{s.kv_store_GBps:g} GB/s a device" if s.kv_store_GBps else _store_nic_text(point)
             pools += f", a {s.kv_store_GB:g} GB KV store the replicas share, reached over {over}"
         if s.rate_profile:
             rate += ", " + phases_label(s.rate_profile)
@@ -1192,9 +1196,40 @@ def _named(device: str) -> str:
     return read_device_yaml(device)[0]["name"]
 
 
-def _handoff_text(links: tuple[str, ...]) -> str:
-    """The links a prefill pool hands KV over (ServingSpec.handoff_links), in words."""
-    return links[0] if len(links) == 1 else f"{' and '.join(links)} (each transfer the longer of its times on the two)"
+def _handoff_text(links: tuple[str, ...], point: DesignPoint) -> str:
+    """The links a prefill pool hands KV over (ServingSpec.handoff_links), in words, each at most the slower of the two
+    pools' devices' PCIe links (explore/evaluate.py prices it so)."""
+    ends = [_spec(own) for own in _pool_points(point)]
+    said = [link_rate_text(load_link(name), *ends) for name in links]
+    return said[0] if len(said) == 1 else f"{' and '.join(said)} (each transfer the longer of its times on the two)"
+
+
+def _attention_link_text(point: DesignPoint) -> str:
+    """The link a serving point's devices reach their attention devices over, in words, at most the slower of the two
+    devices' PCIe links (explore/evaluate.py Evaluator.attention_device)."""
+    attending = pool_point(point, point.serving.attention_device, point.attention_overrides)
+    return link_rate_text(load_link(point.serving.pool_link), _spec(point), _spec(attending))
+
+
+def _store_nic_text(point: DesignPoint) -> str:
+    """What a KV store's fetches run over where kv_store_GBps names no rate, in words: each pool's devices' node link,
+    at most their own PCIe link's rate (explore/evaluate.py Evaluator._kv_store_Bps)."""
+    said = dict.fromkeys((_named(own.device), link_rate_text(load_link(own.knob("node_link") or
+                                                                      default_node_link(own.device)), _spec(own)))
+                         for own in _pool_points(point))
+    if len({text for _, text in said}) == 1:
+        return f"each device's node-link NIC, {next(iter(said))[1]}"
+    return "each device's node-link NIC, " + " and ".join(f"{device}'s {text}" for device, text in said)
+
+
+def _pool_points(point: DesignPoint) -> list[DesignPoint]:
+    """A serving point's pools' points (explore/evaluate.py serving_pools, pool_point)."""
+    return [pool_point(point, name, own, link) for _, _, name, own, link in serving_pools(point)]
+
+
+def _spec(point: DesignPoint):
+    """The device spec of a point's device, with its what-ifs."""
+    return load_device(point.device, dict(point.overrides)).spec
 
 
 def _own_node_link(kind: str, point: DesignPoint) -> str:

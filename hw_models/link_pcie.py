@@ -22,6 +22,7 @@ generation found that a source states for the module; CPUs, NPUs, FPGAs) is not 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from hw_models.link import LinkModel, LinkSpec, load_link
 
@@ -36,15 +37,23 @@ def pcie_link(device_spec) -> LinkSpec | None:
     return link if link.joins_devices else None
 
 
+def pcie_cap(link: LinkSpec, *device_specs) -> tuple[Any, LinkSpec] | None:
+    """The device of `device_specs` and its PCIe link that cap a network's bandwidth (the slowest PCIe link, the first
+    device of that rate; module docstring); None where `link` is no network or none of their PCIe links is slower."""
+    if link.domain_devices is not None:
+        return None
+    ends = [(spec, pcie) for spec in device_specs if (pcie := pcie_link(spec)) is not None]
+    if not ends:
+        return None
+    slowest = min(ends, key=lambda end: end[1].bandwidth_GBps)
+    return slowest if slowest[1].bandwidth_GBps < link.bandwidth_GBps else None
+
+
 def through_pcie(link: LinkSpec, *device_specs) -> LinkSpec:
     """`link` as traffic from or to the devices of `device_specs` crosses it: a network's bandwidth at most the slowest
     of their PCIe links' (module docstring); the link itself where it is no network or none of them is slower."""
-    if link.domain_devices is not None:
-        return link
-    rates = [pcie.bandwidth_GBps for pcie in map(pcie_link, device_specs) if pcie is not None]
-    if not rates or min(rates) >= link.bandwidth_GBps:
-        return link
-    return replace(link, bandwidth_GBps=min(rates))
+    cap = pcie_cap(link, *device_specs)
+    return link if cap is None else replace(link, bandwidth_GBps=cap[1].bandwidth_GBps)
 
 
 def model_through_pcie(link: LinkModel, *device_specs) -> LinkModel:

@@ -10,9 +10,11 @@ from tests.explore.tiny_sweep import write_tiny_model
 
 
 @pytest.mark.parametrize("link, expected", [
-    # nvlink4 is fitted on the NCCL tables of shared/data (DGX H100's, HGX H200's); the node links have none.
-    ("nvlink4", "over nvlink4, fitted on h100-dgx, h200-hgx NCCL data"),
-    ("infiniband-ndr", "over infiniband-ndr, on its datasheet alpha-beta model, no measured collectives on it"),
+    # nvlink4 is fitted on the NCCL tables of shared/data (DGX H100's, HGX H200's); the node links have none. Their
+    # datasheet rates a direction: 18 links x 25 GB/s; 400 Gb/s / 8, below both ends' PCIe 5 x16 (63 GB/s).
+    ("nvlink4", "over nvlink4 (450 GB/s a device), fitted on h100-dgx, h200-hgx NCCL data"),
+    ("infiniband-ndr", "over infiniband-ndr (50 GB/s a device), on its datasheet alpha-beta model, no measured "
+                       "collectives on it"),
 ])
 def test_the_header_says_whether_the_attention_link_is_fitted(tmp_path, capsys, link, expected):
     model = write_tiny_model(tmp_path)

@@ -114,7 +114,9 @@ def test_run_takes_a_node_link_with_a_prefill_pool_and_refuses_it_without_in_one
     base = ["run", "--model", model, "--device", "a100-sxm-80gb", "--execution", "graphs", "--serving",
             "--requests", "1", "--rate", "1", "--prompt", "32", "--output", "4", "--node-link", "roce-400g"]
     assert main([*base, "--prefill-replicas", "1"]) == 0
-    assert "handing KV over roce-400g to 1 decode replica" in capsys.readouterr().out
+    # RoCE's 45.7 GB/s a port behind the A100's PCIe 4 x16 (16 GT/s x 16 x 128/130 / 8 = 31.5 GB/s).
+    assert ("handing KV over roce-400g (45.7 GB/s a device, capped at 31.5 GB/s by a100-sxm-80gb's pcie4-x16) to 1 "
+            "decode replica") in capsys.readouterr().out
     assert main(base) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("explore: error: --node-link: found 'roce-400g'") \
