@@ -1240,8 +1240,13 @@ def _own_node_link(kind: str, point: DesignPoint) -> str:
         return ""
     readers = pool_node_link_readers(kind, point.device, point.link, point.tp, point.pp, point.link_overrides,
                                      point.serving)
-    return f", --{kind}-node-link {name} " + (f"read by {' and '.join(readers)}" if readers else
-                                              "unread: its devices fit one node and no KV crosses it")
+    if not readers:
+        return f", --{kind}-node-link {name} unread: its devices fit one node and no KV crosses it"
+    device, own = ((point.serving.prefill_device, point.prefill_overrides) if kind == "prefill" else
+                   (point.serving.mixed_device, point.mixed_overrides))
+    # The pool's devices reach it over their own PCIe links (the handover's other end is said where it is).
+    said = link_rate_text(load_link(name), _spec(pool_point(point, device or "", own)))
+    return f", --{kind}-node-link {said} read by {' and '.join(readers)}"
 
 
 def _pool_link(device_name: str, point: DesignPoint) -> str:

@@ -69,3 +69,15 @@ def test_a_kv_stores_fetches_name_the_cap_of_each_pools_devices(tmp_path, capsys
             f"({NDR_GBPS} GB/s a device)") in header, header
     # The handover between them leaves the A100s' PCIe links: capped too.
     assert f"handing KV over {capped} to 1 decode replica" in header, header
+
+
+def test_a_pools_own_node_link_names_the_cap_of_its_devices(tmp_path, capsys):
+    """An A100 prefill pool's own NDR, read by its KV handover, behind its PCIe 4 x16; the H100s' decode pool beside it
+    would not cap it, the handover is capped by the A100s' end."""
+    model = write_tiny_model(tmp_path)
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--execution", "graphs", "--serving", "--requests",
+                 "1", "--rate", "1", "--prompt", "32", "--output", "4", "--prefill-replicas", "1", "--prefill-device",
+                 "a100-sxm-80gb", "--prefill-node-link", "infiniband-ndr"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    capped = f"infiniband-ndr ({NDR_GBPS} GB/s a device, capped at {PCIE4_X16_GBPS} GB/s by a100-sxm-80gb's pcie4-x16)"
+    assert f"(a100-sxm-80gb, --prefill-node-link {capped} read by its KV handover)" in header, header

@@ -226,8 +226,9 @@ def test_run_names_a_pools_own_node_link_and_what_reads_it(tmp_path, capsys):
             "--rate", "1", "--prompt", "32", "--output", "4"]
     assert main([*base, "--prefill-replicas", "1", "--prefill-node-link", "ethernet-100g"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert ("1 prefill replica (h100-sxm, --prefill-node-link ethernet-100g read by its KV handover) handing KV over "
-            "ethernet-100g") in header, header
+    # Ethernet 100G's 100 Gb/s / 8 a port, below an H100's PCIe 5 x16: no cap.
+    assert ("1 prefill replica (h100-sxm, --prefill-node-link ethernet-100g (12.5 GB/s a device) read by its KV "
+            "handover) handing KV over ethernet-100g (12.5 GB/s a device)") in header, header
     assert main([*base, "--mixed-replicas", "1", "--mixed-device", "l4", "--mixed-node-link", "ethernet-100g"]) == 0
     assert "--mixed-node-link ethernet-100g unread" in capsys.readouterr().out.splitlines()[0]
     assert main([*base, "--mixed-node-link", "ethernet-100g"]) == 2
