@@ -16,7 +16,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from workloads import op_costs
-from workloads.layer_replication import layer_plan, replicated
+from workloads.layer_replication import LayerTrace, layer_plan
 from workloads.model_config import ModelConfig
 from workloads.real_memory import check_real_memory
 from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
@@ -333,37 +333,60 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
     decode: batch sequences of seq_len (normally 1) new tokens after context_len cached tokens.
     Logits are computed at each sequence's last `sampled` positions (a speculative verification's: all seq_len).
     On fake tensors with `replicate_layers`, only the model's distinct layers are built and run, and their ops
-    repeated for the layers like them (workloads/layer_replication.py): the same trace, op for op, in a fraction of
-    the time. Real tensors run every layer.
+    repeated for the layers like them (trace_layers, workloads/layer_replication.py): the same trace, op for op, in a
+    fraction of the time. Real tensors run every layer.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
-    from workloads.decoder import DecoderModel, KVCache
+    if fake and replicate_layers:
+        return trace_layers(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
+                            sampled=sampled).expanded()
+    start = _pass_start(phase, seq_len, context_len, sampled)
+    if fake:
+        with FakeTensorMode():
+            return _run(config, config, phase=phase, batch=batch, seq_len=seq_len, start=start, sampled=sampled)[0]
+    check_real_memory(config, batch, start + seq_len, seq_len)
+    torch.manual_seed(seed)
+    return _run(config, config, phase=phase, batch=batch, seq_len=seq_len, start=start, sampled=sampled)[0]
 
+
+def trace_layers(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
+                 sampled: int = 1) -> LayerTrace:
+    """trace_model's fake trace of `config` (the same arguments) as captured, before its distinct layers' ops are
+    repeated for the layers like them: what the trace cache stores; its expanded() is trace_model's trace."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    start = _pass_start(phase, seq_len, context_len, sampled)
+    plan = layer_plan(config)
+    with FakeTensorMode():
+        trace, model = _run(config, plan.config, phase=phase, batch=batch, seq_len=seq_len, start=start,
+                            sampled=sampled)
+        sizes = tuple(_param_sizes(layer) for layer in model.layers)
+    return LayerTrace(traced=trace, sources=plan.sources, layer_sizes=sizes)
+
+
+def _pass_start(phase: str, seq_len: int, context_len: int, sampled: int) -> int:
+    """The position a pass's first token takes (0 for a prefill, context_len for a decode step); ValueError for a
+    phase or `sampled` a pass cannot have."""
     if phase not in ("prefill", "decode"):
         raise ValueError(f"phase: found {phase!r}, allowed: 'prefill', 'decode'")
     check_sampled(sampled, seq_len)
-    start = 0 if phase == "prefill" else context_len
-    plan = layer_plan(config) if fake and replicate_layers else None
+    return 0 if phase == "prefill" else context_len
 
-    def build_and_run() -> Trace:
-        built = config if plan is None else plan.config
-        model = DecoderModel(built, max_tokens=batch * seq_len)
-        cache = KVCache(built, batch, start + seq_len, model.dtype)
-        ids = torch.zeros((batch, seq_len), dtype=torch.long)
-        trace = capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
-                        seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
-                        sliding_window=config.sliding_window)
-        if plan is None:
-            return trace
-        return replicated(trace, plan, [_param_sizes(layer) for layer in model.layers])
 
-    if fake:
-        with FakeTensorMode():
-            return build_and_run()
-    check_real_memory(config, batch, start + seq_len, seq_len)
-    torch.manual_seed(seed)
-    return build_and_run()
+def _run(config: ModelConfig, built: ModelConfig, *, phase: str, batch: int, seq_len: int, start: int,
+         sampled: int) -> tuple[Trace, torch.nn.Module]:
+    """The trace of `built` (config or the distinct layers of it) run for one pass, under config's name, and the model
+    it built (in the tensor mode of the caller)."""
+    from workloads.decoder import DecoderModel, KVCache
+
+    model = DecoderModel(built, max_tokens=batch * seq_len)
+    cache = KVCache(built, batch, start + seq_len, model.dtype)
+    ids = torch.zeros((batch, seq_len), dtype=torch.long)
+    trace = capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
+                    seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
+                    sliding_window=config.sliding_window)
+    return trace, model
 
 
 def _param_sizes(module: torch.nn.Module) -> tuple[int, int]:

@@ -17,9 +17,9 @@ ops). The full model's live bytes are thus the traced model's, region by region,
 
 from __future__ import annotations
 
-import gc
 from dataclasses import dataclass, replace
 
+from workloads.collector import collector_paused
 from workloads.model_config import ModelConfig
 from workloads.trace import Op, Trace
 
@@ -31,6 +31,22 @@ class LayerPlan:
 
     config: ModelConfig
     sources: tuple[int, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LayerTrace:
+    """A full model's fake trace as captured, before its layers are repeated: the distinct layers' trace (`traced`),
+    for each layer of the full model the traced layer it repeats (`sources`, LayerPlan.sources) and the traced layers'
+    parameter counts and bytes (`layer_sizes`). The trace cache stores this (DeepSeek-V3's 3 traced layers of 61, a
+    twentieth of the ops) and expands it on load."""
+
+    traced: Trace
+    sources: tuple[int, ...]
+    layer_sizes: tuple[tuple[int, int], ...]
+
+    def expanded(self) -> Trace:
+        """The full model's trace (replicated)."""
+        return replicated(self.traced, self.sources, self.layer_sizes)
 
 
 def _kind(config: ModelConfig, index: int) -> bool:
@@ -51,7 +67,7 @@ def layer_plan(config: ModelConfig) -> LayerPlan:
 
 def _regions(ops: tuple[Op, ...], layers: int) -> tuple[tuple[Op, ...], list[tuple[Op, ...]], tuple[Op, ...]]:
     """The ops before the layer stack, each layer's, and those after it; ValueError where the layers' ops are not one
-    run each, in order, between ops outside the stack (the structure replication relies on)."""
+    run each, in order, between ops outside the stack, or a layer has none (the structure replication relies on)."""
     first = next((i for i, op in enumerate(ops) if op.layer is not None), len(ops))
     bounds = [first]
     for k in range(layers):
@@ -59,7 +75,7 @@ def _regions(ops: tuple[Op, ...], layers: int) -> tuple[tuple[Op, ...], list[tup
         while end < len(ops) and ops[end].layer == k:
             end += 1
         bounds.append(end)
-    if any(op.layer is not None for op in ops[bounds[-1]:]) or bounds[-1] == first:
+    if any(op.layer is not None for op in ops[bounds[-1]:]) or len(set(bounds)) <= layers:
         raise ValueError(f"trace: its layers' ops are not {layers} runs in order, found layers "
                          f"{sorted({op.layer for op in ops if op.layer is not None})}")
     runs = [ops[bounds[k]:bounds[k + 1]] for k in range(layers)]
@@ -89,27 +105,21 @@ def _renumbered(run: tuple[Op, ...], source: int, layer: int) -> list[Op]:
     return out
 
 
-def replicated(trace: Trace, plan: LayerPlan, layer_sizes: list[tuple[int, int]]) -> Trace:
-    """The full model's trace from `trace`, its distinct layers' (plan.config's), whose layers' parameter counts and
-    bytes are `layer_sizes`: each layer's ops from its source, renumbered, between the ops before and after the
-    stack; the parameters of the layers each source stands for added; the peak as traced (module docstring)."""
+def replicated(trace: Trace, sources: tuple[int, ...], layer_sizes: tuple[tuple[int, int], ...]) -> Trace:
+    """The full model's trace from `trace`, its distinct layers' (LayerPlan.config's), whose layers' parameter counts
+    and bytes are `layer_sizes`: each layer's ops from its source (`sources`, LayerPlan.sources), renumbered, between
+    the ops before and after the stack; the parameters of the layers each source stands for added; the peak as traced
+    (module docstring)."""
     before, runs, after = _regions(trace.ops, len(layer_sizes))
     ops = list(before)
-    # The copies hold no reference cycles, but their number (240,000 for DeepSeek-V3's prefill) sets the cyclic
-    # collector off again and again over everything the capture left alive: twice the copies' own time.
-    collecting = gc.isenabled()
-    gc.disable()
-    try:
-        for layer, source in enumerate(plan.sources):
+    with collector_paused():  # 240,000 copies for DeepSeek-V3's prefill, no reference cycles among them
+        for layer, source in enumerate(sources):
             if layer == source:  # its number as traced: the traced ops themselves
                 ops.extend(runs[source])
             else:
                 ops.extend(_renumbered(runs[source], source, layer))
-    finally:
-        if collecting:
-            gc.enable()
     ops.extend(after)
     # The traced model's parameters less its layers' are those outside the stack (embedding, norm, head), once each.
-    count = trace.param_count + sum(layer_sizes[s][0] for s in plan.sources) - sum(n for n, _ in layer_sizes)
-    nbytes = trace.param_bytes + sum(layer_sizes[s][1] for s in plan.sources) - sum(b for _, b in layer_sizes)
+    count = trace.param_count + sum(layer_sizes[s][0] for s in sources) - sum(n for n, _ in layer_sizes)
+    nbytes = trace.param_bytes + sum(layer_sizes[s][1] for s in sources) - sum(b for _, b in layer_sizes)
     return replace(trace, ops=tuple(ops), param_count=count, param_bytes=nbytes)

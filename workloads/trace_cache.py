@@ -1,8 +1,10 @@
 """Captured traces kept on disk, so a model traced once is never traced again (capture costs seconds, a cached
 trace loads in milliseconds, and a cache hit does not import torch).
 
-A trace is stored as gzipped JSON (Trace.to_dict: plain values, no pickle) under a name that hashes everything
-the trace depends on: every field of the model config but the file it was read from (the same config.json in
+A trace is stored as gzipped JSON (Trace.to_dict: plain values, no pickle); a full model's fake trace as captured, its
+distinct layers' trace and the layer each layer repeats (workloads/layer_replication.py LayerTrace), expanded on load:
+DeepSeek-V3's file holds 3 layers of 61, the JSON of a twentieth of the ops to write and read. Each file's name hashes
+everything the trace depends on: every field of the model config but the file it was read from (the same config.json in
 another folder is the same model), the phase and shape, the torch version (read from the
 installed package's metadata, not by importing torch) and the source of the code that captures it. Writes go to a
 temporary file renamed into place, so a reader or a concurrent writer never sees half a file; a file that cannot
@@ -28,19 +30,22 @@ from pathlib import Path
 from typing import Any
 
 from workloads.atomic_write import replacing
+from workloads.collector import collector_paused
+from workloads.layer_replication import LayerTrace
 from workloads.model_config import ModelConfig
 from workloads.trace import TRACE_VERSION, Trace
 
 log = logging.getLogger(__name__)
 
 CACHE_ENV = "LLM_CODESIGN_CACHE"
-CACHE_VERSION = 1  # of the file layout below; a change makes every older file miss
+CACHE_VERSION = 2  # of the file layout below; a change makes every older file miss
 SUFFIX = ".json.gz"
 # The modules whose code decides what a captured trace holds: an edit to any of them makes older traces miss.
 CAPTURE_SOURCES = ("capture.py", "decoder.py", "layer_replication.py", "op_costs.py", "trace.py")
 # What a broken file raises on reading: gzip (OSError, EOFError, zlib.error), JSON and UTF-8 (ValueError),
-# a JSON document of the wrong shape (KeyError, TypeError, AttributeError; InputError is a ValueError).
-UNREADABLE = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError, RecursionError)
+# a JSON document of the wrong shape (KeyError, TypeError, AttributeError, IndexError; InputError is a ValueError).
+UNREADABLE = (OSError, EOFError, zlib.error, ValueError, KeyError, TypeError, AttributeError, IndexError,
+              RecursionError)
 
 
 def cache_dir() -> Path:
@@ -106,19 +111,33 @@ def trace_path(key: dict[str, Any]) -> Path:
 
 
 def load(key: dict[str, Any]) -> Trace | None:
-    """The cached trace of a key; None when there is none or its file cannot be read or holds another key."""
+    """The cached trace of a key (expanded, where its layers were stored once each); None when there is none or its
+    file cannot be read or holds another key."""
     path = trace_path(key)
     try:
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with gzip.open(path, "rt", encoding="utf-8") as f, collector_paused():  # the JSON holds no cycles
             data = json.load(f)
-        if data["key"] != key:  # a hash collision or a file copied in by hand: not this trace
-            raise ValueError("the file holds another key")
-        return _numbers_checked(Trace.from_dict(data["trace"], where=str(path)))
+            if data["key"] != key:  # a hash collision or a file copied in by hand: not this trace
+                raise ValueError("the file holds another key")
+            trace = _numbers_checked(Trace.from_dict(data["trace"], where=str(path)))
+        layers = data.get("layers")
+        return trace if layers is None else _layer_trace(trace, layers).expanded()
     except (FileNotFoundError, NotADirectoryError):  # no such file (the cache folder lies under a file: none either)
         return None
     except UNREADABLE as err:
         log.warning("%s: cached trace ignored and captured again (%s: %s)", path, type(err).__name__, err)
         return None
+
+
+def _layer_trace(traced: Trace, layers: dict) -> LayerTrace:
+    """A trace of distinct layers from its stored `layers` (store writes them); ValueError where a source or a size
+    is not an integer or a source names no traced layer."""
+    sources, sizes = tuple(layers["sources"]), tuple(tuple(size) for size in layers["sizes"])
+    if any(s.__class__ is not int or not 0 <= s < len(sizes) for s in sources):
+        raise ValueError(f"layers: sources: found {list(sources)}, allowed: indices of the {len(sizes)} traced layers")
+    if any(len(size) != 2 or any(n.__class__ is not int for n in size) for size in sizes):
+        raise ValueError(f"layers: sizes: found {[list(size) for size in sizes]}, allowed: pairs of integers")
+    return LayerTrace(traced=traced, sources=sources, layer_sizes=sizes)
 
 
 _NUMBERS = (int, float)
@@ -155,12 +174,17 @@ def _numbers_checked(trace: Trace) -> Trace:
 _unwritable: set[Path] = set()  # cache folders a store failed in (warned about once)
 
 
-def store(key: dict[str, Any], trace: Trace) -> None:
-    """Write a trace under its key atomically; a cache that cannot be written is logged, not raised (the trace
-    is still good, only the next run captures it again)."""
+def store(key: dict[str, Any], trace: Trace | LayerTrace) -> None:
+    """Write a trace (or a full model's as captured from its distinct layers) under its key atomically; a cache that
+    cannot be written is logged, not raised (the trace is still good, only the next run captures it again)."""
     path = trace_path(key)
-    payload = gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}, separators=(",", ":")).encode(),
-                            compresslevel=6)
+    with collector_paused():  # the document's dicts hold no cycles and die with it
+        if isinstance(trace, LayerTrace):
+            layers = {"sources": trace.sources, "sizes": trace.layer_sizes}
+            document = {"key": key, "trace": trace.traced.to_dict(), "layers": layers}
+        else:
+            document = {"key": key, "trace": trace.to_dict()}
+        payload = gzip.compress(json.dumps(document, separators=(",", ":")).encode(), compresslevel=6)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Concurrent writers of one key each rename a whole file of the same content (workloads/atomic_write.py).
@@ -187,10 +211,14 @@ def cached_trace(config: ModelConfig, **shape: Any) -> Trace:
     trace = load(key)
     if trace is None:  # torch is imported only here
         if config.mtp:
-            from workloads.mtp import trace_mtp as trace_model
-        else:
-            from workloads.capture import trace_model
+            from workloads.mtp import trace_mtp
 
-        trace = trace_model(config, **shape)
-        store(key, trace)
+            trace = trace_mtp(config, **shape)
+            store(key, trace)
+        else:
+            from workloads.capture import trace_layers
+
+            layers = trace_layers(config, **shape)
+            store(key, layers)
+            trace = layers.expanded()
     return trace

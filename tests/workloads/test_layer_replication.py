@@ -6,14 +6,10 @@ from dataclasses import replace
 
 import pytest
 
+from tests.workloads.same_trace import PASSES, assert_same_trace
 from workloads.capture import trace_model
 from workloads.layer_replication import layer_plan
 from workloads.model_config import load_model_config, preset_names
-
-# A prefill of two sequences, and a decode step verifying 2 tokens (logits at both) after 5 cached: few tokens, so that
-# an MoE layer's tokens reach few experts (each a dozen ops).
-PASSES = {"prefill": dict(phase="prefill", batch=2, seq_len=2),
-          "decode": dict(phase="decode", batch=1, seq_len=2, context_len=5, sampled=2)}
 
 
 def _shrunk(name: str):
@@ -30,16 +26,8 @@ def test_the_replicated_trace_is_the_full_models(name, phase):
     """Every field of the trace (each op's name, shapes, roles, FLOPs, bytes, module path and layer, the parameters,
     the peak of live activations) equals the trace of the model run layer by layer. The presets cover learned
     positions (OPT), a sliding window (Mistral), MLA with dense first layers (DeepSeek), Qwen3's head norms and MoE."""
-    config = _shrunk(name)
-    full = trace_model(config, replicate_layers=False, **PASSES[phase]).to_dict()
-    replicated = trace_model(config, **PASSES[phase]).to_dict()
-    assert replicated.keys() == full.keys()
-    for key, value in full.items():
-        if key != "ops":
-            assert replicated[key] == value, key
-    assert len(replicated["ops"]) == len(full["ops"])
-    for i, (ours, theirs) in enumerate(zip(replicated["ops"], full["ops"], strict=True)):
-        assert ours == theirs, f"op {i}"
+    config, shape = _shrunk(name), PASSES[phase]
+    assert_same_trace(trace_model(config, **shape), trace_model(config, replicate_layers=False, **shape))
 
 
 @pytest.mark.parametrize("name, traced, sources", [

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.workloads.same_trace import PASSES, assert_same_trace
 from workloads import trace_cache
-from workloads.model_config import ModelConfig
+from workloads.layer_replication import LayerTrace
+from workloads.model_config import ModelConfig, load_model_config
 from workloads.trace import Trace
 from workloads.trace_cache import CACHE_ENV, cache_dir, cached_trace, load, store, trace_key, trace_path
 
@@ -36,17 +38,18 @@ def decode_trace(trace_of, tiny_llama: ModelConfig) -> Trace:
 
 
 @pytest.fixture
-def captures(monkeypatch: pytest.MonkeyPatch, decode_trace: Trace) -> list[dict]:
-    """The calls cached_trace makes to the capture (which returns the tiny trace without running torch)."""
+def captures(monkeypatch: pytest.MonkeyPatch, tiny_llama: ModelConfig) -> list[dict]:
+    """The calls cached_trace makes to the capture (which returns the tiny trace's layers without running torch)."""
     import workloads.capture
 
+    captured = workloads.capture.trace_layers(tiny_llama, **SHAPE)
     calls: list[dict] = []
 
-    def fake_capture(config: ModelConfig, **shape) -> Trace:
+    def fake_capture(config: ModelConfig, **shape) -> LayerTrace:
         calls.append(shape)
-        return decode_trace
+        return captured
 
-    monkeypatch.setattr(workloads.capture, "trace_model", fake_capture)
+    monkeypatch.setattr(workloads.capture, "trace_layers", fake_capture)
     return calls
 
 
@@ -59,6 +62,28 @@ def test_a_stored_trace_loads_equal(cache: Path, tiny_llama: ModelConfig, decode
     assert loaded == decode_trace and loaded is not decode_trace
     assert all(isinstance(t.shape, tuple) for op in loaded.ops for t in op.inputs + op.outputs)
     assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")]  # no temporary file left behind
+
+
+@pytest.mark.parametrize("phase", PASSES)
+@pytest.mark.parametrize("name", ["llama-2-7b", "mixtral-8x7b", "deepseek-v2-lite"])
+def test_a_full_size_trace_stored_as_its_layers_loads_as_captured(cache: Path, name: str, phase: str) -> None:
+    """A full-size fake trace of a dense model, an MoE model and an MLA one (DeepSeek-V2-Lite: MLA, a dense first layer,
+    then MoE layers), stored from its distinct layers and loaded, equals trace_model's capture of the same pass field
+    by field and op by op (Trace.to_dict: shapes as tuples, FLOPs int or float as captured, every layer's module path
+    and number), and its file holds the ops of the traced layers only."""
+    from workloads.capture import trace_model
+
+    config, shape = load_model_config(name), PASSES[phase]
+    captured = trace_model(config, **shape)
+    assert_same_trace(cached_trace(config, **shape), captured)  # captured into the empty cache
+    loaded = load(trace_key(config, **shape))
+    assert loaded is not None
+    assert_same_trace(loaded, captured)
+    with gzip.open(trace_path(trace_key(config, **shape)), "rt") as f:
+        stored = json.load(f)
+    layers = {op.layer for op in captured.ops} - {None}
+    assert len(stored["layers"]["sources"]) == len(layers) == config.num_layers
+    assert len(stored["trace"]["ops"]) < len(captured.ops) / 4  # 2 or 3 traced layers of 27 or 32
 
 
 def test_the_second_call_does_not_capture(cache: Path, tiny_llama: ModelConfig, captures: list[dict],
@@ -123,6 +148,12 @@ def _edited_file(key: dict, trace: Trace, edit) -> bytes:
     return gzip.compress(json.dumps({"key": key, "trace": data}).encode())
 
 
+def _layers_file(key: dict, trace: Trace, layers: dict) -> bytes:
+    """A cache file of the right key whose trace of distinct layers is stored with `layers` (LayerTrace's sources and
+    sizes) that do not fit it: a source no traced layer, a size that is text, or 3 traced layers where it has 2."""
+    return gzip.compress(json.dumps({"key": key, "trace": trace.to_dict(), "layers": layers}).encode())
+
+
 @pytest.mark.parametrize("broken", [
     lambda key, trace: b"not gzip at all",
     lambda key, trace: gzip.compress(json.dumps({"key": key, "trace": trace.to_dict()}).encode())[:200],  # cut off
@@ -133,8 +164,11 @@ def _edited_file(key: dict, trace: Trace, edit) -> bytes:
     lambda key, trace: _edited_file(key, trace, lambda op: op.update(flops="abc")),
     lambda key, trace: _edited_file(key, trace, lambda op: op["bytes_read"].update(weight="12")),
     lambda key, trace: _edited_file(key, trace, lambda op: op["outputs"][0].update(shape=["2", 8])),
+    lambda key, trace: _layers_file(key, trace, {"sources": [0, 2], "sizes": [[1, 2], [3, 4]]}),
+    lambda key, trace: _layers_file(key, trace, {"sources": [0, 1], "sizes": [[1, "2"], [3, 4]]}),
+    lambda key, trace: _layers_file(key, trace, {"sources": [0, 0, 1], "sizes": [[1, 2], [3, 4], [5, 6]]}),
 ], ids=["not-gzip", "truncated", "not-json", "not-a-trace", "not-an-object", "other-key", "flops-text",
-        "bytes-text", "shape-text"])
+        "bytes-text", "shape-text", "source-not-traced", "size-text", "layers-not-traced"])
 def test_a_broken_file_is_captured_again_and_rewritten(cache: Path, tiny_llama: ModelConfig, decode_trace: Trace,
                                                        captures: list[dict], broken) -> None:
     key = trace_key(tiny_llama, **SHAPE)
