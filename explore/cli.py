@@ -181,6 +181,8 @@ def _command_parser() -> argparse.ArgumentParser:
     check = add("check", "Validate a sweep file, count its design points and estimate its run time.",
                 "explore check examples/quickstart.yaml")
     check.add_argument("sweep")
+    check.add_argument("--out", help="the output folder the sweep will write to (default: out/<sweep name>): the "
+                                     "points stored there already are not counted in the estimate")
     check.add_argument("--workers", type=int, default=1,
                        help="the worker processes the run will have (default 1): each that captures traces starts "
                             "torch, and each that runs serving points captures their step templates itself")

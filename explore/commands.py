@@ -32,7 +32,7 @@ from explore.rerun import (
     report_inputs,
     stamp_report,
     stored_ids,
-    unstamp_report,
+    stored_of,
 )
 from explore.results import folder_lock
 from explore.rows import count_label, device_label, is_feasible, normalize_row
@@ -231,9 +231,14 @@ def cmd_sweep(args) -> int:
     _workers(args)
     evaluator = Evaluator()
     check_sweep_points(sweep, evaluator)  # before anything is written: a combination no point runs is one line
-    out = Path(args.out) if args.out else default_out(sweep.name)
+    out = _out_folder(args, sweep)
     with folder_lock(out):  # one run per folder, from its first result to its report (refused before any output)
         return _sweep_into(args, sweep, out, evaluator)
+
+
+def _out_folder(args, sweep) -> Path:
+    """The folder a sweep's run writes to: --out, or out/<sweep name>."""
+    return Path(args.out) if args.out else default_out(sweep.name)
 
 
 def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
@@ -255,18 +260,16 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
         {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
     stored = stored_ids(out)
-    if search.strategy == "grid" and stored:
-        ids = set(sweep.points().point_ids())
-        have = len(stored & ids)
-        if have:
-            print(f"all {sweep.size()} design points already stored in {out}/" if have == len(ids) else
-                  f"resuming: {have} of {len(ids)} design points already stored in {out}/, {len(ids) - have} to "
-                  f"run", file=sys.stderr)
-    elif stored:
+    ids, have = stored_of(sweep, stored) if search.strategy == "grid" and stored else (frozenset(), frozenset())
+    if have:
+        print(f"all {sweep.size()} design points already stored in {out}/" if have == ids else
+              f"resuming: {len(have)} of {len(ids)} design points already stored in {out}/, {len(ids - have)} to "
+              f"run", file=sys.stderr)
+    elif stored and search.strategy != "grid":
         print(f"resuming: {count_label(len(stored), 'design point')} stored in {out}/; the {search.strategy} search "
               f"takes those it asks for again from there", file=sys.stderr)
     if stored and (others := other_models(out)):
-        every = search.strategy == "grid" and stored >= set(sweep.points().point_ids())
+        every = bool(ids) and have == ids
         held = "every stored row keeps the numbers it gave" if every else \
             "they keep the numbers it gave, beside this version's new rows"
         print(f"note: rows stored in {out}/ were priced by another version of the cost model too (its code or data "
@@ -401,11 +404,15 @@ class CheckPlan:
     visits: int
     workers: int
     estimate: RunEstimate
+    ids: frozenset[str]  # a grid's distinct points where its folder stores some (none otherwise)
+    stored: frozenset[str]  # of them, those stored: the run evaluates the others
+    left: int  # of the visits, those the run evaluates (the others are stored)
 
 
-def plan_check(sweep, evaluator: Evaluator, workers: int) -> CheckPlan:
-    """The traces a sweep's run takes on `workers` workers and its estimated CPU time (check_sweep_points refuses a
-    point that cannot run first)."""
+def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str] = frozenset()) -> CheckPlan:
+    """The traces a sweep's run takes on `workers` workers and its estimated CPU time, the grid's points among
+    `stored` (the ids its folder stores: stored_ids) not evaluated again (check_sweep_points refuses a point that
+    cannot run first)."""
     derived, search = sweep.derived_values(), sweep.spec.search
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     serving = sweep.spec.serving
@@ -423,6 +430,10 @@ def plan_check(sweep, evaluator: Evaluator, workers: int) -> CheckPlan:
     if serving is not None:  # its points' requests, drawn once the points are checked
         point_s = _serving_point_s(sweep) * (CAPACITY_RUNS if serving.capacity else 1)
     visits = _evaluated(sweep)
+    ids, have = stored_of(sweep, stored) if stored and search.strategy == "grid" else (frozenset(), frozenset())
+    left = visits - len(have - _unrun_ids(sweep)) if have else visits
+    if not left:  # every point stored: the run starts no worker and captures nothing (run_sweep)
+        to_capture = []
     workers = capped_workers(workers, sweep.visits())  # as the run caps them, with its notice
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     figures = _report_figures(sweep, dims)
@@ -430,22 +441,35 @@ def plan_check(sweep, evaluator: Evaluator, workers: int) -> CheckPlan:
     report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
                 + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
     estimate = RunEstimate(fixed_s=RUN_FIXED_S, trace_s=_capture_s(to_capture, workers, serving is not None),
-                           prepare_s=_prepare_s(sweep, traces, models, visits, workers), points_s=visits * per_point,
+                           prepare_s=_prepare_s(sweep, traces, models, left, workers) if left else 0.0,
+                           points_s=left * per_point,
                            report_s=report_s, figures=figures)
-    return CheckPlan(traces, to_capture, visits, workers, estimate)
+    return CheckPlan(traces, to_capture, visits, workers, estimate, ids, have, left)
 
 
 def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
-    plan = plan_check(sweep, Evaluator(), _workers(args))
+    out = _out_folder(args, sweep)
+    stored = stored_ids(out)
+    plan = plan_check(sweep, Evaluator(), _workers(args), stored)
     search, estimate = sweep.spec.search, plan.estimate
     visits = plan.visits
-    run_plan = (("all evaluated" if visits == sweep.size() else f"{count_label(visits, 'distinct design')} evaluated")
-                if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}")
+    # Where the folder stores some of a grid's points, the next line says how many the run evaluates.
+    run_plan = (("all distinct" if plan.stored else "all evaluated") if visits == sweep.size() else
+                count_label(visits, "distinct design") + ("" if plan.stored else " evaluated")
+                ) if search.strategy == "grid" else f"{search.strategy} search evaluates {visits}"
     traces_label = count_label(_count(plan.traces), "trace")
-    capture = (f"up to {traces_label} to capture" if _count(plan.to_capture) == _count(plan.traces) else
+    capture = ("no trace to capture" if not plan.left else
+               f"up to {traces_label} to capture" if _count(plan.to_capture) == _count(plan.traces) else
                f"{_count(plan.to_capture)} of {traces_label} to capture (the others are in the trace cache)")
     print(f"{args.sweep}: valid\n{count_label(sweep.size(), 'design point')} ({run_plan}), {capture}")
+    if plan.stored:
+        have, ids = len(plan.stored), len(plan.ids)
+        print(f"all {ids} design points stored already in {out}/; the run evaluates none of them" if have == ids else
+              f"{have} of {ids} design points stored already in {out}/; the run evaluates the other {ids - have}")
+    elif stored and search.strategy != "grid":
+        print(f"{count_label(len(stored), 'design point')} stored already in {out}/; the {search.strategy} search "
+              f"takes those it asks for again from there (the estimate counts every point it evaluates)")
     derived = sweep.derived_values()
     for target, values in derived.items():
         shown = ", ".join(v if isinstance(v, str) else f"{v:g}" for v in values[:MAX_SHOWN]) + (
@@ -574,10 +598,14 @@ def _evaluated(sweep) -> int:
     and which are not run)."""
     if sweep.spec.search.strategy != "grid":
         return sweep.visits()
-    unrun = [block for block, _ in sweep.unrun]
     if sweep.size() > DISTINCT_COUNTED:
-        return sweep.size() - sum(len(block) for block in unrun)
-    return len(set(sweep.points().point_ids()) - {i for block in unrun for i in block.point_ids})
+        return sweep.size() - sum(len(block) for block, _ in sweep.unrun)
+    return len(set(sweep.points().point_ids()) - _unrun_ids(sweep))
+
+
+def _unrun_ids(sweep) -> set[str]:
+    """The ids of the points a sweep records as not run (Sweep.unrun)."""
+    return {i for block, _ in sweep.unrun for i in block.point_ids}
 
 
 def _idle_serving_flag(args) -> str:
@@ -1288,7 +1316,6 @@ def cmd_report(args) -> int:
         rows = read_results(out, required=input_columns(system=False, serving=False))
         _check_metric_columns(out, rows, goals)
         html, md = write_report(out, rows, title=title, **goals)
-        unstamp_report(out)
     print(f"report:  {html}\nsummary: {md}")
     return 0
 

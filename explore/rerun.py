@@ -36,6 +36,13 @@ def stored_ids(out: Path) -> frozenset[str]:
         return frozenset()
 
 
+def stored_of(sweep, stored: frozenset[str]) -> tuple[frozenset[str], frozenset[str]]:
+    """A grid's distinct point ids and those of them among `stored` (stored_ids): a run takes their rows from the
+    store and evaluates the others."""
+    ids = frozenset(sweep.points().point_ids())
+    return ids, stored & ids
+
+
 def other_models(out: Path) -> list[str]:
     """Digests of the cost models (explore/model_version.py) other than this one that priced rows stored in
     out/results.sqlite (none for a new folder, or one written before stores kept them)."""

@@ -30,7 +30,7 @@ from explore.evaluate import Evaluator
 from explore.knobs import input_columns
 from explore.metrics import result_columns
 from explore.point_blocks import PointBlock, blocks_of
-from explore.rerun import stored_ids
+from explore.rerun import stored_ids, stored_of
 from explore.results import ResultsStore, folder_lock
 from explore.rows import count_label, is_feasible, normalize_row
 from explore.sweep import Sweep
@@ -443,7 +443,8 @@ def run_sweep(sweep: Sweep, out_dir: Path, *, workers: int = 1, evaluator: Evalu
         # workers capped, with a notice). Otherwise the executor comes before the store, so that one that fails to
         # start leaves no files.
         stored = stored_ids(out_dir) if search.strategy == "grid" else frozenset()
-        done = bool(stored) and stored >= set(sweep.points().point_ids())  # a new folder: no ids to make
+        ids, have = stored_of(sweep, stored) if stored else (frozenset(), frozenset())  # a new folder: no ids made
+        done = bool(ids) and have == ids
         if scheduler is None and not done:  # a Dask scheduler's cluster has the workers it has
             workers = capped_workers(workers, total)
         pool = None if done else make_executor(executor, workers, scheduler)

@@ -1,0 +1,87 @@
+"""explore check on a sweep's folder that stores some of its points already: it counts them and estimates only the
+points the run evaluates."""
+
+from __future__ import annotations
+
+import pytest
+from tiny_sweep import write_sweep, write_tiny_model
+
+from explore import commands, runner
+from explore.cli import main
+from explore.evaluate import Evaluator
+from explore.sweep import load_sweep
+
+# The claims here are about counts and messages, not about what a report's figure shows.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
+
+def _sweep(tmp_path) -> str:
+    """4 design points: 2 batches (a task of the run each: explore/runner.py _tasks) by 2 weight widths."""
+    model = write_tiny_model(tmp_path)
+    return write_sweep(tmp_path, f"name: part\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: [1, 2], prompt: 16, output: 4}}\n"
+                                 f"format: {{weight_bits: [16, 8]}}\n")
+
+
+def _interrupted_after_one_task(monkeypatch, argv: list[str]) -> None:
+    """Run the sweep, a Ctrl-C arriving as its second task starts: the first task's 2 points are stored."""
+    real, calls = runner._evaluate_task, []
+
+    def first_only(blocks, evaluator=None):
+        calls.append(blocks)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(blocks, evaluator)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_evaluate_task", first_only)
+        assert main(argv) == 130
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("out_flag", [True, False], ids=["--out", "default-out"])
+def test_check_counts_the_points_an_interrupted_run_stored(tmp_path, monkeypatch, capsys, out_flag):
+    """Interrupted after 2 of its 4 points, the sweep's folder stores 2: check, given the folder the run wrote to
+    (--out, or out/<name> by default, as the sweep takes it), says so and counts 2 points in its estimate, where it
+    said '4 design points (all evaluated)' and counted 4."""
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    sweep = _sweep(tmp_path)
+    out = tmp_path / "elsewhere" if out_flag else tmp_path / "out" / "part"
+    where = ["--out", str(out)] if out_flag else []
+    _interrupted_after_one_task(monkeypatch, [sweep, *where, "--quiet"])
+    capsys.readouterr()
+    monkeypatch.setattr(commands, "POINT_S", 10.0)  # the points' part, by hand: 10 s a point
+    assert main(["check", sweep, *where]) == 0
+    said = capsys.readouterr().out
+    shown = out if out_flag else "out/part"
+    assert f"2 of 4 design points stored already in {shown}/; the run evaluates the other 2" in said, said
+    assert "(all evaluated)" not in said
+    assert main(["check", sweep, "--out", str(tmp_path / "new")]) == 0  # a new folder: all 4 to evaluate
+    fresh = capsys.readouterr().out
+    assert "4 design points (all evaluated)" in fresh and "stored already" not in fresh, fresh
+    # The same traces cached for both; 2 points fewer at 10 s each, within the printed rounding.
+    assert _estimate_s(fresh) - _estimate_s(said) == pytest.approx(20, abs=1)
+
+
+def test_a_folder_storing_every_point_is_estimated_at_the_run_s_fixed_part_and_its_report(tmp_path, monkeypatch,
+                                                                                         capsys):
+    """Every point stored: the run starts no worker and evaluates, captures and prepares nothing (run_sweep); check
+    says so, and its estimate is the run's fixed part and the report's (the report is drawn from every row)."""
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
+    sweep = _sweep(tmp_path)
+    out = tmp_path / "out"
+    runner.run_sweep(load_sweep(sweep), out)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "empty"))  # traces the run would capture, were any left
+    assert main(["check", sweep, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert "all 4 design points stored already in" in said and "no trace to capture" in said, said
+    plan = commands.plan_check(load_sweep(sweep), Evaluator(), 1, frozenset(runner.stored_ids(out)))
+    assert plan.left == 0
+    estimate = plan.estimate
+    assert (estimate.trace_s, estimate.prepare_s, estimate.points_s) == (0.0, 0.0, 0.0)
+    assert estimate.total_s == estimate.fixed_s + estimate.report_s > 0
+
+
+def _estimate_s(out: str) -> float:
+    return float(out.split("estimated run time: about ")[1].split(" s")[0])
