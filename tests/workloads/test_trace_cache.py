@@ -38,8 +38,9 @@ def decode_trace(trace_of, tiny_llama: ModelConfig) -> Trace:
 
 
 @pytest.fixture
-def captures(monkeypatch: pytest.MonkeyPatch, tiny_llama: ModelConfig) -> list[dict]:
-    """The calls cached_trace makes to the capture (which returns the tiny trace's layers without running torch)."""
+def captures(monkeypatch: pytest.MonkeyPatch, tiny_llama: ModelConfig, decode_trace: Trace) -> list[dict]:
+    """The calls cached_trace makes to the capture (which returns the tiny trace's layers without running torch);
+    decode_trace is captured first, as trace_model calls trace_layers too."""
     import workloads.capture
 
     captured = workloads.capture.trace_layers(tiny_llama, **SHAPE)
