@@ -211,6 +211,21 @@ def test_a_short_serving_point_costs_no_more_than_its_requests_served_one_at_a_t
             for requests in (10, 1000)] == [1, 2]
 
 
+def test_a_chunked_serving_point_costs_a_part_a_prefill_chunk(tmp_path, capsys, monkeypatch):
+    """A chunked scheduler prefills its prompts over about prompt tokens / chunk_tokens iterations, each priced: at 1 s
+    such an iteration and nothing else, 10 prompts of 32 tokens in chunks of 16 take 320 / 16 = 20 s a point, run and
+    re-run for the report: 40 s by hand; in chunks of 8, 80 s; served continuous, none; a sweep of both schedulers, 10
+    prompts of 1,024 tokens (chunks of 512 by default), 2 points of 10 s on average, and as long again re-run: 40 s.
+    Before, a point's cost did not grow with its prompts (explore/commands.py: chunked sweeps of long prompts were
+    estimated at 0.47x of their run)."""
+    costs = {"SERVING_S_PER_POINT": 0.0, "SERVING_S_PER_REQUEST": 0.0, "SERVING_S_PER_CHUNK": 1.0}
+    served = "{rate: 10, requests: 10, output: 4, max_seqs: 8, "
+    assert [_tiny_served_estimate_s(tmp_path, capsys, monkeypatch, costs, served + rest)
+            for rest in ("prompt: 32, scheduler: chunked, chunk_tokens: 16}", "prompt: 32, scheduler: chunked, "
+                         "chunk_tokens: 8}", "prompt: 32, scheduler: continuous}",
+                         "prompt: 1024, scheduler: [continuous, chunked]}")] == [40, 80, 0, 40]
+
+
 def test_a_serving_sweep_lowers_its_templates_again_for_each_other_format(tmp_path, capsys, monkeypatch):
     """A serving point's step template in another format re-lowers its traces (explore/evaluate.py Evaluator.template,
     keyed by the format): the tiny model's template traces 4 passes of its 2 layers, 8 ops at 1 op a layer; at 0.25 s
