@@ -79,6 +79,14 @@ def _refusal(message: str) -> str:
     return message
 
 
+class SweepInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a sweep's run, with how many of its points the folder stores (explore/rerun.py stored_label)."""
+
+    def __init__(self, stored: str):
+        super().__init__(stored)
+        self.stored = stored
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with its mistakes as one-line InputErrors (argparse prints the whole usage, then exits)."""
 
@@ -474,9 +482,10 @@ def main(argv: list[str] | None = None) -> int:
         where = err.filename if err.filename is not None else "a file"
         print(f"explore: error: {where}: {err.strerror or err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         sweep = bool(argv) and argv[0] not in COMMANDS
-        resume = "; every finished design point is stored: run the same command again to resume" if sweep else ""
+        stored = stop.stored if isinstance(stop, SweepInterrupted) else "every finished design point is stored"
+        resume = f"; {stored}: run the same command again to resume" if sweep else ""
         # A sweep's progress line is left open (carriage returns): the message starts a line of its own.
         start = "\n" if sweep and "--quiet" not in argv else ""
         print(f"{start}explore: interrupted{resume}", file=sys.stderr)

@@ -16,6 +16,7 @@ from typing import Any
 
 from explore.model_version import model_digest, report_digest
 from explore.results import DB_NAME, plain
+from explore.rows import count_label
 from workloads.atomic_write import replacing
 
 REPORT_FILES = ("report.html", "report.md")
@@ -41,6 +42,16 @@ def stored_of(sweep, stored: frozenset[str]) -> tuple[frozenset[str], frozenset[
     store and evaluates the others."""
     ids = frozenset(sweep.points().point_ids())
     return ids, stored & ids
+
+
+def stored_label(sweep, out: Path) -> str:
+    """How many of the sweep's points out/ stores: 'k of N design points stored' for a grid (stored_of), 'k design
+    points stored' for a search, whose points are those it has asked for so far."""
+    stored = stored_ids(out)
+    if sweep.spec.search.strategy != "grid":
+        return f"{count_label(len(stored), 'design point')} stored"
+    ids, have = stored_of(sweep, stored)
+    return f"{len(have):,} of {count_label(len(ids), 'design point')} stored"
 
 
 def other_models(out: Path) -> list[str]:

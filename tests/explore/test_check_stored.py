@@ -4,7 +4,7 @@ points the run evaluates."""
 from __future__ import annotations
 
 import pytest
-from tiny_sweep import write_sweep, write_tiny_model
+from tiny_sweep import interrupted_after_one_task, write_four_point_sweep
 
 from explore import commands, runner
 from explore.cli import main
@@ -15,30 +15,6 @@ from explore.sweep import load_sweep
 pytestmark = pytest.mark.usefixtures("figures_undrawn")
 
 
-def _sweep(tmp_path) -> str:
-    """4 design points: 2 batches (a task of the run each: explore/runner.py _tasks) by 2 weight widths."""
-    model = write_tiny_model(tmp_path)
-    return write_sweep(tmp_path, f"name: part\nmodel: {model}\ndevice: h100-sxm\n"
-                                 f"workload: {{batch: [1, 2], prompt: 16, output: 4}}\n"
-                                 f"format: {{weight_bits: [16, 8]}}\n")
-
-
-def _interrupted_after_one_task(monkeypatch, argv: list[str]) -> None:
-    """Run the sweep, a Ctrl-C arriving as its second task starts: the first task's 2 points are stored."""
-    real, calls = runner._evaluate_task, []
-
-    def first_only(blocks, evaluator=None):
-        calls.append(blocks)
-        if len(calls) > 1:
-            raise KeyboardInterrupt
-        return real(blocks, evaluator)
-
-    with monkeypatch.context() as patched:
-        patched.setattr(runner, "_evaluate_task", first_only)
-        assert main(argv) == 130
-    assert len(calls) == 2
-
-
 @pytest.mark.parametrize("out_flag", [True, False], ids=["--out", "default-out"])
 def test_check_counts_the_points_an_interrupted_run_stored(tmp_path, monkeypatch, capsys, out_flag):
     """Interrupted after 2 of its 4 points, the sweep's folder stores 2: check, given the folder the run wrote to
@@ -46,10 +22,10 @@ def test_check_counts_the_points_an_interrupted_run_stored(tmp_path, monkeypatch
     said '4 design points (all evaluated)' and counted 4."""
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
-    sweep = _sweep(tmp_path)
+    sweep = write_four_point_sweep(tmp_path)
     out = tmp_path / "elsewhere" if out_flag else tmp_path / "out" / "part"
     where = ["--out", str(out)] if out_flag else []
-    _interrupted_after_one_task(monkeypatch, [sweep, *where, "--quiet"])
+    interrupted_after_one_task(monkeypatch, [sweep, *where, "--quiet"])
     capsys.readouterr()
     monkeypatch.setattr(commands, "POINT_S", 10.0)  # the points' part, by hand: 10 s a point
     assert main(["check", sweep, *where]) == 0
@@ -69,7 +45,7 @@ def test_a_folder_storing_every_point_is_estimated_at_the_run_s_fixed_part_and_i
     """Every point stored: the run starts no worker and evaluates, captures and prepares nothing (run_sweep); check
     says so, and its estimate is the run's fixed part and the report's (the report is drawn from every row)."""
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
-    sweep = _sweep(tmp_path)
+    sweep = write_four_point_sweep(tmp_path)
     out = tmp_path / "out"
     runner.run_sweep(load_sweep(sweep), out)
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "empty"))  # traces the run would capture, were any left

@@ -16,7 +16,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from tiny_sweep import write_tiny_model
+from tiny_sweep import interrupted_after_one_task, write_four_point_sweep, write_tiny_model
 
 from explore.knobs import input_columns
 from explore.metrics import metric_names
@@ -455,6 +455,25 @@ def test_an_interrupted_sweep_says_so_on_a_line_of_its_own(tmp_path, capsys, mon
     err = capsys.readouterr().err
     assert ("ETA 3s   \nexplore: interrupted;" in err) != quiet
     assert "explore: interrupted; every finished design point is stored" in err.splitlines()[-1]
+
+
+@pytest.mark.usefixtures("figures_undrawn")
+@pytest.mark.parametrize(("search", "stored", "says"), [
+    ("{strategy: grid}", 2, "2 of 4 design points stored"),  # the first task: batch 1's 2 weight widths
+    ("{strategy: random, budget: 3, batch: 1, seed: 1}", 1, "1 design point stored"),  # a task per point asked
+])
+def test_an_interrupted_sweep_says_how_many_points_its_folder_stores(tmp_path, capsys, monkeypatch, search, stored,
+                                                                     says):
+    """Ctrl-C as a sweep's second task starts: the line says how many points the folder stores, counted from it
+    (the progress line, which lags where stderr is not a terminal, does not say): of the grid's, or so far in a
+    search."""
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "o"
+    interrupted_after_one_task(monkeypatch, [write_four_point_sweep(tmp_path, search), "--out", str(out), "--quiet"])
+    line = capsys.readouterr().err.splitlines()[-1]
+    assert line == f"explore: interrupted; {says}: run the same command again to resume", line
+    with sqlite3.connect(out / "results.sqlite") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM results").fetchone()[0] == stored
 
 
 @pytest.mark.parametrize(("flags", "says"), [

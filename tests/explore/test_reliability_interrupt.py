@@ -54,5 +54,7 @@ def test_ctrl_c_with_workers_stops_the_run_and_its_workers_at_once(tmp_path):
         _end_leftovers(proc, workers)
     stored = _stored(out)
     assert 3 <= stored < 200
+    # The interrupt line counts what the folder stores once the run has stopped (its workers write no rows).
+    assert f"explore: interrupted; {stored} of 200 design points stored:" in err, err
     with folder_lock(out):  # free: the rerun would resume, not be refused
         pass

@@ -46,3 +46,31 @@ def write_tiny_serving_sweep(folder: Path, serving: str) -> str:
     model = write_tiny_model(folder)
     return write_sweep(folder, f"name: tiny\nmodel: {model}\ndevice: h100-sxm\nexecution: graphs\nserving:\n"
                                f"  requests: 6\n  prompt: 32\n  output: 4\n{serving}")
+
+
+def write_four_point_sweep(folder: Path, search: str = "{strategy: grid}") -> str:
+    """Path of a sweep of 4 design points of the tiny model: 2 batches (a task of the run each: explore/runner.py
+    _tasks) by 2 weight widths, searched by `search`."""
+    model = write_tiny_model(folder)
+    return write_sweep(folder, f"name: part\nmodel: {model}\ndevice: h100-sxm\n"
+                               f"workload: {{batch: [1, 2], prompt: 16, output: 4}}\n"
+                               f"format: {{weight_bits: [16, 8]}}\nsearch: {search}\n")
+
+
+def interrupted_after_one_task(monkeypatch, argv: list[str]) -> None:
+    """Run the sweep, a Ctrl-C arriving as its second task starts: the first task's points are stored."""
+    from explore import runner
+    from explore.cli import main
+
+    real, calls = runner._evaluate_task, []
+
+    def first_only(blocks, evaluator=None):
+        calls.append(blocks)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        return real(blocks, evaluator)
+
+    with monkeypatch.context() as patched:
+        patched.setattr(runner, "_evaluate_task", first_only)
+        assert main(argv) == 130
+    assert len(calls) == 2
