@@ -82,7 +82,7 @@ from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
-from workloads.model_config import ModelConfig, experts_reached, load_model_config
+from workloads.model_config import BALANCED, ModelConfig, experts_reached, load_model_config
 from workloads.real_memory import check_real_memory
 from workloads.requests import Fixed, phases_label, resolve_trace
 
@@ -375,9 +375,18 @@ def _count(traces: list[Trace]) -> int:
     return sum(len(trace[3]) for trace in traces)
 
 
+def _routed_models(evaluator: Evaluator, dims: dict) -> list[str | ModelConfig]:
+    """The sweep's models as its static points take them (Evaluator.point_model): each routed by each moe_routing it
+    takes, a model without experts once. A step template traces its layers balanced whatever the routing
+    (kernels/shapes.py template_layers)."""
+    routings = dims.get("moe_routing") or [BALANCED]
+    return list(dict.fromkeys(evaluator.routed(model, routing) for model in dims["model"] for routing in routings))
+
+
 def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) -> list[Trace]:
     """The traces a sweep's speculative points take beside their model's, as the run takes them: a static point's
-    Evaluator.speculative_passes, a served one its draft's step templates (Medusa heads are not traced)."""
+    Evaluator.speculative_passes of its routed model (its draft routed as it is), a served one its draft's step
+    templates (Medusa heads are not traced)."""
     workload = sweep.spec.workload
     values = {name: dims.get(name) or as_list(getattr(workload, name)) for name in ("spec_draft", "spec_tokens",
                                                                                    "spec_tree")}
@@ -389,10 +398,11 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                 found.update(dict.fromkeys([] if draft == MEDUSA else _template_traces(
                     evaluator.config(evaluator.draft_of(model, draft)))))
                 continue
-            for b, p, k, tree in itertools.product(dims["batch"], dims["prompt"], values["spec_tokens"],
-                                                   values["spec_tree"]):
+            for routed, b, p, k, tree in itertools.product(_routed_models(evaluator, {**dims, "model": [model]}),
+                                                           dims["batch"], dims["prompt"], values["spec_tokens"],
+                                                           values["spec_tree"]):
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
-                for t in evaluator.speculative_passes(model, draft, spec, b, p).traced():
+                for t in evaluator.speculative_passes(routed, draft, spec, b, p).traced():
                     key = (evaluator.config(t.model), t.batch, t.prompt)
                     new = tuple(x for x in t.passes if x not in seen.setdefault(key, set()))
                     if new:
@@ -443,13 +453,13 @@ def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str]
     derived, search = sweep.derived_values(), sweep.spec.search
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     serving = sweep.spec.serving
-    configs = [evaluator.config(model) for model in dims["model"]]
-    if serving is None:
+    if serving is None:  # a static point traces its model routed by its moe_routing (Evaluator.point_model)
+        configs = [evaluator.config(model) for model in _routed_models(evaluator, dims)]
         models = [(config, b, p, PLAIN_PASSES) for config in configs for b in dims["batch"] for p in dims["prompt"]]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
     else:  # each model's step templates
-        models = [trace for config in configs for trace in _template_traces(config)]
+        models = [trace for model in dims["model"] for trace in _template_traces(evaluator.config(model))]
         traces = models + _speculative_traces(sweep, evaluator, dims, serving=True)
     # Traces already in the on-disk cache load in milliseconds (workloads/trace_cache.py).
     to_capture = _untraced(evaluator, traces)
@@ -538,8 +548,8 @@ def _trace_s(trace: Trace) -> float:
     the layers like them (workloads/layer_replication.py layer_plan)."""
     config = trace[0]
     traced = layer_plan(config).config
-    return sum(TRACE_S + traced.moe_layers * experts_reached(tokens, config.experts_per_token, config.num_experts)
-               * TRACE_S_PER_EXPERT_BUILT + _traced_ops(traced, tokens) * TRACE_S_PER_OP
+    return sum(TRACE_S + traced.moe_layers * _reached(config, tokens) * TRACE_S_PER_EXPERT_BUILT
+               + _traced_ops(traced, tokens) * TRACE_S_PER_OP
                + (_traced_ops(config, tokens) - _traced_ops(traced, tokens)) * TRACE_S_PER_OP_COPIED
                for tokens in _pass_tokens(trace))
 
@@ -599,10 +609,15 @@ def _report_figures(sweep, dims: dict) -> int:
 
 def _traced_ops(config: ModelConfig, tokens: int) -> int:
     """The ops a pass of `tokens` tokens records, about: OPS_PER_LAYER a decoder layer and OPS_PER_EXPERT an expert
-    of an MoE layer that gets tokens (the trace routes tokens as balanced_expert_load does: a decode step of one
-    sequence reaches experts_per_token experts, a long prefill all)."""
-    reached = experts_reached(tokens, config.experts_per_token, config.num_experts) if config.is_moe else 0
-    return config.num_layers * OPS_PER_LAYER + config.moe_layers * reached * OPS_PER_EXPERT
+    of an MoE layer that gets tokens (_reached)."""
+    return config.num_layers * OPS_PER_LAYER + config.moe_layers * _reached(config, tokens) * OPS_PER_EXPERT
+
+
+def _reached(config: ModelConfig, tokens: int) -> int:
+    """The experts of each MoE layer a pass of `tokens` tokens reaches, routed as the trace routes them (the config's
+    moe_routing: balanced, a decode step of one sequence reaches experts_per_token experts and a long prefill all;
+    uniform, fewer where tokens collide), none without experts."""
+    return experts_reached(tokens, config.experts_per_token, config.num_experts, config.moe_routing)
 
 
 def _template_traces(config: ModelConfig) -> list[Trace]:

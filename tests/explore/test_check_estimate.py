@@ -388,6 +388,59 @@ def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, m
     assert "up to 2 traces to capture" in out and _estimate_s(out) == 622, out
 
 
+def test_a_uniform_point_s_traces_build_the_experts_its_routing_reaches(tmp_path, capsys, monkeypatch):
+    """A static point traces its model routed by its moe_routing, a trace of its own, and the estimate builds the
+    experts that routing reaches. The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 2, prompt 16, priced as
+    above (1 s an op, an expert built and a trace, 10 s to start, 100 ops a layer, 10 an expert that gets tokens): its
+    prefill routes 32 tokens, all 4 experts either way (uniform: 4 (1 - (1 - 2/4)^32) = 4.0), 1 + 280 + 8 = 289 s; its
+    decode step 2 tokens, balanced 4 experts (4 tokens x k rows), 1 + 280 + 8 = 289 s, uniform 4 (1 - (1/2)^2) = 3,
+    1 + (200 + 2 x 3 x 10) + 2 x 3 = 267 s. Balanced 10 + 289 + 289 = 588 s, uniform 10 + 289 + 267 = 566 s, both
+    routings 4 traces, 10 + 578 + 556 = 1,144 s (it priced uniform as balanced, 588 s, and crossed 2 traces)."""
+    import json
+
+    from explore import commands
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    _only(monkeypatch, TORCH_START_S=10.0, TRACE_S=1.0, TRACE_S_PER_OP=1.0, TRACE_S_PER_EXPERT_BUILT=1.0)
+    monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
+    monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE))
+
+    def check(routing: str) -> str:
+        path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nworkload: {{batch: 2, prompt: 16, "
+                                     f"output: 2, moe_routing: {routing}}}\n")
+        assert main(["check", path]) == 0
+        return capsys.readouterr().out
+
+    balanced, uniform, both = check("balanced"), check("uniform"), check("[balanced, uniform]")
+    assert "up to 2 traces to capture" in balanced and _estimate_s(balanced) == 588, balanced
+    assert "up to 2 traces to capture" in uniform and _estimate_s(uniform) == 566, uniform
+    assert "up to 4 traces to capture" in both and _estimate_s(both) == 1144, both
+
+
+def test_check_finds_a_uniform_point_s_traces_in_the_cache_once_captured(tmp_path, monkeypatch, capsys):
+    """A uniform point's traces are its routed model's (the trace cache key holds moe_routing): a run captures its two,
+    and check then finds both there (it looked for the balanced model's and counted them to capture again)."""
+    import json
+
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    model = tmp_path / "moe" / "config.json"
+    model.parent.mkdir()
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE))
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
+                                 f"workload: {{batch: 2, prompt: 16, output: 2, moe_routing: uniform}}\n")
+    run_sweep(load_sweep(path), tmp_path / "out")
+    assert len(_captured(tmp_path / "cache")) == 2
+    assert main(["check", path]) == 0
+    out = capsys.readouterr().out
+    assert "0 of 2 traces to capture (the others are in the trace cache)" in out, out
+
+
 def test_an_expert_that_gets_tokens_records_the_ops_the_estimate_counts(tmp_path):
     """OPS_PER_EXPERT is counted by hand from workloads/decoder.py RoutedExpert (16 ops); a trace of the tiny Mixtral's
     prefill, every one of its 2 x 4 experts reached, records 8 x 16 ops inside its experts."""
