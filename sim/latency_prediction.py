@@ -176,17 +176,18 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     # The prompts ahead and its own, in the iterations they share, their chunks after the tokens' mean context.
     context = (sum(new * start for new, (_, start) in zip(ahead, starts, strict=True)) + own * own_context) // tokens
     prefill_s = prompts_s(replica, tokens, len(ahead) + 1, context, per_iteration, riding, memo, alone)
-    held = len(state.running) + len(state.waiting) + len(state.swapped)
+    held = len(state.running) + len(state.pulling) + len(state.waiting) + len(state.swapped)
     # Short of a seat, it waits for requests to leave before its own prefill starts.
     seat_s = _seat_s(replica, held + 1 - max_seqs)
     waited_s = max(seat_s + prompts_s(replica, own, 1, own_context, per_iteration, riding, memo, alone) - prefill_s,
                    0.0) \
         if seat_s else 0.0
     # The others held, in the order they join the decodes: those prefilling at their prompts' end, then the swapped
-    # ones (back before any admission) and the waiting ones at their contexts.
+    # ones (back before any admission), the handed-over ones whose KV is crossing (ahead of the waiting ones once it
+    # lands) and the waiting ones at their contexts.
     prefilling = [seq.target for seq in state.running if seq.in_prefill]
-    queued = [seq.target if seq.in_prefill else seq.computed + 1 for queue in (state.swapped, state.waiting)
-              for seq in queue]
+    queued = [seq.target if seq.in_prefill else seq.computed + 1 for queue in (state.swapped, state.pulling,
+                                                                                state.waiting) for seq in queue]
     decode_kv = (decoding + prefilling + queued + [prompt_tokens])[:max_seqs]
     return LatencyPrediction(ttft_s=0.0 if prefilled else prefill_s + waited_s,
                              tpot_s=_tpot_s(replica, decode_kv, memo))

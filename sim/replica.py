@@ -115,23 +115,45 @@ class Replica:
 
     @property
     def outstanding(self) -> int:
-        """Requests it holds, waiting or running (what a least-loaded router compares)."""
+        """Requests it holds, waiting, pulling their KV or running (what a least-loaded router compares)."""
         state = self.state
-        return len(state.waiting) + len(state.running) + len(state.swapped)
+        return len(state.waiting) + len(state.pulling) + len(state.running) + len(state.swapped)
 
     @property
     def pending_tokens(self) -> int:
         """Tokens its requests still wait for, as a token-counting router compares them: each request's prompt
         tokens still to prefill (or recompute) and one for its next output token (sim/routers.py LeastTokens)."""
         state = self.state
-        return sum(seq.remaining_prefill + 1 for queue in (state.waiting, state.running, state.swapped)
+        return sum(seq.remaining_prefill + 1 for queue in (state.waiting, state.pulling, state.running, state.swapped)
                    for seq in queue)
 
     def accept(self, seq: Sequence) -> None:
         """Queue a request (a new one, or one handed over after its prefill) and wake the replica."""
         self.state.waiting.append(seq)
+        self._wake()
+
+    def land(self, seq: Sequence) -> None:
+        """A pulled sequence's KV has landed in its blocks (Scheduler._pull): it waits to decode ahead of the waiting
+        requests, behind those landed before it (vLLM v1 keeps a request in WAITING_FOR_REMOTE_KVS at the head of its
+        waiting queue), and the engine wakes."""
+        state = self.state
+        state.pulling.remove(seq)
+        seq.kv_pull = "landed"
+        ahead = 0
+        while ahead < len(state.waiting) and state.waiting[ahead].kv_pull == "landed":
+            ahead += 1
+        state.waiting.insert(ahead, seq)
+        self._wake()
+
+    def _wake(self) -> None:
         if not self.wake.triggered:
             self.wake.succeed()
+
+    def waits(self) -> bool:
+        """Whether an engine whose scheduler formed no batch waits for more (it holds nothing, or a pull is yet to
+        land), rather than holding requests it can never batch."""
+        state = self.state
+        return bool(state.pulling) or not (state.waiting or state.running or state.swapped)
 
     def run(self):
         state = self.state
@@ -139,7 +161,7 @@ class Replica:
             state.now_s = self.env.now
             batch = self.scheduler.next_batch(state)
             if not batch:
-                if not state.waiting and not state.running and not state.swapped:
+                if self.waits():
                     self.wake = self.env.event()
                     yield self.wake
                     continue
@@ -314,7 +336,7 @@ def run_lockstep(ranks: list[Replica]):
             batch = rank.scheduler.next_batch(rank.state)
             if batch:
                 working.append((rank, batch))
-            elif rank.outstanding:  # the ranks share nothing but the iteration: no other rank's batch frees its blocks
+            elif not rank.waits():  # the ranks share nothing but the iteration: no other rank's batch frees its blocks
                 raise rank.unschedulable()
         if not working:
             for rank in ranks:

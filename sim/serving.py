@@ -434,13 +434,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     Each arrival goes to the replica the first pool's router picks among the entry replicas (Pool.router,
     sim/routers.py): the prefill pool's, or every serving pool's; a
     prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
-    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks when the KV lands,
-    each prefill replica's sends one after another over its ports (the decode side's ports and the link's energy are
-    not modeled). `caches` and `schedulers` give each
-    replica's own (default: new ones from the pool); `prefix_groups` each request's prefix group (default: the
-    requests' own, numbered by first appearance, else drawn evenly among the entry pool's prefix_groups,
-    prefix_group_draws); `admission`: an arrival finding every entry replica busy is rejected (sim/admission.py),
-    else the router picks among those not busy.
+    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks: under a scheduler
+    that allocates its blocks before the pull (Scheduler.allocates_before_pull), once the prefill is done, else when
+    the KV lands; each prefill replica's sends one after another over its ports (the decode side's ports and the
+    link's energy are not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the
+    pool); `prefix_groups` each request's prefix group (default: the requests' own, numbered by first appearance, else
+    drawn evenly among the entry pool's prefix_groups, prefix_group_draws); `admission`: an arrival finding every
+    entry replica busy is rejected (sim/admission.py), else the router picks among those not busy.
     """
     roles = [pool.role for pool in pools]
     if not (set(roles) == {"serve"} or roles == ["prefill", "decode"]):
@@ -504,13 +504,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
                     on_finish=on_finish,
-                    on_prefilled=(lambda seq, ports=ports: env.process(_hand_over(seq, ports)))
+                    on_prefilled=(lambda seq, ports=ports: _hand_over(seq, ports))
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
                     copies=copies if pool.stages > 1 else None))
             for engine in engines:
                 engine.peers = engines
+                if pool.role == "decode":
+                    engine.state.pull = lambda seq, engine=engine: env.process(_pull(seq, engine))
             if pool.ranks > 1:
                 lockstep.append(engines)
             made.extend(engines)
@@ -541,17 +543,37 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         return routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
             engine for made in routable for engine in made]
 
-    def _hand_over(seq: Sequence, ports: CopyQueue):
-        decode_pool = pools[1]
-        per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
-        # The decode pool's replicas hold the shared prefix already: only the request's own KV crosses. A prefill
-        # replica's sends leave one after another over its ports.
-        own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
-        send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
-        yield env.timeout(ports.reserve(env.now, send_s) - env.now)
-        # Its SLO class goes with it, and its context: it joins the decodes, its first token out.
+    sent_from: dict[int, CopyQueue] = {}  # a handed-over request -> the ports of the prefill replica holding its KV
+
+    def _hand_over(seq: Sequence, ports: CopyQueue) -> None:
+        """Hand a prefilled request to the decode pool: routed now to a replica that allocates its blocks before it
+        pulls the KV into them (Scheduler.allocates_before_pull, _pull), else routed once its KV has crossed."""
+        sent_from[seq.index] = ports
+        if replicas[1][0].scheduler.allocates_before_pull:
+            seq.kv_pull = "due"
+            _route(seq)
+        else:
+            env.process(_pull(seq))
+
+    def _route(seq: Sequence) -> None:
+        """Send a prefilled request to the decode replica its router picks: its SLO class goes with it, and its
+        context, its first token out."""
         routers[1].choose(routable[1], Routed(prompt_tokens=max(seq.computed, 1), urgent=seq.urgent, index=seq.index,
                                               prefilled=True)).accept(seq)
+
+    def _pull(seq: Sequence, engine: Replica | None = None):
+        """A handed-over request's KV crossing to the decode pool, into the blocks `engine` allocated for it (None: to
+        the replica its router picks once it has crossed): the decode pool's replicas hold the shared prefix already,
+        so only its own KV crosses, one send after another over its prefill replica's ports."""
+        decode_pool = pools[1]
+        per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
+        own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
+        send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
+        yield env.timeout(sent_from.pop(seq.index).reserve(env.now, send_s) - env.now)
+        if engine is None:
+            _route(seq)
+        else:
+            engine.land(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -37,6 +38,10 @@ class Sequence:
     last_token_s: float = math.nan
     finish_s: float = math.nan
     preemptions: int = 0
+    # A request a prefill pool handed over whose KV a decode engine pulls into blocks it allocates first (vLLM v1's KV
+    # connector): "due" (its blocks not yet allocated), "crossing" (allocated, its KV on the way), "landed" (arrived,
+    # waiting to decode); "" once it decodes, and for every other request.
+    kv_pull: str = ""
 
     def __post_init__(self) -> None:
         self.target = self.prompt
@@ -156,6 +161,10 @@ class EngineState:
     now_s: float = 0.0
     swapped_tokens: int = 0  # KV tokens swapped out since the last iteration
     preemptions: int = 0  # running sequences preempted so far (_preempt)
+    # Handed-over sequences holding their blocks while their KV crosses (Sequence.kv_pull "crossing"), in the order
+    # their pulls began, and what begins a pull (the engine's; None where no pool hands requests over to it).
+    pulling: list[Sequence] = field(default_factory=list)
+    pull: Callable[[Sequence], None] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -230,6 +239,10 @@ class Scheduler:
     # enable_prefix_caching is off by default (a run's shared prefixes there are cached as configured; a preempted
     # request's own blocks are freed). Static batching and Orca never preempt by recompute.
     caches_preempted: ClassVar[bool] = False
+    # A request a prefill pool hands over has its blocks allocated before its KV is pulled into them (_pull), as vLLM
+    # v1's decode instance does with a KV connector (the chunked scheduler). The others admit it once its KV has landed
+    # (vLLM v0's connector, which receives the KV inside the step that admits the request, is not modeled).
+    allocates_before_pull: ClassVar[bool] = False
 
     def __init__(self, limits: SchedulerLimits):
         self.limits = limits
@@ -305,18 +318,44 @@ class Scheduler:
         return state.kv.cached_prefix(seq.index, seq.target) if waiting else seq.computed
 
     def _admit(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
-        """Move the first waiting sequence to running if the KV cache can hold `tokens` of it."""
-        kv = state.kv
-        if not kv.can_hold(seq.index, tokens, self._reserve_blocks(state)):
+        """Move the first waiting sequence to running if the KV cache can hold `tokens` of it (a handed-over one whose
+        KV landed holds them already: _pull)."""
+        if not self._hold(state, seq, tokens):
             return False
-        kv.hold(seq.index, tokens)
-        kv.place(seq.index, seq.final_tokens)
+        seq.kv_pull = ""
         state.waiting.popleft()
         state.running.append(seq)
         if math.isnan(seq.scheduled_s):
             seq.scheduled_s = state.now_s
         elif not seq.in_prefill and math.isnan(seq.decode_admitted_s):  # handed over: prefilled elsewhere
             seq.decode_admitted_s = state.now_s
+        return True
+
+    def _hold(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
+        """Hold `tokens` of `seq` if the KV cache can, leaving the watermark free (but where its blocks are held
+        already: a pulled sequence's whose KV landed)."""
+        kv = state.kv
+        if not kv.can_hold(seq.index, tokens, 0 if seq.kv_pull == "landed" else self._reserve_blocks(state)):
+            return False
+        kv.hold(seq.index, tokens)
+        kv.place(seq.index, seq.final_tokens)
+        return True
+
+    def _pull(self, state: EngineState, seq: Sequence, tokens: int) -> bool:
+        """Allocate the first waiting sequence's blocks before its KV is pulled into them, where the KV cache can hold
+        `tokens` of it (those its admission holds), and begin the pull; it waits apart, holding them, until its KV
+        lands (Replica.land), then is admitted ahead of the waiting requests. vLLM v1's decode instance allocates a
+        handed-over request's blocks in its loop over waiting requests, under that loop's conditions, and only then
+        has the KV connector read the KV into them, the request in WAITING_FOR_REMOTE_KVS till it has arrived
+        (vllm/v1/core/sched/scheduler.py schedule(): get_num_new_matched_tokens, allocate_slots,
+        update_state_after_alloc; commit 00024d31 of vllm-project/vllm). Under KV pressure a pull waits for blocks,
+        and holds them while it crosses."""
+        if not self._hold(state, seq, tokens):
+            return False
+        seq.kv_pull = "crossing"
+        state.waiting.popleft()
+        state.pulling.append(seq)
+        state.pull(seq)
         return True
 
     def _prefill_whole(self, state: EngineState, batch: Batch, tokens: int, *, whole_request: bool) -> None:

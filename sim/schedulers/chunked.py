@@ -16,6 +16,7 @@ class ChunkedPrefillScheduler(Scheduler):
     chunked = True
     prompts_beside_decodes = True
     caches_preempted = True
+    allocates_before_pull = True
 
     def schedule(self, state: EngineState) -> Batch:
         preemptions = state.preemptions
@@ -77,17 +78,23 @@ class ChunkedPrefillScheduler(Scheduler):
         # decodes' growth preempted is not admitted again in the same iteration, nor any other. (Next_batch schedules
         # again at once where this leaves the iteration empty, as vLLM's engine does after an empty step.)
         # A sequence a prefill pool handed over is a waiting request like the others (FCFS among the prompts): vLLM v1's
-        # decode instance, its KV arrived through the connector, schedules it in the same loop over waiting requests
-        # (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: WAITING_FOR_REMOTE_KVS, then "num_new_tokens =
-        # request.num_tokens - num_computed_tokens", its context's last token), under the same conditions: token budget
-        # left, max_num_seqs, nothing preempted, blocks for its next token and lookahead slots, or the loop stops. It
-        # decodes in this iteration, one token: speculating, it has no drafts yet (its spec_token_ids are empty until
+        # decode instance allocates its blocks in the same loop over waiting requests, under the same conditions (token
+        # budget left, max_num_seqs, nothing preempted, blocks for its next token and lookahead slots, or the loop
+        # stops), taking no budget, and has its KV pulled into them (_pull); once it has landed (WAITING_FOR_REMOTE_KVS
+        # till then), the loop schedules it (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31:
+        # "num_new_tokens = request.num_tokens - num_computed_tokens", its context's last token). It decodes in that
+        # iteration, one token: speculating, it has no drafts yet (its spec_token_ids are empty until
         # the draft has run over it after this step), so it verifies none (Batch.short) and advances one token.
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
                 and state.preemptions == preemptions:
             seq = self._head(state)
             if not seq.in_prefill:
-                if not self._admit(state, seq, seq.computed + 1 + self.limits.lookahead_slots):
+                tokens = seq.computed + 1 + self.limits.lookahead_slots
+                if seq.kv_pull == "due":  # its blocks first, its KV pulled into them: it decodes once landed
+                    if not self._pull(state, seq, tokens):
+                        break
+                    continue
+                if not self._admit(state, seq, tokens):
                     break
                 batch.decodes.append(seq)
                 if self.limits.verify_tokens > 1:
