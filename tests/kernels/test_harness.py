@@ -133,10 +133,14 @@ def test_rows_round_trip_through_the_table(tmp_path, name):
 
 def test_decode_step_time_positive_and_sane_in_context(tiny_llama):
     short, long = 16, 8192  # at 8192 attention over the cache is most of the step, even for this tiny model
-    t_short = harness.measure_decode_step(tiny_llama, batch=2, context_len=short, device="cpu", dtype="fp32",
-                                          repeats=15)
-    t_long = harness.measure_decode_step(tiny_llama, batch=2, context_len=long, device="cpu", dtype="fp32",
-                                         repeats=15)
+
+    def step_s(context_len: int) -> float:
+        return harness.measure_decode_step(tiny_llama, batch=2, context_len=context_len, device="cpu", dtype="fp32",
+                                           repeats=15)
+
+    # The faster of three interleaved measurements of each: a loaded host (other tests on the same cores) slows one
+    # measurement by more than the 20% the comparison allows, and rarely all three.
+    t_short, t_long = (min(times) for times in zip(*((step_s(short), step_s(long)) for _ in range(3)), strict=True))
     assert t_short > 0
     # More context never makes a step faster (beyond noise), and the work grows at most linearly in it.
     assert 0.8 * t_short <= t_long <= t_short * long / short
