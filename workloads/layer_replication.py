@@ -4,9 +4,9 @@ Our decoder (workloads/decoder.py DecoderModel) runs its layers one after anothe
 the RoPE tables computed before the stack and a KV cache of its own; a layer's kind is all that sets its ops (an MoE
 model's dense first layers, then MoE layers; a sliding window is every layer's or none's). So layer i dispatches the
 ops of any other layer of its kind, op for op, with its own number in its module paths. Dispatching an op on fake
-tensors and recording it costs about 0.23 ms, copying it about 2 us (explore/commands.py TRACE_S_PER_OP): DeepSeek-V3's
-512-token prefill, 245,096 ops, took 64 s of CPU layer by layer and 2.9 s from its 3 distinct layers
-(bench/bench_trace_replication.py).
+tensors and recording it costs about 0.23 ms, copying it about 1 us (explore/commands.py TRACE_S_PER_OP,
+TRACE_S_PER_OP_COPIED): DeepSeek-V3's 512-token prefill, 245,096 ops, took 64 s of CPU layer by layer and 2.9 s from
+its 3 distinct layers (bench/bench_trace_replication.py).
 
 Which layers are traced: the first of each kind, and the last layer. The last is traced apart because its context
 differs: the RoPE tables die inside it (no later layer reads them), so the activation bytes alive during its MLP
