@@ -4,8 +4,9 @@ While requests are waiting or running, a replica asks its scheduler for the next
 (IterationCostModel, memoized by shape), holds for its time and applies it: chunks advance prefills, a
 finished prefill samples the first token, decodes add one token each, finished requests free their KV
 blocks. An idle replica sleeps until work arrives. A replica of a prefill pool hands each request over once
-its first token is sampled (its KV leaves with it); a replica of a decode pool admits such requests straight
-into decoding.
+its first token is sampled (its KV leaves with it, its blocks freed then, or where its scheduler holds them until
+they are sent, Scheduler.holds_until_sent, once the KV has crossed); a replica of a decode pool admits such requests
+straight into decoding.
 
 A replica on pipeline stages is several such engines (vLLM's virtual engines: one per stage, each with its own
 scheduler, requests and share of the KV blocks) sharing the stages: an iteration holds each stage in turn, so
@@ -145,15 +146,22 @@ class Replica:
         state.waiting.insert(ahead, seq)
         self._wake()
 
+    def sent(self, seq: Sequence) -> None:
+        """A handed-over sequence's KV has crossed to the decode side: free the blocks it held here (as _leave would
+        have), and wake the engine (its waiting requests may fit now)."""
+        self.state.sending.remove(seq)
+        self.state.kv.release(seq.index, computed=seq.computed)
+        self._wake()
+
     def _wake(self) -> None:
         if not self.wake.triggered:
             self.wake.succeed()
 
     def waits(self) -> bool:
         """Whether an engine whose scheduler formed no batch waits for more (it holds nothing, or a pull is yet to
-        land), rather than holding requests it can never batch."""
+        land, or a send to free its blocks), rather than holding requests it can never batch."""
         state = self.state
-        return bool(state.pulling) or not (state.waiting or state.running or state.swapped)
+        return bool(state.pulling or state.sending) or not (state.waiting or state.running or state.swapped)
 
     def run(self):
         state = self.state
@@ -265,7 +273,7 @@ class Replica:
             if seq.computed >= seq.target:
                 self._sample([seq], now_s)
                 if self.on_prefilled is not None and seq.generated < seq.output:
-                    self._leave(seq)
+                    self._leave(seq, sending=self.scheduler.holds_until_sent)
                     self.on_prefilled(seq)
         if self.speculation is None:  # one token each
             sampled = [seq for seq in batch.decodes if seq.generated < seq.output]
@@ -314,9 +322,13 @@ class Replica:
         cache loads), then from the pool's KV store."""
         return batch.swapped_tokens * self.swap_s_per_token + batch.fetched_tokens * self.fetch_s_per_token
 
-    def _leave(self, seq: Sequence) -> None:
-        """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release)."""
-        self.state.kv.release(seq.index, computed=seq.computed)
+    def _leave(self, seq: Sequence, sending: bool = False) -> None:
+        """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release), or
+        while `sending` (handed over, Scheduler.holds_until_sent) hold them until its KV has crossed (sent)."""
+        if sending:
+            self.state.sending.append(seq)
+        else:
+            self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)
         self.left_s.append(self.env.now)
         for watch in self.watchers:

@@ -504,7 +504,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
                     on_finish=on_finish,
-                    on_prefilled=(lambda seq, ports=ports: _hand_over(seq, ports))
+                    on_prefilled=(lambda seq, ports=ports, own=engines, e=e: _hand_over(seq, own[e], ports))
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
@@ -543,12 +543,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         return routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
             engine for made in routable for engine in made]
 
-    sent_from: dict[int, CopyQueue] = {}  # a handed-over request -> the ports of the prefill replica holding its KV
+    # A handed-over request -> the prefill engine holding its KV, and the ports its replica sends it over.
+    sent_from: dict[int, tuple[Replica, CopyQueue]] = {}
 
-    def _hand_over(seq: Sequence, ports: CopyQueue) -> None:
+    def _hand_over(seq: Sequence, engine: Replica, ports: CopyQueue) -> None:
         """Hand a prefilled request to the decode pool: routed now to a replica that allocates its blocks before it
         pulls the KV into them (Scheduler.allocates_before_pull, _pull), else routed once its KV has crossed."""
-        sent_from[seq.index] = ports
+        sent_from[seq.index] = engine, ports
         if replicas[1][0].scheduler.allocates_before_pull:
             seq.kv_pull = "due"
             _route(seq)
@@ -564,12 +565,16 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     def _pull(seq: Sequence, engine: Replica | None = None):
         """A handed-over request's KV crossing to the decode pool, into the blocks `engine` allocated for it (None: to
         the replica its router picks once it has crossed): the decode pool's replicas hold the shared prefix already,
-        so only its own KV crosses, one send after another over its prefill replica's ports."""
+        so only its own KV crosses, one send after another over its prefill replica's ports; once it has, the prefill
+        engine frees the blocks it held for it (Replica.sent; where its scheduler holds them: holds_until_sent)."""
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
         own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
         send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
-        yield env.timeout(sent_from.pop(seq.index).reserve(env.now, send_s) - env.now)
+        sender, ports = sent_from.pop(seq.index)
+        yield env.timeout(ports.reserve(env.now, send_s) - env.now)
+        if sender.scheduler.holds_until_sent:
+            sender.sent(seq)
         if engine is None:
             _route(seq)
         else:

@@ -17,6 +17,7 @@ class ChunkedPrefillScheduler(Scheduler):
     prompts_beside_decodes = True
     caches_preempted = True
     allocates_before_pull = True
+    holds_until_sent = True
 
     def schedule(self, state: EngineState) -> Batch:
         preemptions = state.preemptions

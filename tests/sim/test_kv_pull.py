@@ -20,6 +20,20 @@ from workloads.requests import RequestSet
 
 BLOCK = 16
 KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 layers (the tiny Llama)
+TRANSFER_S = 1e-3  # each request's KV transfer
+
+
+def _served_pair(costs, scheduler: str, *, prefill_blocks: int, decode_blocks: int):
+    """The records of two requests of 24 prompt and 6 output tokens arriving together at a prefill engine of
+    `prefill_blocks` 16-token blocks handing them over to a decode engine of `decode_blocks`, each transfer 1 ms."""
+    pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler=scheduler,
+                  limits=SchedulerLimits(max_seqs=8, chunk_tokens=64, watermark=0.0),
+                  memory=serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0,
+                                        activations_B=0.0, kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK),
+                  idle_power_W=costs.device.idle_power_W)
+             for role, blocks in (("prefill", prefill_blocks), ("decode", decode_blocks))]
+    requests = RequestSet(arrival_s=np.zeros(2), prompt_tokens=np.full(2, 24), output_tokens=np.full(2, 6))
+    return serve_pools(pools, requests, kv_transfer_s=lambda message_B: TRANSFER_S).records
 
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
@@ -32,18 +46,11 @@ def test_a_hand_over_waits_for_blocks_before_its_kv_crosses(costs, scheduler):
     are 1's allocated and its KV pulled: 1 decodes 1 ms after 0 finishes (before, it decoded as 0 finished). The other
     schedulers admit a request once its KV has crossed: 1's lands 2 ms after the first token, before 0 finishes (1 ms
     and 5 decode steps of about 0.35 ms after it), and 1 decodes as 0 finishes."""
-    transfer_s = 1e-3
-    pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler=scheduler,
-                  limits=SchedulerLimits(max_seqs=8, chunk_tokens=64, watermark=0.0),
-                  memory=serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0,
-                                        activations_B=0.0, kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK),
-                  idle_power_W=costs.device.idle_power_W) for role, blocks in (("prefill", 100), ("decode", 3))]
-    requests = RequestSet(arrival_s=np.zeros(2), prompt_tokens=np.full(2, 24), output_tokens=np.full(2, 6))
-    records = serve_pools(pools, requests, kv_transfer_s=lambda message_B: transfer_s).records
+    records = _served_pair(costs, scheduler, prefill_blocks=100, decode_blocks=3)
     assert records.first_token_s[0] == records.first_token_s[1]  # one prefill iteration
-    assert records.decode_admitted_s[0] == pytest.approx(records.first_token_s[0] + transfer_s, rel=1e-12)
-    assert records.finish_s[0] > records.first_token_s[1] + 2 * transfer_s  # 0 decodes past 1's old landing
-    waits_s = transfer_s if scheduler == "chunked" else 0.0  # vLLM v1's order under chunked only
+    assert records.decode_admitted_s[0] == pytest.approx(records.first_token_s[0] + TRANSFER_S, rel=1e-12)
+    assert records.finish_s[0] > records.first_token_s[1] + 2 * TRANSFER_S  # 0 decodes past 1's old landing
+    waits_s = TRANSFER_S if scheduler == "chunked" else 0.0  # vLLM v1's order under chunked only
     assert records.decode_admitted_s[1] == pytest.approx(records.finish_s[0] + waits_s, rel=1e-12)
 
 
@@ -74,3 +81,19 @@ def test_a_pulled_request_holds_its_blocks_apart_until_its_kv_lands_then_waits_f
     batch = scheduler.next_batch(state)
     assert batch.decodes == [first, handed] and batch.prefills == [(second, 12)]
     assert state.kv.in_use_blocks == 2 + 1 + 1 and handed.kv_pull == ""
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_a_prefill_replica_holds_a_handed_over_requests_blocks_until_its_kv_has_crossed(costs, scheduler):
+    """Two requests of 24 prompt and 6 output tokens (two 16-token blocks each, whether a scheduler holds the prompt
+    or the whole request) arrive together at a prefill engine of three blocks, so it prefills one at a time; the
+    decode engine has room for both, and each transfer takes 1 ms. Both prefills have one shape and so one time, t.
+    By hand, vLLM v1's order (chunked): 0's first token at t; its blocks stay held (the NIXL connector delays their
+    free until the decode side has read them), the decode engine allocates 0's blocks at once and pulls its KV, which
+    has crossed at t + 1 ms; only then are 0's blocks freed and 1 admitted: its first token at 2 t + 1 ms. The other
+    schedulers free 0's blocks at its first token: 1's first token at 2 t."""
+    records = _served_pair(costs, scheduler, prefill_blocks=3, decode_blocks=100)
+    prefill_s = records.first_token_s[0]
+    assert records.decode_admitted_s[0] == pytest.approx(prefill_s + TRANSFER_S, rel=1e-12)  # 0's KV crossed at once
+    held_s = TRANSFER_S if scheduler == "chunked" else 0.0  # vLLM v1's order under chunked only
+    assert records.first_token_s[1] == pytest.approx(2 * prefill_s + held_s, rel=1e-12)
