@@ -34,7 +34,7 @@ from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse
 from kernels.kv_eviction import D2O, Eviction, eviction, merged_prefill, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
-from kernels.lowering import lower_trace
+from kernels.layer_kernels import stored_table
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
@@ -103,6 +103,7 @@ from sim.speculative import (
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.errors import InputError
+from workloads.layer_replication import LayerTrace
 from workloads.model_config import BALANCED, ModelConfig, load_model_config
 from workloads.trace import Trace
 
@@ -181,6 +182,7 @@ class Evaluator:
         self.blocks = blocks
         self._configs: dict[str, ModelConfig] = {}
         self._traces: dict[tuple, Trace] = {}
+        self._stored_traces: dict[tuple, Trace | LayerTrace] = {}
         self._lowered: dict[tuple, KernelTable] = {}
         self._tables: dict[tuple, PassTables] = {}
         self._devices: dict[tuple, Any] = {}
@@ -213,10 +215,20 @@ class Evaluator:
         """A trace of a config, memoized here and on disk (step templates trace their models' first layers only)."""
         key = (cfg, phase, batch, prompt, query, sampled)
         if key not in self._traces:
-            from workloads.trace_cache import cached_trace  # torch loads only when the disk cache lacks the trace
+            from workloads.trace_cache import expanded
 
-            self._traces[key] = cached_trace(cfg, **trace_args(phase, batch, prompt, query, sampled))
+            self._traces[key] = expanded(self._stored(cfg, phase, batch, prompt, query, sampled))
         return self._traces[key]
+
+    def _stored(self, cfg: ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
+                sampled: int = 1) -> Trace | LayerTrace:
+        """_trace_config's trace as the disk cache stores it (a full model's as its distinct layers), memoized."""
+        key = (cfg, phase, batch, prompt, query, sampled)
+        if key not in self._stored_traces:
+            from workloads.trace_cache import cached_stored  # torch loads only when the disk cache lacks the trace
+
+            self._stored_traces[key] = cached_stored(cfg, **trace_args(phase, batch, prompt, query, sampled))
+        return self._stored_traces[key]
 
     def is_traced(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
                   sampled: int = 1) -> bool:
@@ -234,7 +246,7 @@ class Evaluator:
         key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled)
         if key not in self._lowered:
             if tp == 1 and pp == 1:
-                eager = KernelTable.from_kernels(lower_trace(self.trace(model, phase, batch, prompt, query, sampled)))
+                eager = stored_table(self._stored(self.config(model), phase, batch, prompt, query, sampled))
                 self._lowered[key] = fuse(eager, fusion)
             else:
                 cfg = self.config(model)

@@ -65,7 +65,7 @@ def layer_plan(config: ModelConfig) -> LayerPlan:
     return LayerPlan(config=replace(config, num_layers=len(traced), dense_layers=dense), sources=sources)
 
 
-def _regions(ops: tuple[Op, ...], layers: int) -> tuple[tuple[Op, ...], list[tuple[Op, ...]], tuple[Op, ...]]:
+def layer_regions(ops: tuple[Op, ...], layers: int) -> tuple[tuple[Op, ...], list[tuple[Op, ...]], tuple[Op, ...]]:
     """The ops before the layer stack, each layer's, and those after it; ValueError where the layers' ops are not one
     run each, in order, between ops outside the stack, or a layer has none (the structure replication relies on)."""
     first = next((i for i, op in enumerate(ops) if op.layer is not None), len(ops))
@@ -110,7 +110,7 @@ def replicated(trace: Trace, sources: tuple[int, ...], layer_sizes: tuple[tuple[
     and bytes are `layer_sizes`: each layer's ops from its source (`sources`, LayerPlan.sources), renumbered, between
     the ops before and after the stack; the parameters of the layers each source stands for added; the peak as traced
     (module docstring)."""
-    before, runs, after = _regions(trace.ops, len(layer_sizes))
+    before, runs, after = layer_regions(trace.ops, len(layer_sizes))
     ops = list(before)
     with collector_paused():  # 240,000 copies for DeepSeek-V3's prefill, no reference cycles among them
         for layer, source in enumerate(sources):

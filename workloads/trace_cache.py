@@ -31,7 +31,7 @@ from typing import Any
 
 from workloads.atomic_write import replacing
 from workloads.collector import collector_paused
-from workloads.layer_replication import LayerTrace
+from workloads.layer_replication import LayerTrace, layer_regions
 from workloads.model_config import ModelConfig
 from workloads.trace import TRACE_VERSION, Trace
 
@@ -113,6 +113,18 @@ def trace_path(key: dict[str, Any]) -> Path:
 def load(key: dict[str, Any]) -> Trace | None:
     """The cached trace of a key (expanded, where its layers were stored once each); None when there is none or its
     file cannot be read or holds another key."""
+    stored = load_stored(key)
+    return None if stored is None else expanded(stored)
+
+
+def expanded(stored: Trace | LayerTrace) -> Trace:
+    """The full trace of what the cache stores: a trace itself, a LayerTrace its layers repeated."""
+    return stored.expanded() if isinstance(stored, LayerTrace) else stored
+
+
+def load_stored(key: dict[str, Any]) -> Trace | LayerTrace | None:
+    """The cached trace of a key as stored (a full model's fake trace as its distinct layers, not expanded); None when
+    there is none or its file cannot be read, holds another key or layers that cannot be repeated."""
     path = trace_path(key)
     try:
         with gzip.open(path, "rt", encoding="utf-8") as f, collector_paused():  # the JSON holds no cycles
@@ -121,7 +133,11 @@ def load(key: dict[str, Any]) -> Trace | None:
                 raise ValueError("the file holds another key")
             trace = _numbers_checked(Trace.from_dict(data["trace"], where=str(path)))
         layers = data.get("layers")
-        return trace if layers is None else _layer_trace(trace, layers).expanded()
+        if layers is None:
+            return trace
+        stored = _layer_trace(trace, layers)
+        layer_regions(trace.ops, len(stored.layer_sizes))  # what expanded() raises on, raised here
+        return stored
     except (FileNotFoundError, NotADirectoryError):  # no such file (the cache folder lies under a file: none either)
         return None
     except UNREADABLE as err:
@@ -207,18 +223,22 @@ def is_cached(config: ModelConfig, **shape: Any) -> bool:
 def cached_trace(config: ModelConfig, **shape: Any) -> Trace:
     """trace_model(config, **shape) on fake tensors (shape: trace_key's arguments), from the cache when it holds it
     (torch is imported only to capture a trace the cache lacks)."""
+    return expanded(cached_stored(config, **shape))
+
+
+def cached_stored(config: ModelConfig, **shape: Any) -> Trace | LayerTrace:
+    """cached_trace's trace as the cache stores it: a full model's as captured from its distinct layers (LayerTrace),
+    an MTP module's whole."""
     key = trace_key(config, **shape)
-    trace = load(key)
-    if trace is None:  # torch is imported only here
+    stored = load_stored(key)
+    if stored is None:  # torch is imported only here
         if config.mtp:
             from workloads.mtp import trace_mtp
 
-            trace = trace_mtp(config, **shape)
-            store(key, trace)
+            stored = trace_mtp(config, **shape)
         else:
             from workloads.capture import trace_layers
 
-            layers = trace_layers(config, **shape)
-            store(key, layers)
-            trace = layers.expanded()
-    return trace
+            stored = trace_layers(config, **shape)
+        store(key, stored)
+    return stored

@@ -1,0 +1,69 @@
+"""Lowering a full-size fake trace to its kernel table from its distinct layers' kernels against op by op, on one core.
+
+Each pass is captured once from its distinct layers (workloads/capture.py trace_layers) and lowered twice in the same
+run, CPU time (time.process_time): from the traced layers, their rows copied for the layers like them
+(kernels/layer_kernels.py stored_table), and op by op from the expanded trace (KernelTable.from_kernels(lower_trace),
+what every fake trace did before; the expansion not timed). The two tables are compared column by column and kernel by
+kernel, and the ratio printed. The trace cache is not used.
+
+    python bench/bench_layer_lowering.py [--passes deepseek-v3-prefill deepseek-v3-decode llama-2-70b-decode]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from dataclasses import fields
+
+import numpy as np
+
+from kernels.layer_kernels import stored_table
+from kernels.lowering import lower_trace
+from kernels.table import KernelTable
+from workloads.capture import trace_layers
+from workloads.model_config import load_model_config
+
+# Each measured pass: a model preset and trace_layers' arguments.
+PASSES = {
+    "deepseek-v3-prefill": ("deepseek-v3", dict(phase="prefill", batch=1, seq_len=1024)),
+    "deepseek-v3-decode": ("deepseek-v3", dict(phase="decode", batch=64, seq_len=1, context_len=1024)),
+    "llama-2-70b-decode": ("llama-2-70b", dict(phase="decode", batch=1, seq_len=1, context_len=512)),
+}
+
+
+def timed(call) -> tuple[float, object]:
+    """CPU seconds call() takes, and what it returns."""
+    start = time.process_time()
+    result = call()
+    return time.process_time() - start, result
+
+
+def same_table(a: KernelTable, b: KernelTable) -> bool:
+    """Whether every field of two tables is equal (columns with their dtypes, the kernels in order)."""
+    for field in fields(KernelTable):
+        x, y = getattr(a, field.name), getattr(b, field.name)
+        if isinstance(y, np.ndarray):
+            if x.dtype != y.dtype or not np.array_equal(x, y):
+                return False
+        elif x != y:
+            return False
+    return True
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--passes", nargs="+", choices=sorted(PASSES), default=list(PASSES))
+    args = parser.parse_args()
+    print(f"{'pass':<22} {'ops':>9} {'kernels':>9} {'op by op s':>11} {'from layers s':>14} {'ratio':>7}  same table")
+    for name in args.passes:
+        preset, shape = PASSES[name]
+        layers = trace_layers(load_model_config(preset), **shape)
+        trace = layers.expanded()
+        layers_s, got = timed(lambda: stored_table(layers))  # noqa: B023 (called at once)
+        ops_s, want = timed(lambda: KernelTable.from_kernels(lower_trace(trace)))  # noqa: B023
+        print(f"{name:<22} {len(trace.ops):>9,} {len(want):>9,} {ops_s:>11.2f} {layers_s:>14.2f} "
+              f"{ops_s / layers_s:>6.1f}x  {'yes' if same_table(got, want) else 'NO'}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
