@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +20,7 @@ from workloads import op_costs
 from workloads.layer_replication import LayerTrace, layer_plan
 from workloads.model_config import ModelConfig
 from workloads.real_memory import check_real_memory
-from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index
+from workloads.trace import DTYPE_BYTES, Op, TensorMeta, Trace, layer_index, moved_ops
 
 
 @functools.cache
@@ -103,11 +104,16 @@ class _Recorder(TorchDispatchMode):
     holding a frame a moment longer cannot change it).
     """
 
-    def __init__(self, roles: dict[int, str], tracker: ModuleTracker):
+    def __init__(self, roles: dict[int, str], module: torch.nn.Module):
         super().__init__()
         self.roles = roles
-        self.tracker = tracker
+        self.tracker = ModuleTracker(module, on_enter=self._enter, on_leave=self._leave)
+        self._paths = {id(sub): name for name, sub in module.named_modules()}
         self.ops: list[Op] = []
+        self._reads: list[list[int]] = []  # the buffers each op reads, by op position
+        # Each module's last run (copy_module's source): its first and past-the-end op and buffer, by path.
+        self._spans: dict[str, tuple[int, int, int, int]] = {}
+        self._running: list[tuple[str, int, int]] = []  # the modules running: path, first op, first buffer
         # Every tensor seen stays referenced while capture runs, so ids in `roles` and `_buffer` stay unique.
         self._alive: list[torch.Tensor] = []
         self._buffer: dict[int, int] = {}  # id of an activation (or a view of one) -> its buffer index
@@ -136,7 +142,7 @@ class _Recorder(TorchDispatchMode):
         ins = _unique_tensors((args, kwargs))
         outs = _unique_tensors(out)
         in_roles = [self.role(t) for t in ins]
-        self.use(ins)
+        self._reads.append(self.use(ins))
         if is_view:
             role = in_roles[0] if in_roles else "activation"
             if role != "activation":
@@ -232,13 +238,46 @@ class _Recorder(TorchDispatchMode):
             self._born.append(len(self.ops))
             self._last_use.append(len(self.ops))
 
-    def use(self, tensors, position: int | None = None) -> None:
-        """Tensors read at op `position` (default: the op being recorded) extend their buffers' lifetimes."""
+    def use(self, tensors, position: int | None = None) -> list[int]:
+        """Tensors read at op `position` (default: the op being recorded) extend their buffers' lifetimes; returns
+        those buffers."""
         position = len(self.ops) if position is None else position
+        buffers = []
         for t in tensors:
             buffer = self._buffer.get(id(t))
             if buffer is not None:
                 self._last_use[buffer] = max(self._last_use[buffer], position)
+                buffers.append(buffer)
+        return buffers
+
+    def _enter(self, path: str) -> None:
+        self._running.append((path, len(self.ops), len(self._buffer_bytes)))
+
+    def _leave(self) -> None:
+        path, first_op, first_buffer = self._running.pop()
+        self._spans[path] = (first_op, len(self.ops), first_buffer, len(self._buffer_bytes))
+
+    def copy_module(self, source: torch.nn.Module, target: torch.nn.Module) -> None:
+        """Record `target` running as `source` last ran, without running it: source's ops under target's path, and
+        the activations they write and read, as though target had dispatched them now (copied_ops)."""
+        old, new = self._paths[id(source)], self._paths[id(target)]
+        first_op, end_op, first_buffer, end_buffer = self._spans[old]
+        shift, buffer_shift = len(self.ops) - first_op, len(self._buffer_bytes) - first_buffer
+        if any(self._last_use[b] >= end_op for b in range(first_buffer, end_buffer)):
+            raise ValueError(f"module {old}: an activation it writes is read after it ran, which a copy of its ops "
+                             f"cannot repeat")
+        for b in range(first_buffer, end_buffer):  # what source allocated, allocated again at the copies
+            self._buffer_bytes.append(self._buffer_bytes[b])
+            self._born.append(self._born[b] + shift)
+            self._last_use.append(self._last_use[b] + shift)
+        for position in range(first_op, end_op):
+            reads = [b + buffer_shift if b >= first_buffer else b for b in self._reads[position]]
+            for b in reads:  # buffers from before source ran (its input, the rows it adds to) are read again
+                self._last_use[b] = max(self._last_use[b], position + shift)
+            self._reads.append(reads)
+        self._spans[new] = (len(self.ops), len(self.ops) + end_op - first_op, len(self._buffer_bytes) - end_buffer
+                            + first_buffer, len(self._buffer_bytes))
+        self.ops.extend(moved_ops(self.ops[first_op:end_op], old, new, _layer_of(new)))
 
     @property
     def peak_bytes(self) -> int:
@@ -249,6 +288,22 @@ class _Recorder(TorchDispatchMode):
         np.add.at(live, self._born, self._buffer_bytes)
         np.add.at(live, np.array(self._last_use) + 1, -np.array(self._buffer_bytes))
         return int(np.cumsum(live).max())
+
+
+# The capture running, on fake tensors: what records a module's run as a copy of another's (_Recorder.copy_module).
+_COPIER: ContextVar[Callable[[torch.nn.Module, torch.nn.Module], None] | None] = ContextVar("copier", default=None)
+
+
+def copied_ops(source: torch.nn.Module, target: torch.nn.Module) -> bool:
+    """Whether the capture running recorded `target`'s run as a copy of `source`'s last one (source's ops under
+    target's module path), without running it: the caller's promise that target would dispatch exactly source's ops,
+    and that nothing it computes is read but by its own ops and the buffers it writes in place. False where nothing
+    is captured, or the capture is of real tensors (the caller then runs target)."""
+    copier = _COPIER.get()
+    if copier is None:
+        return False
+    copier(source, target)
+    return True
 
 
 def _inside_another(t: torch.Tensor, tensors: list[torch.Tensor]) -> bool:
@@ -289,28 +344,32 @@ def _attrs(func, short, args, kwargs) -> dict:
 
 def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, model: str, phase: str,
             batch: int, seq_len: int, context_len: int = 0, kv_tensors=(),
-            sliding_window: int | None = None) -> Trace:
+            sliding_window: int | None = None, copy_repeats: bool = True) -> Trace:
     """Run module(*args, **kwargs) once and return the Trace of the aten ops it dispatched.
 
     Works for any nn.Module: parameters are tagged as weights, `kv_tensors` as KV cache, everything else
-    as activations. Call inside FakeTensorMode (with the module built there) for a full-size fake capture.
+    as activations. Call inside FakeTensorMode (with the module built there) for a full-size fake capture; there,
+    with `copy_repeats`, a module that asks to repeat another's ops (copied_ops) has them copied, not dispatched.
     """
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    params = list(module.parameters())
+    capture_mode = "fake" if params and isinstance(params[0], FakeTensor) else "real"
     roles = {id(p): "weight" for p in module.parameters()}
     roles.update({id(t): "kv" for t in kv_tensors})
-    tracker = ModuleTracker(module)
+    recorder = _Recorder(roles, module)
+    # Only fake tensors let a module's ops be copied: real ones compute values the copy would not.
+    copier = _COPIER.set(recorder.copy_module if capture_mode == "fake" and copy_repeats else None)
     try:
-        with torch.no_grad(), _Recorder(roles, tracker) as recorder:
+        with torch.no_grad(), recorder:
             result = module(*args, **(kwargs or {}))
         # What the module returns is alive at its end.
         recorder.use(_unique_tensors(result), position=len(recorder.ops))
         del result
     finally:
-        tracker.remove()
-    from torch._subclasses.fake_tensor import FakeTensor
-
-    params = list(module.parameters())
+        _COPIER.reset(copier)
+        recorder.tracker.remove()
     dtype = _dtype_name(params[0].dtype) if params else "float32"
-    capture_mode = "fake" if params and isinstance(params[0], FakeTensor) else "real"
     return Trace(
         model=model, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
         ops=tuple(recorder.ops), param_count=sum(p.numel() for p in params),
@@ -326,7 +385,8 @@ def check_sampled(sampled: int, seq_len: int) -> None:
 
 
 def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
-                sampled: int = 1, fake: bool = True, seed: int = 0, replicate_layers: bool = True) -> Trace:
+                sampled: int = 1, fake: bool = True, seed: int = 0, replicate_layers: bool = True,
+                copy_experts: bool = True) -> Trace:
     """Build our decoder for `config` and capture one prefill or one decode step.
 
     prefill: batch sequences of seq_len prompt tokens into an empty cache.
@@ -334,24 +394,26 @@ def trace_model(config: ModelConfig, *, phase: str, batch: int, seq_len: int, co
     Logits are computed at each sequence's last `sampled` positions (a speculative verification's: all seq_len).
     On fake tensors with `replicate_layers`, only the model's distinct layers are built and run, and their ops
     repeated for the layers like them (trace_layers, workloads/layer_replication.py): the same trace, op for op, in a
-    fraction of the time. Real tensors run every layer.
+    fraction of the time. On fake tensors with `copy_experts`, an MoE layer runs one expert of each row count and
+    copies its ops for the others given as many rows (decoder.py MoE). Real tensors run every layer and expert.
     """
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     if fake and replicate_layers:
         return trace_layers(config, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
-                            sampled=sampled).expanded()
+                            sampled=sampled, copy_experts=copy_experts).expanded()
     start = _pass_start(phase, seq_len, context_len, sampled)
     if fake:
         with FakeTensorMode():
-            return _run(config, config, phase=phase, batch=batch, seq_len=seq_len, start=start, sampled=sampled)[0]
+            return _run(config, config, phase=phase, batch=batch, seq_len=seq_len, start=start, sampled=sampled,
+                        copy_experts=copy_experts)[0]
     check_real_memory(config, batch, start + seq_len, seq_len)
     torch.manual_seed(seed)
     return _run(config, config, phase=phase, batch=batch, seq_len=seq_len, start=start, sampled=sampled)[0]
 
 
 def trace_layers(config: ModelConfig, *, phase: str, batch: int, seq_len: int, context_len: int = 0,
-                 sampled: int = 1) -> LayerTrace:
+                 sampled: int = 1, copy_experts: bool = True) -> LayerTrace:
     """trace_model's fake trace of `config` (the same arguments) as captured, before its distinct layers' ops are
     repeated for the layers like them: what the trace cache stores; its expanded() is trace_model's trace."""
     from torch._subclasses.fake_tensor import FakeTensorMode
@@ -360,7 +422,7 @@ def trace_layers(config: ModelConfig, *, phase: str, batch: int, seq_len: int, c
     plan = layer_plan(config)
     with FakeTensorMode():
         trace, model = _run(config, plan.config, phase=phase, batch=batch, seq_len=seq_len, start=start,
-                            sampled=sampled)
+                            sampled=sampled, copy_experts=copy_experts)
         sizes = tuple(_param_sizes(layer) for layer in model.layers)
     return LayerTrace(traced=trace, sources=plan.sources, layer_sizes=sizes)
 
@@ -375,7 +437,7 @@ def _pass_start(phase: str, seq_len: int, context_len: int, sampled: int) -> int
 
 
 def _run(config: ModelConfig, built: ModelConfig, *, phase: str, batch: int, seq_len: int, start: int,
-         sampled: int) -> tuple[Trace, torch.nn.Module]:
+         sampled: int, copy_experts: bool = True) -> tuple[Trace, torch.nn.Module]:
     """The trace of `built` (config or the distinct layers of it) run for one pass, under config's name, and the model
     it built (in the tensor mode of the caller)."""
     from workloads.decoder import DecoderModel, KVCache
@@ -385,7 +447,7 @@ def _run(config: ModelConfig, built: ModelConfig, *, phase: str, batch: int, seq
     ids = torch.zeros((batch, seq_len), dtype=torch.long)
     trace = capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
                     seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
-                    sliding_window=config.sliding_window)
+                    sliding_window=config.sliding_window, copy_repeats=copy_experts)
     return trace, model
 
 

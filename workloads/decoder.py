@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensor
 
+from workloads.capture import copied_ops
 from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig, expert_load, experts_reached
 
 TORCH_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
@@ -309,10 +310,16 @@ class MoE(nn.Module):
         if any(loads[len(self.experts):]):
             raise ValueError(f"tokens: found {tokens:,}, allowed: at most the max_tokens this layer was built for "
                              f"(its first {len(self.experts)} experts)")
+        ran: dict[int, RoutedExpert] = {}  # by row count, the expert that ran with that many rows
         first = 0
         for expert, count in zip(self.experts, loads[:len(self.experts)], strict=True):
             if count:
-                expert(flat, weights, out, first, count)
+                # Given as many rows, an expert dispatches the same ops as another but for its module path (its rows'
+                # first index is a value, which no op's shape or cost holds), and only `out`, which it adds to, is
+                # read after it: a fake capture copies them (capture.py copied_ops): one expert of each row count runs.
+                if not (count in ran and copied_ops(ran[count], expert)):
+                    expert(flat, weights, out, first, count)
+                    ran.setdefault(count, expert)
                 first += count
         if cfg.shared_experts:
             out = out + self.shared_experts(flat)
