@@ -82,7 +82,7 @@ from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
-from workloads.model_config import BALANCED, ModelConfig, experts_reached, load_model_config
+from workloads.model_config import BALANCED, ModelConfig, expert_load, experts_reached, load_model_config
 from workloads.real_memory import check_real_memory
 from workloads.requests import Fixed, phases_label, resolve_trace
 
@@ -118,6 +118,16 @@ TRACE_S = 0.03
 TRACE_S_PER_OP = 0.00023
 TRACE_S_PER_OP_COPIED = 0.00000075
 TRACE_S_PER_EXPERT_BUILT = 0.00087
+# An expert a fake MoE layer copies rather than runs (since 4de6976 it runs one expert of each row count and copies
+# its ops for the others: _copied_experts), beside its build (TRACE_S_PER_EXPERT_BUILT). The copy of its 16 ops alone
+# was timed at 40-47 us (workloads/capture.py copy_module); the rest of an expert's turn in the layer's loop costs
+# more. Fitted at e17a8f4 (2026-12-07, the 2-core machine quiet, cached_trace from an empty cache, CPU time, the faster
+# of two runs, torch warmed up), least squares on what the other terms leave of 4 traces: qwen3-30b-a3b and
+# deepseek-v2-lite at full depth, a 512-token prefill and a decode step of 8 after 512 (94-254 experts copied):
+# 1.11 ms an expert, those 4 within 0.91-1.08x. Held out, DeepSeek-V3's prefill and decode step of 64 (510 copied):
+# 1.62 and 1.38 s measured, estimated 1.28 s each (0.79x, 0.93x; 2.59 s each, 1.6x and 1.9x, with every expert's ops
+# priced as dispatched).
+TRACE_S_PER_EXPERT_COPIED = 0.00111
 # A run that captures a trace imports torch and warms its fake-tensor dispatch first: explore on the tiny model
 # (--workers 1, /usr/bin/time user + sys) from an empty trace cache and again from the filled one took 4.47 and
 # 1.81 s (a static point, 2 traces), 4.71 and 1.92 s (a serving point, 4): 2.5 s past the traces' own. Each worker
@@ -555,7 +565,8 @@ def _trace_s(trace: Trace) -> float:
     config = trace[0]
     traced = layer_plan(config).config
     return sum(TRACE_S + traced.moe_layers * _reached(config, tokens) * TRACE_S_PER_EXPERT_BUILT
-               + _traced_ops(traced, tokens) * TRACE_S_PER_OP
+               + _dispatched_ops(traced, tokens) * TRACE_S_PER_OP
+               + _copied_experts(traced, tokens) * TRACE_S_PER_EXPERT_COPIED
                + (_traced_ops(config, tokens) - _traced_ops(traced, tokens)) * TRACE_S_PER_OP_COPIED
                for tokens in _pass_tokens(trace))
 
@@ -617,6 +628,23 @@ def _traced_ops(config: ModelConfig, tokens: int) -> int:
     """The ops a pass of `tokens` tokens records, about: OPS_PER_LAYER a decoder layer and OPS_PER_EXPERT an expert
     of an MoE layer that gets tokens (_reached)."""
     return config.num_layers * OPS_PER_LAYER + config.moe_layers * _reached(config, tokens) * OPS_PER_EXPERT
+
+
+def _row_counts(config: ModelConfig, tokens: int) -> int:
+    """The experts of each MoE layer a fake pass of `tokens` tokens runs: one of each row count among those its
+    routing reaches (the others' ops are copied: workloads/decoder.py MoE, workloads/capture.py copied_ops)."""
+    loads = expert_load(config.moe_routing, tokens, config.experts_per_token, config.num_experts)
+    return len({load for load in loads if load})
+
+
+def _dispatched_ops(config: ModelConfig, tokens: int) -> int:
+    """The ops of _traced_ops a fake pass dispatches: its layers' and the experts it runs (_row_counts)."""
+    return config.num_layers * OPS_PER_LAYER + config.moe_layers * _row_counts(config, tokens) * OPS_PER_EXPERT
+
+
+def _copied_experts(config: ModelConfig, tokens: int) -> int:
+    """The experts of a fake pass's MoE layers whose ops are copied, not run (_row_counts)."""
+    return config.moe_layers * (_reached(config, tokens) - _row_counts(config, tokens))
 
 
 def _reached(config: ModelConfig, tokens: int) -> int:

@@ -50,7 +50,8 @@ def _price_layers(monkeypatch, layer_s: float) -> None:
     from explore import commands
 
     for name, value in (("RUN_FIXED_S", 0.0), ("TORCH_START_S", 0.0), ("TRACE_S", 0.0),
-                        ("TRACE_S_PER_EXPERT_BUILT", 0.0), ("OPS_PER_LAYER", 1), ("OPS_PER_EXPERT", 0),
+                        ("TRACE_S_PER_EXPERT_BUILT", 0.0), ("TRACE_S_PER_EXPERT_COPIED", 0.0), ("OPS_PER_LAYER", 1),
+                        ("OPS_PER_EXPERT", 0),
                         ("TRACE_S_PER_OP", layer_s), ("TRACE_S_PER_OP_COPIED", 0.0)):
         monkeypatch.setattr(commands, name, value)
 
@@ -325,22 +326,25 @@ TINY_MOE = {"model_type": "mixtral", "num_local_experts": 4, "num_experts_per_to
 
 
 def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_path, capsys, monkeypatch):
-    """Capturing a trace costs a part a trace, a part an op recorded and a part an expert built, and a run that
-    captures any starts torch once. The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 1 and prompt 16 from
-    an empty cache, at 100 ops a layer and 10 an expert that gets tokens: its prefill routes 16 x 2 tokens, reaching
-    all 4 experts, 2 x 100 + 2 x 4 x 10 = 280 ops, and builds the 2 x 4 experts; its decode step 2 tokens, 2 experts,
-    240 ops, and builds the 2 x 2 experts they reach (workloads/decoder.py MoE max_tokens). At 1 s an op, an expert
-    built and a trace, and 10 s to start: 10 + 520 + 8 + 4 + 2 = 544 s by hand (it said 0.1 s, 0.05 s a layer
-    whatever its experts). Served, its step template's four passes (kernels/shapes.py: 2 and 4
-    sequences, enough that each reaches all 4 experts, decode and prefill) of its 2 layers: 10 + 4 x (280 + 8 + 1) =
-    1,166 s."""
+    """Capturing a trace costs a part a trace, a part an op dispatched, a part an expert built and a part an expert
+    whose ops are copied, and a run that captures any starts torch once. An MoE layer runs one expert of each row count
+    and copies the others (workloads/decoder.py MoE). The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 1 and
+    prompt 16 from an empty cache, at 100 ops a layer and 10 an expert it runs: its prefill routes 16 x 2 rows, 8 to
+    each of the 4 experts (one row count): 2 x 100 + 2 x 1 x 10 = 220 ops, 2 x 3 experts copied, 2 x 4 built; its
+    decode step 2 rows, 1 to each of 2 experts: 220 ops, 2 x 1 copied, 2 x 2 built (workloads/decoder.py MoE
+    max_tokens). At 1 s an op, an expert built and a trace, 0.5 s an expert copied and 10 s to start: 10 + (1 + 220 +
+    8 + 3) + (1 + 220 + 4 + 1) = 468 s by hand (it said 0.1 s, 0.05 s a layer whatever its experts; 544 s when every
+    expert ran). Served, its step template's four passes (kernels/shapes.py: 2 and 4 sequences of 16 tokens, decode
+    and prefill, balanced): 4, 8, 64 and 128 rows, one row count each, all 4 experts reached: 10 + 4 x (1 + 220 + 8 +
+    3) = 938 s."""
     import json
 
     from explore import commands
     from tests.explore.tiny_sweep import TINY_CONFIG
 
     for name, value in (("TORCH_START_S", 10.0), ("TRACE_S", 1.0), ("TRACE_S_PER_OP", 1.0),
-                        ("TRACE_S_PER_EXPERT_BUILT", 1.0), ("OPS_PER_LAYER", 100), ("OPS_PER_EXPERT", 10),
+                        ("TRACE_S_PER_EXPERT_BUILT", 1.0), ("TRACE_S_PER_EXPERT_COPIED", 0.5), ("OPS_PER_LAYER", 100),
+                        ("OPS_PER_EXPERT", 10),
                         ("RUN_FIXED_S", 0.0), ("POINT_S", 0.0), ("PREPARE_S_PER_OP", 0.0),
                         ("PREPARE_S_PER_COMBINATION", 0.0), ("REPORT_S_PER_FIGURE", 0.0), ("REPORT_S_PER_POINT", 0.0),
                         ("SERVING_S_PER_POINT", 0.0), ("SERVING_S_PER_REQUEST", 0.0)):
@@ -355,19 +359,20 @@ def test_the_estimate_prices_a_trace_by_its_ops_and_the_experts_it_builds(tmp_pa
         return capsys.readouterr().out
 
     static = check("workload: {batch: 1, prompt: 16, output: 2}\n")
-    assert "up to 2 traces to capture" in static and _estimate_s(static) == 544, static
+    assert "up to 2 traces to capture" in static and _estimate_s(static) == 468, static
     served = check("serving: {rate: 10, requests: 20, prompt: 32, output: 4}\n")
-    assert "up to 4 traces to capture" in served and _estimate_s(served) == 1166, served
+    assert "up to 4 traces to capture" in served and _estimate_s(served) == 938, served
 
 
 def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, monkeypatch):
     """A fake trace dispatches the ops of its model's first layer and last (the tiny Mixtral's layers are all of one
     kind; workloads/layer_replication.py) and copies the others'. The tiny Mixtral at 5 layers, batch 1, prompt 16,
     at 100 ops a layer and 10 an expert that gets tokens, 1 s an op dispatched, an expert built and a trace, 0.1 s an
-    op copied and 10 s to start: its prefill reaches all 4 experts, 2 x (100 + 4 x 10) = 280 ops dispatched, 3 x 140 =
-    420 copied, 2 x 4 experts built, 1 + 280 + 42 + 8 = 331 s; its decode step 2 experts, 2 x 120 = 240 dispatched,
-    3 x 120 = 360 copied, 2 x 2 built, 1 + 240 + 36 + 4 = 281 s; 10 + 331 + 281 = 622 s by hand (1,342 s when every
-    layer was dispatched and built its experts)."""
+    op copied and 10 s to start (an expert copied free): its prefill reaches all 4 experts, 8 rows each, and runs one
+    (workloads/decoder.py MoE), 2 x (100 + 10) = 220 ops dispatched, 3 x (100 + 4 x 10) = 420 copied with the layers,
+    2 x 4 experts built, 1 + 220 + 42 + 8 = 271 s; its decode step 2 experts, a row each, 2 x 110 = 220 dispatched,
+    3 x 120 = 360 copied, 2 x 2 built, 1 + 220 + 36 + 4 = 261 s; 10 + 271 + 261 = 542 s by hand (622 s when every
+    expert ran, 1,342 s when every layer was dispatched and built its experts)."""
     import json
 
     from explore import commands
@@ -385,17 +390,19 @@ def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, m
                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
     assert main(["check", path]) == 0
     out = capsys.readouterr().out
-    assert "up to 2 traces to capture" in out and _estimate_s(out) == 622, out
+    assert "up to 2 traces to capture" in out and _estimate_s(out) == 542, out
 
 
 def test_a_uniform_point_s_traces_build_the_experts_its_routing_reaches(tmp_path, capsys, monkeypatch):
     """A static point traces its model routed by its moe_routing, a trace of its own, and the estimate builds the
     experts that routing reaches. The tiny Mixtral (2 layers, 4 experts, 2 a token) at batch 2, prompt 16, priced as
-    above (1 s an op, an expert built and a trace, 10 s to start, 100 ops a layer, 10 an expert that gets tokens): its
-    prefill routes 32 tokens, all 4 experts either way (uniform: 4 (1 - (1 - 2/4)^32) = 4.0), 1 + 280 + 8 = 289 s; its
-    decode step 2 tokens, balanced 4 experts (4 tokens x k rows), 1 + 280 + 8 = 289 s, uniform 4 (1 - (1/2)^2) = 3,
-    1 + (200 + 2 x 3 x 10) + 2 x 3 = 267 s. Balanced 10 + 289 + 289 = 588 s, uniform 10 + 289 + 267 = 566 s, both
-    routings 4 traces, 10 + 578 + 556 = 1,144 s (it priced uniform as balanced, 588 s, and crossed 2 traces)."""
+    above (1 s an op, an expert built and a trace, 10 s to start, 100 ops a layer, 10 an expert it runs, an expert
+    copied free; an MoE layer runs one expert of each row count, workloads/decoder.py MoE): its prefill routes 32
+    tokens x 2 rows, all 4 experts either way (uniform: 4 (1 - (1 - 2/4)^32) = 4.0), 16 rows each, 1 + 220 + 8 = 229 s;
+    its decode step 2 tokens, balanced 4 experts (4 rows, one each), 1 + 220 + 8 = 229 s, uniform 4 (1 - (1/2)^2) = 3
+    experts (4 rows: 2, 1, 1, two row counts), 1 + (200 + 2 x 2 x 10) + 2 x 3 = 247 s. Balanced 10 + 229 + 229 = 468 s,
+    uniform 10 + 229 + 247 = 486 s, both routings 4 traces, 10 + 458 + 476 = 944 s (it priced uniform as balanced and
+    crossed 2 traces)."""
     import json
 
     from explore import commands
@@ -416,9 +423,9 @@ def test_a_uniform_point_s_traces_build_the_experts_its_routing_reaches(tmp_path
         return capsys.readouterr().out
 
     balanced, uniform, both = check("balanced"), check("uniform"), check("[balanced, uniform]")
-    assert "up to 2 traces to capture" in balanced and _estimate_s(balanced) == 588, balanced
-    assert "up to 2 traces to capture" in uniform and _estimate_s(uniform) == 566, uniform
-    assert "up to 4 traces to capture" in both and _estimate_s(both) == 1144, both
+    assert "up to 2 traces to capture" in balanced and _estimate_s(balanced) == 468, balanced
+    assert "up to 2 traces to capture" in uniform and _estimate_s(uniform) == 486, uniform
+    assert "up to 4 traces to capture" in both and _estimate_s(both) == 944, both
 
 
 def test_check_finds_a_uniform_point_s_traces_in_the_cache_once_captured(tmp_path, monkeypatch, capsys):
@@ -459,8 +466,9 @@ def _only(monkeypatch, **costs: float) -> None:
     from explore import commands
 
     for name in ("RUN_FIXED_S", "TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_OP_COPIED", "POINT_S",
-                 "TRACE_S_PER_EXPERT_BUILT", "BLOCK_POINT_S", "PREPARE_S_PER_OP", "PREPARE_S_PER_COMBINATION",
-                 "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT", "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
+                 "TRACE_S_PER_EXPERT_BUILT", "TRACE_S_PER_EXPERT_COPIED", "BLOCK_POINT_S", "PREPARE_S_PER_OP",
+                 "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT", "SERVING_S_PER_POINT",
+                 "SERVING_S_PER_REQUEST"):
         monkeypatch.setattr(commands, name, costs.get(name, 0.0))
 
 
