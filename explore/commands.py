@@ -185,6 +185,14 @@ OPTUNA_S_PER_POINT = 0.02
 # llama-3-70b's 680 ops took 7.3-8.5 ms each, mixtral-8x7b's 1,704 17 ms, deepseek-v2-lite's 19,104 0.19-0.27 s:
 # least squares without a constant, 11 us an op.
 PREPARE_S_PER_OP = 0.00004
+# An op of a layer a fake trace copies from a traced one: since 9eea46d its kernels are the source layer's renumbered,
+# not lowered, and since 2cae472 the cache stores the traced layers only. Evaluator.tables of a 512-token prefill and a
+# decode step, batch 1, engine fusion, the traces cached (process_time, the faster of two fresh Evaluators, the quiet
+# 2-core machine, 2026-12-07 at fd02374): llama-2-7b 0.037 s, mixtral-8x7b 0.058, qwen3-30b-a3b 0.593, llama-2-70b
+# 0.081; least squares on what 40 us an op of the traced layers leaves (a step template, whose layers are all traced,
+# still took 22-37 us an op here): 3.8 us an op copied, those 4 within 0.79-1.10x. Held out: deepseek-v2-lite 0.206 s,
+# estimated 0.227 (1.10x), deepseek-v3 1.792 s, estimated 1.29 (0.72x); 6.5x and 5.7x at 40 us every op.
+PREPARE_S_PER_OP_COPIED = 0.0000038
 PREPARE_S_PER_COMBINATION = 0.002
 TEMPLATE_S_PER_OP = 0.000011
 # Drawing the report, per figure (explore/report.py figures_drawn counts those a sweep draws): on the same machine
@@ -604,10 +612,21 @@ def _prepare_s(sweep, traces: list[Trace], models: list[Trace], visits: int, wor
     serving sweep's step templates built by each worker (each builds those of the points it runs), and lowered again
     for each other format, tp, ep and execution mode the sweep's points run (Evaluator.template's key)."""
     ops = sum(sum(_pass_ops(trace)) for trace in traces)
+    lowering_s = sum(_lowering_s(trace) for trace in traces)
     if sweep.spec.serving is not None:
         variants = _swept(sweep, FORMAT_FIELDS + ("tp", "ep", "execution"))
-        return workers * ops * PREPARE_S_PER_OP + (variants - 1) * ops * TEMPLATE_S_PER_OP
-    return ops * PREPARE_S_PER_OP + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+        return workers * lowering_s + (variants - 1) * ops * TEMPLATE_S_PER_OP
+    return lowering_s + min(visits, _combinations(sweep, models)) * PREPARE_S_PER_COMBINATION
+
+
+def _lowering_s(trace: Trace) -> float:
+    """CPU time reading and lowering a trace's passes: a part an op of its traced layers, lowered one by one, and a
+    part an op of the layers copied from them, whose kernels are copied (kernels/layer_kernels.py)."""
+    config = trace[0]
+    traced = layer_plan(config).config
+    return sum(_traced_ops(traced, tokens) * PREPARE_S_PER_OP
+               + (_traced_ops(config, tokens) - _traced_ops(traced, tokens)) * PREPARE_S_PER_OP_COPIED
+               for tokens in _pass_tokens(trace))
 
 
 def _report_figures(sweep, dims: dict) -> int:

@@ -373,24 +373,30 @@ def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, m
     2 x 4 experts built, 1 + 220 + 42 + 8 = 271 s; its decode step 2 experts, a row each, 2 x 110 = 220 dispatched,
     3 x 120 = 360 copied, 2 x 2 built, 1 + 220 + 36 + 4 = 261 s; 10 + 271 + 261 = 542 s by hand (622 s when every
     expert ran, 1,342 s when every layer was dispatched and built its experts)."""
+    _only(monkeypatch, TORCH_START_S=10.0, TRACE_S=1.0, TRACE_S_PER_OP=1.0, TRACE_S_PER_OP_COPIED=0.1,
+          TRACE_S_PER_EXPERT_BUILT=1.0)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    out = _check_five_layer_moe(tmp_path, capsys, monkeypatch)
+    assert "up to 2 traces to capture" in out and _estimate_s(out) == 542, out
+
+
+def _check_five_layer_moe(tmp_path, capsys, monkeypatch) -> str:
+    """`explore check`'s output for the tiny Mixtral at 5 layers, batch 1, prompt 16, at 100 ops a layer and 10 an
+    expert that gets tokens."""
     import json
 
     from explore import commands
     from tests.explore.tiny_sweep import TINY_CONFIG
 
-    _only(monkeypatch, TORCH_START_S=10.0, TRACE_S=1.0, TRACE_S_PER_OP=1.0, TRACE_S_PER_OP_COPIED=0.1,
-          TRACE_S_PER_EXPERT_BUILT=1.0)
     monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
     monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
-    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
     model = tmp_path / "moe" / "config.json"
     model.parent.mkdir()
     model.write_text(json.dumps(TINY_CONFIG | TINY_MOE | {"num_hidden_layers": 5}))
     path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
                                  f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
     assert main(["check", path]) == 0
-    out = capsys.readouterr().out
-    assert "up to 2 traces to capture" in out and _estimate_s(out) == 542, out
+    return capsys.readouterr().out
 
 
 def test_a_uniform_point_s_traces_build_the_experts_its_routing_reaches(tmp_path, capsys, monkeypatch):
@@ -467,8 +473,8 @@ def _only(monkeypatch, **costs: float) -> None:
 
     for name in ("RUN_FIXED_S", "TORCH_START_S", "TRACE_S", "TRACE_S_PER_OP", "TRACE_S_PER_OP_COPIED", "POINT_S",
                  "TRACE_S_PER_EXPERT_BUILT", "TRACE_S_PER_EXPERT_COPIED", "BLOCK_POINT_S", "PREPARE_S_PER_OP",
-                 "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT", "SERVING_S_PER_POINT",
-                 "SERVING_S_PER_REQUEST"):
+                 "PREPARE_S_PER_OP_COPIED", "PREPARE_S_PER_COMBINATION", "REPORT_S_PER_FIGURE", "REPORT_S_PER_POINT",
+                 "SERVING_S_PER_POINT", "SERVING_S_PER_REQUEST"):
         monkeypatch.setattr(commands, name, costs.get(name, 0.0))
 
 
@@ -498,6 +504,17 @@ def test_preparing_tables_costs_a_part_an_op_of_each_trace_and_a_part_a_combinat
     assert check("workload: {batch: 1, prompt: 16, output: 2}\n") == 530
     assert check("workload: {batch: 1, prompt: 16, output: 2}\nformat: {weight_bits: [16, 4]}\n") == 540
     assert check("workload: {batch: [1, 2], prompt: 16, output: 2}\n") == 1100
+
+
+def test_preparing_a_layer_copied_from_a_traced_one_costs_its_own_part(tmp_path, capsys, monkeypatch):
+    """A fake trace's layers copied from a traced one have their kernels copied, not lowered (kernels/layer_kernels.py):
+    a part an op of their own. The tiny Mixtral at 5 layers (the first and last traced, the middle 3 copied), batch 1,
+    prompt 16, 100 ops a layer and 10 an expert that gets tokens: its prefill reaches all 4 experts, 2 x 140 = 280 ops
+    traced and 3 x 140 = 420 copied; its decode step 2 experts, 2 x 120 = 240 and 3 x 120 = 360. At 1 s an op traced,
+    0.1 s an op copied and 10 s a combination: 280 + 42 + 240 + 36 + 10 = 608 s by hand (1,310 s with every op at the
+    traced rate)."""
+    _only(monkeypatch, PREPARE_S_PER_OP=1.0, PREPARE_S_PER_OP_COPIED=0.1, PREPARE_S_PER_COMBINATION=10.0)
+    assert _estimate_s(_check_five_layer_moe(tmp_path, capsys, monkeypatch)) == 608
 
 
 OBJECTIVES = "objectives: {minimize: [tpot_s, energy_per_token_J], maximize: [tokens_per_s]}\n"
