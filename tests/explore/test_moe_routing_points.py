@@ -27,9 +27,7 @@ MOE = KIND_CODE[KernelKind.MOE]
 
 @pytest.fixture(scope="module")
 def tiny_moe(tmp_path_factory) -> str:
-    path = tmp_path_factory.mktemp("tiny-moe") / "config.json"
-    path.write_text(json.dumps(TINY_MOE))
-    return str(path)
+    return write_tiny_model(tmp_path_factory.mktemp("tiny-moe"), TINY_MOE)
 
 
 @pytest.fixture(scope="module")

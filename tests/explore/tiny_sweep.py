@@ -13,11 +13,11 @@ TINY_CONFIG = {
 }
 
 
-def write_tiny_model(folder: Path) -> str:
-    """Path of the tiny model's config.json, written under folder/tiny/."""
+def write_tiny_model(folder: Path, config: dict | None = None) -> str:
+    """Path of the tiny model's config.json (or `config`'s), written under folder/tiny/."""
     path = folder / "tiny" / "config.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(TINY_CONFIG))
+    path.write_text(json.dumps(TINY_CONFIG if config is None else config))
     return str(path)
 
 
