@@ -1160,7 +1160,9 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         elif point.knob("node_link"):
             readers = node_link_readers(point.device, point.knob("link"), point.tp, point.pp, point.link_overrides,
                                         point.serving)
-            fitted_link += (f"; --node-link {point.knob('node_link')} read by " + " and ".join(readers) if readers else
+            # Its rate as the point's devices reach it, over their own PCIe links (as a pool's own node link is said).
+            said = link_rate_text(load_link(point.knob("node_link")), device.spec)
+            fitted_link += (f"; --node-link {said} read by " + " and ".join(readers) if readers else
                             f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
                             f"one node of {link.spec.name}")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (

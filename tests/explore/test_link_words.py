@@ -81,3 +81,20 @@ def test_a_pools_own_node_link_names_the_cap_of_its_devices(tmp_path, capsys):
     header = capsys.readouterr().out.splitlines()[0]
     capped = f"infiniband-ndr ({NDR_GBPS} GB/s a device, capped at {PCIE4_X16_GBPS} GB/s by a100-sxm-80gb's pcie4-x16)"
     assert f"(a100-sxm-80gb, --prefill-node-link {capped} read by its KV handover)" in header, header
+
+
+def test_a_points_node_link_read_by_its_kv_store_names_its_rate_and_cap(tmp_path, capsys):
+    """Two A100s (one NVLink 3 node) whose KV store's fetches read --node-link NDR: the clause naming the reader gives
+    NDR's 50 GB/s a port and the 31.5 GB/s of the A100s' own PCIe 4 x16 that caps it, as a pool's own node link's
+    clause does; two H100s (PCIe 5 x16, 63 GB/s) leave it uncapped."""
+    model = write_tiny_model(tmp_path)
+    base = ["run", "--model", model, "--execution", "graphs", "--tp", "2", "--serving", "--requests", "1", "--rate",
+            "1", "--prompt", "32", "--output", "4", "--prefix-tokens", "16", "--kv-store-GB", "64",
+            "--node-link", "infiniband-ndr"]
+    said = {}
+    for device in ("a100-sxm-80gb", "h100-sxm"):
+        assert main([*base, "--device", device]) == 0
+        said[device] = capsys.readouterr().out.splitlines()[0]
+    capped = f"({NDR_GBPS} GB/s a device, capped at {PCIE4_X16_GBPS} GB/s by a100-sxm-80gb's pcie4-x16)"
+    for device, rate in (("a100-sxm-80gb", capped), ("h100-sxm", f"({NDR_GBPS} GB/s a device)")):
+        assert f"--node-link infiniband-ndr {rate} read by the KV store's fetches" in said[device], said[device]

@@ -80,7 +80,7 @@ def test_a_run_says_a_kv_store_reads_its_node_link(tmp_path, capsys):
                  "--rate", "4", "--prompt", "32", "--output", "4", "--prefix-tokens", "16", "--kv-store-GB", "1",
                  "--node-link", "ethernet-100g"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    assert "--node-link ethernet-100g read by the KV store's fetches" in header, header
+    assert "--node-link ethernet-100g (12.5 GB/s a device) read by the KV store's fetches" in header, header
     assert "unread" not in header, header
 
 
