@@ -14,6 +14,15 @@ and records `size * 2`. aiconfigurator's `message_size` counts elements: its col
 Datasheet model (alpha-beta, ring), B the link's bandwidth per direction per device, a its latency per step:
   all_reduce 2(n-1)/n S/B + 2(n-1) a; all_gather, reduce_scatter, all_to_all (n-1)/n S/B + (n-1) a;
   send_recv S/B + a; one device costs nothing.
+An all-to-all is no ring in NCCL: nccl-tests' alltoall (src/alltoall.cu) groups a send and a receive to every peer, and
+NCCL runs them in one kernel, each peer's pair on channels of its own at once (NVIDIA/nccl src/enqueue.cc
+scheduleP2pTasksToPlan), LL where a peer's bytes are at most 16 KiB a channel, else Simple (addP2pToPlan,
+P2P_LL_THRESHOLD). A rank's port carries (n-1)/n S, as above; its n-1 steps are one per peer, not ring hops. On
+aiconfigurator's alltoall rows, fitted as below, scored on those HELD_OUT_DEVICES and HELD_OUT_BYTES hold out, neither
+one step in place of n-1 nor that per-peer protocol rule in place of the faster line lowers the error on every system
+(median / p90 |error|: H200 10.1 / 16.0% as fitted, 10.4 / 16.9 with one step, 8.7 / 17.2 with the rule; B200 2.6 /
+15.8, 3.8 / 15.7, 3.2 / 16.6; L40S 17.1 / 37.3, 16.9 / 38.4, 9.6 / 15.7). The datasheet model with one step runs 89%
+under H200's measured times (median), with n-1 steps 63%.
 Fitted model: NCCL estimates each protocol's time as latency + bytes / bandwidth and runs the fastest (LL for
 small messages, Simple for large; NVIDIA/nccl src/graph/tuning.cc). So a fit holds two such lines, each with a
 fixed latency per call and an achieved fraction of B, a latency per step, and an exponent on n/2 that scales

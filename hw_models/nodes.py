@@ -40,7 +40,8 @@ the link's datasheet model as a node link's is. NCCL's tuner runs the fastest al
 NVLS-tree beside the ring, NVIDIA/nccl src/graph/tuning.cc), and a domain can run what the same devices split into
 nodes run, over a link no slower; the ring alone, fitted on 8 devices and extrapolated to 2 (n - 1) steps, would
 price one domain of 16 slower than two nodes of 8 over InfiniBand. An all-to-all's hierarchical form is never faster
-than its ring (the longer of the ring and the groups' exchange), so a domain's all-to-all is its ring.
+than its direct form over all n (the longer of that and the groups' exchange), so a domain's all-to-all is its
+direct form (every rank sending to every peer at once, as NCCL runs it: hw_models/link.py).
 
 A domain's devices talk over its own link only, never through the NICs, even where a node link is faster: NCCL sends
 two GPUs of one node through the network only where each reaches a NIC (through PCIe switches, no host bridge) at
