@@ -79,8 +79,9 @@ def _refusal(message: str) -> str:
     return message
 
 
-class SweepInterrupted(KeyboardInterrupt):
-    """Ctrl-C during a sweep's run, with how many of its points the folder stores (explore/rerun.py stored_label)."""
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a command that stores its results as they finish, with what it stores: a sweep's '2 of 4 design
+    points stored' (explore/rerun.py stored_label), `explore measure`'s '2 of 9 shapes stored'."""
 
     def __init__(self, stored: str):
         super().__init__(stored)
@@ -484,8 +485,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt as stop:
         sweep = bool(argv) and argv[0] not in COMMANDS
-        stored = stop.stored if isinstance(stop, SweepInterrupted) else "every finished design point is stored"
-        resume = f"; {stored}: run the same command again to resume" if sweep else ""
+        stored = stop.stored if isinstance(stop, Interrupted) else "every finished design point is stored" * sweep
+        resume = f"; {stored}: run the same command again to resume" if stored else ""
         # A sweep's progress line is left open (carriage returns): the message starts a line of its own.
         start = "\n" if sweep and "--quiet" not in argv else ""
         print(f"{start}explore: interrupted{resume}", file=sys.stderr)

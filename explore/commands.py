@@ -12,7 +12,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from explore.cli import TRACE_TOKENS, SweepInterrupted, default_out, json_safe, print_json, run_knobs, serving_flags_set
+from explore.cli import TRACE_TOKENS, Interrupted, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import FORMAT_FIELDS, DesignPoint, with_knobs
 from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, serving_pools, trace_args
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
@@ -284,7 +284,7 @@ def cmd_sweep(args) -> int:
         with folder_lock(out):  # one run per folder, from its first result to its report (refused before any output)
             return _sweep_into(args, sweep, out, evaluator)
     except KeyboardInterrupt:
-        raise SweepInterrupted(stored_label(sweep, out)) from None
+        raise Interrupted(stored_label(sweep, out)) from None
 
 
 def _out_folder(args, sweep) -> Path:

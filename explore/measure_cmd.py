@@ -6,16 +6,25 @@ import argparse
 import logging
 import shlex
 import time
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import replace
 from pathlib import Path
 
+from explore.cli import Interrupted
 from explore.out_paths import check_out_file
+from explore.rows import count_label
 from kernels.harness import QUANTIZED_GEMM_DTYPES, STEP_WEIGHT_DTYPES  # imports no torch: the parser stays fast
 from kernels.measured import TABLE_SUFFIXES
 from workloads.errors import InputError
 
 KINDS = ("gemm", "attention", "streaming", "decode_step", "prefill_step")
+# The fields of each kind's shapes (kernels/harness.py GemmShape, AttentionCase, ...), as measured_as cells name them.
+CASE_FIELDS = {"gemm": ("m", "n", "k"), "attention": ("batch", "heads", "kv_heads", "q_len", "kv_len", "head_dim"),
+               "streaming": ("rows", "hidden"), "decode_step": ("batch", "context_len"),
+               "prefill_step": ("batch", "prompt_len")}
+# The extra table column naming what each row was measured as (MEASURE_HELP): a rerun reuses the rows whose cell it
+# would write itself.
+MEASURED_AS = "measured_as"
 KERNEL_KINDS = KINDS[:3]  # the default --kinds; decode_step and prefill_step join them when --model is given
 MODEL_KINDS = KINDS[3:]  # whole steps of a model: need --model
 FLOAT_DTYPES = ("bf16", "fp16", "fp32")
@@ -29,6 +38,13 @@ of that model (built at full size from its config, random weights, at the config
 as `decode_step` and `prefill_step` rows that `explore validate` compares with the simulated step. Every
 row's source column names torch, the device, the driver and the date; the same provenance and the command
 line are printed.
+
+Each shape's rows reach the table as soon as they are timed (the table is rewritten whole, atomically): an
+interrupted run keeps every shape it finished, and the same command run again times only the others. The
+table's measured_as column says what each row was measured as: its kind, its shape and every setting its
+time depends on (--device-name, --dtype, --model for whole steps, --repeats, torch, the hardware, CUDA and
+the driver or the CPU threads; not the date). A rerun reuses a shape's rows only where that cell is the one
+it would write itself; the table's other rows are replaced.
 
 --cpu-preset OUT.yaml instead writes a device preset (kind cpu) of this machine: streaming bandwidth and
 the achieved fp32/bf16 GEMM rates of a few large GEMMs, timed on --threads threads in three rounds, each
@@ -154,7 +170,6 @@ def cmd_measure(args) -> int:
     import torch
 
     from kernels import harness
-    from kernels.measured import write_table
 
     if args.cuda and not torch.cuda.is_available():
         raise InputError("--cuda: torch sees no CUDA device (torch.cuda.is_available() is False)")
@@ -166,24 +181,79 @@ def cmd_measure(args) -> int:
     logging.getLogger(harness.__name__).setLevel(logging.INFO)  # one line per timed shape: the run's progress
     if args.cpu_preset is not None:
         return _write_cpu_preset(args, source)
-    measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,
-               "streaming": harness.measure_streaming}
-    measure_steps = {"decode_step": harness.measure_decode_steps, "prefill_step": harness.measure_prefill_steps}
+    out, start = Path(args.output), time.perf_counter()
     grids = _grids(args.cuda, args.quick)
-    start = time.perf_counter()
-    rows = []
-    for kind in kinds:
-        if kind in MODEL_KINDS:
-            rows += measure_steps[kind](args.model, config, grids[kind], device=args.device_name,
-                                        torch_device=torch_device, source=source, repeats=args.repeats,
-                                        weights=args.dtype if args.dtype in STEP_WEIGHT_DTYPES else "")
-            continue
-        rows += measure[kind](grids[kind], device=args.device_name, dtype=args.dtype, torch_device=torch_device,
-                              source=source, repeats=args.repeats)
-    write_table(args.output, rows)
+    cases = [(kind, case) for kind in kinds for case in grids[kind]]
+    setup = _settings(args, harness.harness_setup(torch_device))
+    keys = [_measured_as(kind, case, args.model, setup) for kind, case in cases]
+    rows_of, replaced = _stored(out, keys)
+    if out.exists():
+        print(f"{out}: {len(rows_of):,} of {count_label(len(keys), 'shape')} already measured under these settings"
+              + (f"; {count_label(replaced, 'row')} measured otherwise replaced" if replaced else ""), flush=True)
+    try:
+        for (kind, case), key in zip(cases, keys, strict=True):
+            if key in rows_of:
+                continue
+            rows = _measure_case(kind, case, args, config, torch_device, source)
+            if rows:  # a shape the op refuses (logged) has none: a rerun tries it again
+                _store(out, keys, {**rows_of, key: rows})
+                rows_of[key] = rows
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(rows_of):,} of {count_label(len(keys), 'shape')} stored") from None
+    _store(out, keys, rows_of)
+    rows = [row for key in keys for row in rows_of.get(key, ())]
     counts = ", ".join(f"{n} {k}" for k, n in Counter(r.kernel for r in rows).items())
     print(f"{args.output}: {len(rows)} rows ({counts}) in {time.perf_counter() - start:.1f} s")
     return 0
+
+
+def _settings(args, setup: str) -> str:
+    """The settings of a run that a shape's time depends on, as its measured_as cells name them."""
+    return f"device {args.device_name}; dtype {args.dtype}; repeats {args.repeats}; {setup}"
+
+
+def _measured_as(kind: str, case: tuple, model: str | None, settings: str) -> str:
+    """A shape's measured_as cell: 'gemm m=1 n=512 k=512; device ...; harness torch ...' (a whole step's names its
+    model)."""
+    shape = " ".join(f"{name}={value}" for name, value in zip(CASE_FIELDS[kind], case, strict=True))
+    return f"{kind}{f' of {model}' if kind in MODEL_KINDS else ''} {shape}; {settings}"
+
+
+def _stored(path: Path, keys: list[str]) -> tuple[dict[str, list], int]:
+    """The rows the table at path holds (none if there is no table) for each of `keys`, by the measured_as cell they
+    were written with; and how many rows it holds otherwise (under other settings, or from before the column)."""
+    from kernels.measured import read_table_columns
+
+    if not path.exists():
+        return {}, 0
+    rows, cells = read_table_columns(path, (MEASURED_AS,))
+    wanted, by_key = set(keys), defaultdict(list)
+    for row, key in zip(rows, cells[MEASURED_AS], strict=True):
+        if key in wanted:
+            by_key[key].append(row)
+    return dict(by_key), len(rows) - sum(map(len, by_key.values()))
+
+
+def _store(path: Path, keys: list[str], rows_of: dict[str, list]) -> None:
+    """Write the rows measured so far, in the order of `keys` (a resumed table is ordered as one run whole)."""
+    from kernels.measured import write_table
+
+    rows = [(row, key) for key in keys for row in rows_of.get(key, ())]
+    write_table(path, [row for row, _ in rows], extra={MEASURED_AS: [key for _, key in rows]})
+
+
+def _measure_case(kind: str, case: tuple, args, config, torch_device: str, source: str) -> list:
+    """The rows of one shape of one kind."""
+    from kernels import harness
+
+    if kind in MODEL_KINDS:
+        step = {"decode_step": harness.measure_decode_steps, "prefill_step": harness.measure_prefill_steps}[kind]
+        return step(args.model, config, [case], device=args.device_name, torch_device=torch_device, source=source,
+                    repeats=args.repeats, weights=args.dtype if args.dtype in STEP_WEIGHT_DTYPES else "")
+    measure = {"gemm": harness.measure_gemms, "attention": harness.measure_attention,
+               "streaming": harness.measure_streaming}[kind]
+    return measure([case], device=args.device_name, dtype=args.dtype, torch_device=torch_device, source=source,
+                   repeats=args.repeats)
 
 
 def _model_config(model: str):

@@ -115,17 +115,21 @@ def driver_version() -> str:
     return out.strip().splitlines()[0] if out.strip() else "unknown"
 
 
-def harness_source(device: str) -> str:
-    """Provenance of harness rows: 'harness torch V; DEVICE; cuda V; driver V; DATE' on CUDA,
-    'harness torch V; CPU; threads N; DATE' on the CPU."""
+def harness_setup(device: str) -> str:
+    """What the harness's timings depend on, beyond the shape: 'harness torch V; DEVICE; cuda V; driver V' on CUDA,
+    'harness torch V; CPU; threads N' on the CPU."""
     torch = _torch()
     parts = [f"harness torch {torch.__version__}", device_name(device)]
     if _is_cuda(device):
         parts += [f"cuda {torch.version.cuda}", f"driver {driver_version()}"]
     else:
         parts.append(f"threads {torch.get_num_threads()}")
-    parts.append(datetime.datetime.now(datetime.UTC).date().isoformat())
     return "; ".join(parts)
+
+
+def harness_source(device: str) -> str:
+    """Provenance of harness rows: harness_setup and the date, 'harness torch V; DEVICE; cuda V; driver V; DATE'."""
+    return f"{harness_setup(device)}; {datetime.datetime.now(datetime.UTC).date().isoformat()}"
 
 
 class _CacheFlusher:

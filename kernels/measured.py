@@ -24,6 +24,7 @@ import gzip
 import io
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -331,6 +332,15 @@ TABLE_SUFFIXES = (".csv", ".csv.gz")
 
 def read_table(path: str | Path) -> list[MeasuredKernel]:
     """All rows of a measured-kernel CSV (.csv or .csv.gz)."""
+    rows, _ = read_table_columns(path, ())
+    if not rows:
+        raise InputError(f"{path}: no rows (only a header), allowed: a table of at least one measured kernel")
+    return rows
+
+
+def read_table_columns(path: str | Path, names: Sequence[str]) -> tuple[list[MeasuredKernel], dict[str, list[str]]]:
+    """The rows of a measured-kernel table (none for a header alone) and the cells of its extra columns `names`, one
+    per row as write_table's `extra` wrote them ('' where the table has no such column)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such measured-kernel table")
@@ -341,13 +351,11 @@ def read_table(path: str | Path) -> list[MeasuredKernel]:
             if missing:
                 raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
                                  f"{', '.join(COLUMNS)}")
-            rows = [_parse(row, f"{path}:{reader.line_num}") for row in reader]
+            cells = [(_parse(row, f"{path}:{reader.line_num}"), row) for row in reader]
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
         raise InputError(f"{path}: not a UTF-8 CSV table ({err}); allowed: a .csv or .csv.gz measured-kernel "
                          f"table") from None
-    if not rows:
-        raise InputError(f"{path}: no rows (only a header), allowed: a table of at least one measured kernel")
-    return rows
+    return [kernel for kernel, _ in cells], {name: [row.get(name) or "" for _, row in cells] for name in names}
 
 
 def write_table(path: str | Path, rows: list[MeasuredKernel], extra: dict[str, list] | None = None) -> None:

@@ -7,7 +7,8 @@
 # and replayed from a CUDA graph) and its eager prefills into $OUT/DEVICE-steps-MODEL.csv.gz, and the same with
 # tinygemm's int4 linears (STEP_DTYPES) into $OUT/DEVICE-steps-MODEL-w4a16.csv.gz; every row names torch, the GPU,
 # CUDA, the driver and the date. KINDS, GEMM_DTYPES and STEP_DTYPES (space-separated) choose a part; empty skips it.
-# Each table is written as soon as its kind is done, so a run cut short keeps what finished. Also under $OUT:
+# Each shape's rows reach its table as they are timed, so a run cut short keeps what finished, and running the
+# script again times only the shapes its tables lack (explore measure --help: the measured_as column). Also under $OUT:
 # nvidia-smi's view of the card and the log. Score the tables here afterwards (explore validate), which costs
 # no device time: the device tool brings back at most 8 files.
 set -euo pipefail
