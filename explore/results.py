@@ -43,6 +43,7 @@ from explore.model_version import model_digest
 from explore.out_paths import check_out_folder
 from explore.results_csv import csv_text
 from workloads.atomic_write import replacing
+from workloads.csv_rows import table_rows
 from workloads.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -181,13 +182,11 @@ def _write_csv(path: Path, columns: list[str], rows: Iterable[dict[str, Any]]) -
 def _read_legacy_csv(path: Path, columns: list[str]) -> list[dict[str, str]]:
     """Complete rows of a results.csv written before the database existed (a line cut short is dropped)."""
     with path.open(newline="") as f:
-        reader = csv.DictReader(f)
-        if reader.fieldnames and list(reader.fieldnames) != columns:
-            change = _column_change(reader.fieldnames, columns)
-            raise InputError(f"{path}: written by a sweep with other results columns ({change}); allowed: the same "
-                             f"sweep, or another --out folder")
-        rows = [(line, row) for line, row in enumerate(reader, start=2)
-                if _complete(row) and row.get("point_id")]
+        header, lines = table_rows(f, str(path))
+    if header and header != columns:
+        raise InputError(f"{path}: written by a sweep with other results columns ({_column_change(header, columns)}); "
+                         f"allowed: the same sweep, or another --out folder")
+    rows = [(line, row) for line, row in lines if _complete(row) and row.get("point_id")]
     _check_rows((f"{path}:{line}" for line, _ in rows), (row for _, row in rows), columns)
     return [row for _, row in rows]
 
@@ -578,7 +577,7 @@ def _stored_row(db_path: Path, rowid: int, text: Any) -> dict[str, Any]:
 
 
 def read_rows(path: str | Path) -> list[dict[str, str]]:
-    """All rows of a results CSV, in file order."""
+    """All rows of a results CSV, in file order (a last row cut short left out: workloads/csv_rows.py)."""
     with Path(path).open(newline="") as f:
-        return list(csv.DictReader(f))
+        return [row for _, row in table_rows(f, str(path))[1]]
 

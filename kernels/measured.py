@@ -32,6 +32,7 @@ from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import TORCH_SDPA_OP, Kernel, KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from workloads.atomic_write import replacing
+from workloads.csv_rows import table_rows
 from workloads.errors import InputError
 from workloads.op_costs import attention_flops
 
@@ -346,15 +347,15 @@ def read_table_columns(path: str | Path, names: Sequence[str]) -> tuple[list[Mea
         raise InputError(f"{path}: no such measured-kernel table")
     try:
         with _open_text(path, "r") as f:
-            reader = csv.DictReader(f)
-            missing = [c for c in ("device", "kernel", "time_s") if c not in (reader.fieldnames or [])]
-            if missing:
-                raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
-                                 f"{', '.join(COLUMNS)}")
-            cells = [(_parse(row, f"{path}:{reader.line_num}"), row) for row in reader]
+            header, lines = table_rows(f, str(path))
     except (UnicodeDecodeError, gzip.BadGzipFile, EOFError) as err:
         raise InputError(f"{path}: not a UTF-8 CSV table ({err}); allowed: a .csv or .csv.gz measured-kernel "
                          f"table") from None
+    missing = [c for c in ("device", "kernel", "time_s") if c not in header]
+    if missing:
+        raise InputError(f"{path}: columns {', '.join(missing)} missing; a measured-kernel table has "
+                         f"{', '.join(COLUMNS)}")
+    cells = [(_parse(row, f"{path}:{line}"), row) for line, row in lines]
     return [kernel for kernel, _ in cells], {name: [row.get(name) or "" for _, row in cells] for name in names}
 
 

@@ -141,3 +141,20 @@ def test_a_results_csv_alone_cut_short_by_a_kill_reads_its_complete_rows(tmp_pat
     assert [row["point_id"] for row in read_results(out)] == ["a"]
     with ResultsStore(out, COLUMNS) as store:
         assert list(store.load()) == ["a"]
+
+
+@pytest.mark.parametrize("columns, lines", [
+    (["point_id", "model", "fits_in_memory", "tokens_per_s"], "a,m,True,12.5\r\nb,m,True,4"),
+    (COLUMNS, "a,m,12.5,True\r\nb,m,4.25,Tr"),
+])
+def test_a_results_csv_alone_cut_inside_its_last_cell_reads_the_rows_before(tmp_path, caplog, columns, lines):
+    """Cut inside its last cell, a row has every cell: 4 of 4.25 tokens/s was read as point b's, and 'Tr' of True
+    refused the folder as "a results file edited by hand". The file ends inside the row (no line end after it, where
+    the writer ends every line): the row is left out, with a warning, and a run evaluates its point again."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.csv").write_text(",".join(columns) + "\r\n" + lines, newline="")
+    assert [row["point_id"] for row in read_results(out)] == ["a"]
+    assert caplog.messages[-1].startswith(f"{out / 'results.csv'}:3: left out: the file ends inside this row")
+    with ResultsStore(out, columns) as store:
+        assert list(store.load()) == ["a"]

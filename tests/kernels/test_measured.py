@@ -89,6 +89,22 @@ def test_a_table_rewrite_killed_midway_leaves_the_table_it_had(tmp_path, monkeyp
     assert [p.name for p in tmp_path.iterdir()] == [name]  # no temporary file left beside it
 
 
+def test_a_last_row_cut_short_is_left_out_and_a_short_row_ended_by_its_line_end_is_read(tmp_path, caplog):
+    """A table copied or written by a writer killed inside its last row: cut in its time_s cell (1.4128 of
+    1.4128e-05 s, with its source and timing cells lost) it read as a row 100,000x slow. write_table ends every
+    line, so a file not ending in a line end ends inside a cut row: that row is left out, with a warning."""
+    header = "device,kernel,m,n,k,dtype,time_s,source,timing\r\n"
+    whole = "h100-sxm,gemm,8,16,32,fp16,1.5e-05,t,kernel\r\n"
+    path = tmp_path / "t.csv"
+    path.write_text(header + whole + "h100-sxm,gemm,16,16,32,fp16,1.4128", newline="")
+    assert [(r.m, r.time_s) for r in read_table(path)] == [(8, 1.5e-05)]
+    assert caplog.messages == [f"{path}:3: left out: the file ends inside this row (no line end after it), a write "
+                               f"cut short; the command that wrote it, run again, writes it again"]
+    # Ended by its line end, a row without its optional trailing cells (source, timing) is whole.
+    path.write_text(header + whole + "h100-sxm,gemm,16,16,32,fp16,1.4128\r\n", newline="")
+    assert [(r.m, r.time_s, r.timing) for r in read_table(path)] == [(8, 1.5e-05, "kernel"), (16, 1.4128, "kernel")]
+
+
 def test_decode_step_rows_round_trip_with_a_model_column_kernels_alone_without(tmp_path):
     kernel = MeasuredKernel(device="h100-sxm", kernel="gemm", dtype="fp16", time_s=1.5e-5, source="t", m=8, n=16, k=32)
     step = MeasuredKernel(device="h100-sxm", kernel="decode_step", dtype="bf16", time_s=0.012, source="t", batch=1,
