@@ -1239,10 +1239,11 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 pools += (f", its client retrying it {retries} time{'' if retries == 1 else 's'}, the first after "
                           f"{s.admission().retry_s:g} s")
         if s.attends_apart:
+            crossing = s.attention_crossing(_named(point.device), point.tp * point.pp, point.knob("node_link"))
             pools += (f", attention on {s.attention_devices} x {_named(s.attention_device)} "
                       f"({_pool_fits(s.attention_device, point)}) per "
-                      f"{'decode ' if s.disaggregated else ''}replica over {_attention_link_text(point)}, "
-                      f"{_link_source(load_link_model(s.pool_link))} " + (
+                      f"{'decode ' if s.disaggregated else ''}replica over {_attention_link_text(point, crossing)}, "
+                      f"{_link_source(load_link_model(crossing))} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
                                                                     f"micro-batches)"))
@@ -1334,11 +1335,17 @@ def _handoff_text(links: tuple[str, ...], point: DesignPoint) -> str:
     return said[0] if len(said) == 1 else f"{' and '.join(said)} (each transfer the longer of its times on the two)"
 
 
-def _attention_link_text(point: DesignPoint) -> str:
-    """The link a serving point's devices reach their attention devices over, in words, at most the slower of the two
-    devices' PCIe links (explore/evaluate.py Evaluator.attention_device)."""
+def _attention_link_text(point: DesignPoint, crossing: str) -> str:
+    """The link `crossing` a serving point's devices reach their attention devices over (ServingSpec
+    .attention_crossing), in words, at most the slower of the two devices' PCIe links (explore/evaluate.py
+    Evaluator.attention_pool), and why where it is the node link in place of the attention link."""
     attending = pool_point(point, point.serving.attention_device, point.attention_overrides)
-    return link_rate_text(load_link(point.serving.pool_link), _spec(point), _spec(attending))
+    said = link_rate_text(load_link(crossing), _spec(point), _spec(attending))
+    if crossing == point.serving.pool_link:
+        return said
+    link = load_link(point.serving.pool_link)
+    return (f"{said}, the node link: its {point.tp * point.pp} and {point.serving.attention_devices} devices are more "
+            f"than one domain of {link.name} joins ({link.domain_devices})")
 
 
 def _store_nic_text(point: DesignPoint) -> str:

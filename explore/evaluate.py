@@ -362,19 +362,23 @@ class Evaluator:
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
-        attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device). The
+        attention_device, splitting the heads, joined to the tp model devices by attention_link (a port per device; the
+        node link where they are more than one domain of it holds: ServingSpec.attention_crossing). The
         point's device what-ifs change the attention devices where they are the point's device (as _on_device's pools),
         and its attention what-ifs (attention_overrides) change them alone."""
         spec = point.serving
         devices = spec.attention_devices
         out_B, back_B = sent_bytes_per_token(self.config(point.model))
+        # The attention link, or the node link where one domain of it does not hold both groups of devices.
+        crossing = spec.attention_crossing(self.device(point.device, point.overrides, point.use_calibration).name,
+                                           point.tp * point.pp, point.knob("node_link"))
         return AttentionPool(
             device=self.attention_device(point),
             devices=devices,
             template=self.template(self.point_model(point), fmt, devices, 1,
                                    fusion_of(point.execution, self.attention_device(point).kind)),
             # A network's bandwidth at most the slower of the two ends' own PCIe links (hw_models/link_pcie.py).
-            link=model_through_pcie(load_link_model(spec.pool_link, calibrated=point.use_calibration),
+            link=model_through_pcie(load_link_model(crossing, calibrated=point.use_calibration),
                                     self.point_device(point).spec, self.attention_device(point).spec),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B, placement=spec.attention_placement)

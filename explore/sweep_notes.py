@@ -287,7 +287,8 @@ def unread_node_link_note(sweep) -> str:
 
 # What a point's reading of its node link turns on (_node_link_unread), beside its link's what-ifs.
 NODE_LINK_SWITCHES = ("device", "link", "tp", "pp", "prefill_replicas", "prefill_node_link", "kv_store_GB",
-                      "kv_store_GBps", "mixed_device", "mixed_replicas", "mixed_node_link")
+                      "kv_store_GBps", "mixed_device", "mixed_replicas", "mixed_node_link", "attention_device",
+                      "attention_devices", "attention_placement")
 
 
 def _node_link_switches(dims: dict) -> list[str]:
@@ -298,7 +299,7 @@ def _node_link_unread(combo: dict, serving=None, kind: str = "") -> bool:
     """Whether a point at `combo` (_node_link_switches' values) of a sweep with serving section `serving` has no pool
     of `kind` (prefill, mixed; '' its own), or one whose node link nothing reads, as Sweep.point and serving_spec judge
     it (node_link_readers_of)."""
-    values = combo | {name: getattr(serving, name, None) for name in ("kv_link", "prefill_device")}
+    values = combo | {name: getattr(serving, name, None) for name in ("kv_link", "prefill_device", "attention_link")}
     return not node_link_readers_of(kind, combo["device"], combo["link"], combo["tp"], combo["pp"],
                                     link_what_ifs(combo), values)
 
@@ -558,7 +559,7 @@ def idle_what_if_note(sweep) -> str:
 # store, a fleet without mixed replicas or device, a pool that does not scale, a gateway without thresholds that rejects
 # and whose clients do not retry).
 _UNSET = {"link": "", "prefill_replicas": 0, "kv_store_GB": None, "kv_store_GBps": None, "mixed_device": "",
-          "prefill_node_link": "", "mixed_node_link": "",
+          "prefill_node_link": "", "mixed_node_link": "", "attention_device": "", "attention_placement": None,
           "mixed_replicas": 0, "max_replicas": 0, "prefill_max_replicas": 0, "mixed_max_replicas": 0,
           **dict.fromkeys((*GATEWAY_KNOBS, "client_retries"))}
 

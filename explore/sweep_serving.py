@@ -29,7 +29,7 @@ from hw_models.link import has_default_link, load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_pipeline_parallel, check_tensor_parallel, spread_refusal
 from sim.autoscalers import forecasts, on_metric
-from sim.serving_spec import ATTENTION_FIELDS, ServingSpec
+from sim.serving_spec import ATTENTION_FIELDS, ServingSpec, attention_spans_nodes
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
 from sim.slowdown import SLOWDOWN_PRESETS, SlowdownSLO
@@ -349,7 +349,7 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
 
 # The serving values that decide what reads a node link (node_link_readers_of), beside the point's system.
 NODE_LINK_SERVING = ("prefill_replicas", "prefill_device", "prefill_node_link", "mixed_replicas", "mixed_device",
-                     "mixed_node_link", "kv_link", "kv_store_GB", "kv_store_GBps")
+                     "mixed_node_link", "kv_link", "kv_store_GB", "kv_store_GBps", *ATTENTION_FIELDS)
 
 
 def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, link_overrides: tuple,
@@ -361,12 +361,15 @@ def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, li
     prefill pool's node link to the point's); the KV store's fetches at the NIC's rate (kv_store_GB without
     kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, the devices of a prefill pool or
     of a fleet's mixed replicas on another device spanning nodes where the pool names no node link of its own
-    (explore/evaluate.py pool_point). Attention devices reach the point's over attention_link."""
+    (explore/evaluate.py pool_point); on the point's own, the sends to its attention devices where they and its
+    devices are more than one domain of attention_link holds (sim/serving_spec.py attention_spans_nodes)."""
     if kind and not serving[f"{kind}_replicas"]:
         return []
     pool_device = serving[f"{kind}_device"] or "" if kind else ""
     readers = [f"its {tp * pp} devices, which span nodes"] if pool_nodes(pool_device, device, link, tp, pp,
                                                                           link_overrides) > 1 else []
+    if not kind and attention_spans_nodes(serving, tp * pp):
+        readers.append("the sends to its attention devices, on other nodes than its own")
     if kind in ("", "prefill") and serving["prefill_replicas"] and not serving["kv_link"]:
         readers.append("its KV handover" if kind else "the prefill pool's KV handover")
     if serving["kv_store_GB"] and serving["kv_store_GBps"] is None:

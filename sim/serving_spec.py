@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from functools import cache
+from typing import Any
 
 import numpy as np
 
@@ -67,6 +69,18 @@ ATTENTION_MICRO_BATCHES = 2
 # The link between the model's and the attention devices where none is named: Lamina's measured RoCE
 # (arXiv:2405.01814v2).
 LAMINA_LINK = "roce-400g"
+
+
+def attention_spans_nodes(serving: Mapping[str, Any], model_devices: int) -> bool:
+    """Whether a replica's attention devices sit on other nodes than its `model_devices` devices, at the serving values
+    `serving` (ATTENTION_FIELDS): they attend apart, and both together are more than one domain of attention_link
+    joins (LinkSpec.domain_devices: an NVSwitch board's eight; a network's joins any number), so their sends leave the
+    link for the node link (ServingSpec.attention_crossing). A hybrid pool's attention device is its devices' own host
+    (APEX's CPU), in their node over their PCIe links."""
+    if serving.get("attention_device") in (None, "", "none") or serving.get("attention_placement") == "hybrid":
+        return False
+    domain = load_link(serving.get("attention_link") or LAMINA_LINK).domain_devices
+    return domain is not None and model_devices + (serving.get("attention_devices") or 1) > domain
 
 
 DEFAULT_REQUESTS = 1000
@@ -733,6 +747,14 @@ class ServingSpec:
     def pool_link(self) -> str:
         """The link to the attention devices: attention_link, else Lamina's."""
         return self.attention_link or LAMINA_LINK
+
+    def attention_crossing(self, device: str, model_devices: int, node_link: str = "") -> str:
+        """The link a replica's `model_devices` devices on `device` (a preset name) send to its attention devices over:
+        pool_link, or where one domain of it does not hold them all (attention_spans_nodes), the fabric between their
+        nodes: the pool's `node_link`, else the device's own (hw_models/link.py default_node_link)."""
+        if not attention_spans_nodes({name: getattr(self, name) for name in ATTENTION_FIELDS}, model_devices):
+            return self.pool_link
+        return node_link or default_node_link(device)
 
     @property
     def attends_apart(self) -> bool:
