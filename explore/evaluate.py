@@ -819,7 +819,7 @@ class Evaluator:
             tokens_per_sequence=workload.prompt_len + workload.decode_steps * decode_kv_share(
                 cfg.num_layers, point.knob("exit_depth")),
             activation_bytes=prefill_trace.peak_activation_bytes,
-            window=window,
+            window=window, layer_windows=cfg.layer_windows,
         )
         draft = point.knob("spec_draft")
         if not draft:
@@ -836,7 +836,8 @@ class Evaluator:
                                kv_bytes_per_token=_kv_token_B(draft_cfg, fmt) * kv_replication(
                                    draft_cfg, point.tp), batch=point.batch,
                                tokens_per_sequence=workload.prompt_len + workload.decode_steps,
-                               activation_bytes=draft_trace.peak_activation_bytes, window=window)
+                               activation_bytes=draft_trace.peak_activation_bytes, window=window,
+                               layer_windows=draft_cfg.layer_windows)
         return MemoryFootprint(weights_B=memory.weights_B + held.weights_B,
                                kv_cache_B=memory.kv_cache_B + held.kv_cache_B,
                                activations_B=max(memory.activations_B, held.activations_B))

@@ -92,6 +92,9 @@ class Kernel:
     # MLA's latent and RoPE key (576), whose leading part is the value; 0: apart.
     kv_width: int = 0
     causal: bool = False
+    # The keys before each query the attention attends to at most: its layer's sliding window (0: every key). A
+    # decode step re-sized to another context reads at most this many (KernelTable.at_kv_lengths).
+    window: int = 0
     # A pointwise kernel off the framework's contiguous vectorized path: an operand broadcast to the output, of
     # another dtype (a cast), or not dense (a slice, a transposed view), which streams slower (kernels/lowering.py).
     general_layout: bool = False

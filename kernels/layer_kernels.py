@@ -2,10 +2,11 @@
 
 A full model's fake trace is captured from its distinct layers, each other layer's ops its source layer's renumbered:
 their layer and the layer's number in their module paths (workloads/layer_replication.py). Lowering an op
-(kernels/lowering.py lower_op) reads the op, the trace's dtype and its sliding window alone; of the renumbered fields a
-kernel keeps both and reads the module's last part only (a norm or an attention module), which renumbering leaves as
-it is. So each layer's kernels are its source layer's, renumbered the same way: the traced layers are lowered once
-(DeepSeek-V3's 3 of 61) and their rows copied, the table op for op, row for row, the expanded trace's.
+(kernels/lowering.py lower_op) reads the op, the trace's dtype and its layer's attention window alone (a traced layer's
+window is that of every layer it repeats for); of the renumbered fields a kernel keeps both and reads the module's last
+part only (a norm or an attention module), which renumbering leaves as it is. So each layer's kernels are its source
+layer's, renumbered the same way: the traced layers are lowered once (DeepSeek-V3's 3 of 61) and their rows copied, the
+table op for op, row for row, the expanded trace's.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def stored_table(stored: Trace | LayerTrace) -> KernelTable:
     before, runs, after = layer_regions(trace.ops, len(stored.layer_sizes))
 
     def lowered(ops: tuple[Op, ...]) -> list[Kernel]:
-        kernels = (lower_op(op, trace.dtype, trace.sliding_window) for op in ops)
+        kernels = (lower_op(op, trace.dtype, trace.window_of(op.layer)) for op in ops)
         return [k for k in kernels if k is not None]
 
     parts = [lowered(before), *(lowered(run) for run in runs), lowered(after)]

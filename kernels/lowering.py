@@ -74,7 +74,7 @@ def _attention(op: Op, common: dict, window: int | None) -> Kernel:
     within = len(cached) == 2 and op.bytes_read.get("kv", 0) < sum(cached)
     return Kernel(kind=kind, flops=flops, tensor_core=True, batch=batch, heads=heads, kv_heads=k[1], q_len=q_len,
                   kv_len=kv_len, head_dim=head_dim, v_head_dim=v[-1] if v[-1] != head_dim else 0,
-                  kv_width=head_dim if within else 0, causal=causal, **common)
+                  kv_width=head_dim if within else 0, causal=causal, window=window or 0, **common)
 
 
 POINTWISE_KINDS = (KernelKind.ELEMENTWISE, KernelKind.ACTIVATION, KernelKind.ROPE_PART, KernelKind.NORM_PART)
@@ -102,7 +102,7 @@ def general_layout(op: Op) -> bool:
 
 def lower_op(op: Op, trace_dtype: str, window: int | None = None) -> Kernel | None:
     """The kernel an op launches, or None for views; a causal attention op computes only the pairs inside the model's
-    sliding `window` (Trace.sliding_window), as a serving engine's kernels skip the masked blocks."""
+    sliding `window` (Trace.window_of its layer), as a serving engine's kernels skip the masked blocks."""
     if op.is_view:
         return None
     name = op.short_name
@@ -146,5 +146,5 @@ def last_dim_reduction(op: Op) -> tuple[int, int]:
 
 def lower_trace(trace: Trace) -> list[Kernel]:
     """Kernels of a trace, in execution order."""
-    kernels = (lower_op(op, trace.dtype, trace.sliding_window) for op in trace.ops)
+    kernels = (lower_op(op, trace.dtype, trace.window_of(op.layer)) for op in trace.ops)
     return [k for k in kernels if k is not None]

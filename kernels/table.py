@@ -504,6 +504,11 @@ class KernelTable:
         return self.kind == KIND_CODE[KernelKind.ATTENTION_DECODE]
 
     @cached_property
+    def _key_caps(self) -> np.ndarray:
+        """The most keys each row attends to: its layer's attention window (Kernel.window), or infinity."""
+        return np.array([k.window or np.inf for k in self.kernels], dtype=float)
+
+    @cached_property
     def _decode_attention_rows(self) -> KernelTable:
         return self.select(self.decode_attention_mask)
 
@@ -513,7 +518,8 @@ class KernelTable:
         A decode step's attention work and KV reads are proportional to the keys it attends to, and
         nothing else in the step depends on the context length: one traced step gives every step. A window
         (kernels/kv_policy.py) caps the keys, for every head or for the streaming heads; a token selection reads and
-        computes a share of them plus its scoring and top-k (kernels/token_select.py).
+        computes a share of them plus its scoring and top-k (kernels/token_select.py); a row's own layer's window
+        (Kernel.window: gpt-oss's sliding layers) caps them too.
         """
         lens = np.asarray(kv_lens, dtype=float)
         # Memoized per KV lengths and window: every device a sweep prices this table on decodes the same steps (the
@@ -544,13 +550,14 @@ class KernelTable:
     def _at_kv_lengths(self, kv_lens: np.ndarray, flop_lens: np.ndarray | None = None) -> KernelTable:
         """at_kv_lengths of a table of decode-attention rows only: KV traffic as of `kv_lens` keys per step (also
         its kv_len: the keys' worth of bytes the kernel streams), FLOPs as of `flop_lens` (default: the same)."""
-        traced = self.kv_len
-        ratio = (kv_lens[:, None] / traced[None, :]).ravel()
+        traced, caps = self.kv_len, self._key_caps[None, :]
+        keys = np.minimum(kv_lens[:, None], caps)  # [steps, rows]
+        ratio = (keys / traced[None, :]).ravel()
         flop_ratio = (ratio if flop_lens is None or flop_lens is kv_lens
-                      else (flop_lens[:, None] / traced[None, :]).ravel())
+                      else (np.minimum(flop_lens[:, None], caps) / traced[None, :]).ravel())
         template = self._tiled(len(kv_lens))
         table = replace(template, flops=template.flops * flop_ratio, kv_bytes=template.kv_bytes * ratio,
-                        kv_len=np.repeat(kv_lens, len(traced)))
+                        kv_len=keys.ravel())
         _share_shape_caches(table, template)  # once per table and KV lengths (at_kv_lengths keeps the result)
         distinct = self.distinct_rows
         if distinct is not None:
@@ -584,7 +591,8 @@ class KernelTable:
         _, dtype_index = self.dtype_groups
         columns = np.column_stack([dtype_index, *(getattr(self, name) for name in self._columns()
                                                   if name not in ("dtype",)),
-                                   *(getattr(self, name) for name in _PRICED_FLAGS)]).astype(float)
+                                   *(getattr(self, name) for name in _PRICED_FLAGS),
+                                   self._key_caps]).astype(float)  # rows alike at one length, unlike past a window
         _, first, index = np.unique(columns, axis=0, return_index=True, return_inverse=True)
         if len(first) == len(self):
             return None

@@ -21,10 +21,13 @@ class MemoryFootprint:
 
 
 def batch_footprint(*, weight_bytes: float, kv_bytes_per_token: float, batch: int, tokens_per_sequence: int,
-                    activation_bytes: float, window: Window = None) -> MemoryFootprint:
+                    activation_bytes: float, window: Window = None,
+                    layer_windows: tuple[int | None, ...] = ()) -> MemoryFootprint:
     """Footprint of `batch` sequences of `tokens_per_sequence` tokens (a sliding window or a KV policy caps the
-    cache)."""
+    cache; `layer_windows`, each layer's own window where layers differ, caps each layer's share of it)."""
     cached = float(kept_tokens(tokens_per_sequence, window))
+    if layer_windows:  # kv_bytes_per_token spread evenly over the layers, each keeping its window's last tokens
+        cached = sum(cached if w is None else min(cached, w) for w in layer_windows) / len(layer_windows)
     return MemoryFootprint(weights_B=weight_bytes, kv_cache_B=kv_bytes_per_token * batch * cached,
                            activations_B=activation_bytes)
 

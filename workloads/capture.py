@@ -344,7 +344,8 @@ def _attrs(func, short, args, kwargs) -> dict:
 
 def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = None, *, model: str, phase: str,
             batch: int, seq_len: int, context_len: int = 0, kv_tensors=(),
-            sliding_window: int | None = None, copy_repeats: bool = True) -> Trace:
+            sliding_window: int | None = None, layer_windows: tuple[int | None, ...] = (),
+            copy_repeats: bool = True) -> Trace:
     """Run module(*args, **kwargs) once and return the Trace of the aten ops it dispatched.
 
     Works for any nn.Module: parameters are tagged as weights, `kv_tensors` as KV cache, everything else
@@ -374,7 +375,7 @@ def capture(module: torch.nn.Module, args: tuple = (), kwargs: dict | None = Non
         model=model, phase=phase, batch=batch, seq_len=seq_len, context_len=context_len,
         ops=tuple(recorder.ops), param_count=sum(p.numel() for p in params),
         param_bytes=sum(_nbytes(p) for p in params), peak_activation_bytes=recorder.peak_bytes,
-        dtype=dtype, capture_mode=capture_mode, sliding_window=sliding_window,
+        dtype=dtype, capture_mode=capture_mode, sliding_window=sliding_window, layer_windows=layer_windows,
     )
 
 
@@ -447,7 +448,8 @@ def _run(config: ModelConfig, built: ModelConfig, *, phase: str, batch: int, seq
     ids = torch.zeros((batch, seq_len), dtype=torch.long)
     trace = capture(model, (ids, cache, start, sampled), model=config.name, phase=phase, batch=batch,
                     seq_len=seq_len, context_len=start, kv_tensors=cache.tensors(),
-                    sliding_window=config.sliding_window, copy_repeats=copy_experts)
+                    sliding_window=config.sliding_window, layer_windows=built.layer_windows,
+                    copy_repeats=copy_experts)
     return trace, model
 
 

@@ -1,5 +1,5 @@
 """Decoder-only transformer modules built from a ModelConfig: Llama, Mistral, Qwen2, Qwen3, Mixtral, Qwen3-MoE, OPT,
-DeepSeek-V2 and -V3.
+DeepSeek-V2 and -V3, gpt-oss.
 
 The modules are written to execute the same aten ops as the reference Hugging Face eager
 implementations (float32 RMSNorm, rotate-half RoPE, SDPA attention), with two serving-engine
@@ -72,11 +72,12 @@ class KVCache:
 
 
 class Attention(nn.Module):
-    def __init__(self, config: ModelConfig, dtype: torch.dtype):
+    def __init__(self, config: ModelConfig, dtype: torch.dtype, window: int | None = None):
+        """`window`: the keys before each query this layer attends to at most (None: all of them)."""
         super().__init__()
         h, d = config.hidden_size, config.head_dim
         bias = config.attention_bias
-        self.config = config
+        self.config, self.window = config, window
         self.q_proj = nn.Linear(h, config.num_heads * d, bias=bias, dtype=dtype)
         self.k_proj = nn.Linear(h, config.num_kv_heads * d, bias=bias, dtype=dtype)
         self.v_proj = nn.Linear(h, config.num_kv_heads * d, bias=bias, dtype=dtype)
@@ -84,6 +85,10 @@ class Attention(nn.Module):
         if config.qk_norm:  # Qwen3: one RMSNorm of head_dim weights for every query head, one for every key head
             self.q_norm = RMSNorm(d, config.norm_eps, dtype)
             self.k_norm = RMSNorm(d, config.norm_eps, dtype)
+        if config.attention_sinks:
+            # gpt-oss: one learned logit per query head in its softmax, which FlashAttention with sinks (vLLM's
+            # backend for gpt-oss) adds inside the attention kernel: one more term in each query's sum, not traced.
+            self.sinks = nn.Parameter(torch.zeros(config.num_heads, dtype=dtype))
 
     def forward(self, x, rope, key_cache, value_cache, start: int) -> torch.Tensor:
         cfg = self.config
@@ -97,12 +102,12 @@ class Attention(nn.Module):
         value_cache[:, :, start:start + s].copy_(v)
         gqa = cfg.num_kv_heads != cfg.num_heads
         if start == 0:
-            # Prefill attends to its own keys causally. A sliding window (Mistral's) is applied where the trace is
-            # lowered to kernels (kernels/lowering.py): the kernel computes only the pairs inside it.
+            # Prefill attends to its own keys causally. A sliding window (Mistral's, a gpt-oss layer's) is applied where
+            # the trace is lowered to kernels (kernels/lowering.py): the kernel computes only the pairs inside it.
             out = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=gqa)
         else:
             end = start + s
-            lo = max(0, end - cfg.sliding_window) if cfg.sliding_window else 0
+            lo = max(0, end - self.window) if self.window else 0
             out = F.scaled_dot_product_attention(
                 q, key_cache[:, :, lo:end], value_cache[:, :, lo:end], is_causal=False, enable_gqa=gqa
             )
@@ -230,13 +235,19 @@ class MLP(nn.Module):
     def __init__(self, config: ModelConfig, dtype: torch.dtype, width: int | None = None):
         super().__init__()
         h, f, bias = config.hidden_size, width or config.intermediate_size, config.mlp_bias
-        self.gated = config.mlp == "gated_silu"
+        self.gated = config.mlp != "relu"
+        self.config = config
         if self.gated:
             self.gate_proj = nn.Linear(h, f, bias=bias, dtype=dtype)
         self.up_proj = nn.Linear(h, f, bias=bias, dtype=dtype)
         self.down_proj = nn.Linear(f, h, bias=bias, dtype=dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        cfg = self.config
+        if cfg.mlp == "clamped_swiglu":  # transformers' GptOssExperts, on separate gate and up projections
+            limit = cfg.swiglu_limit
+            gate, up = self.gate_proj(x).clamp(max=limit), self.up_proj(x).clamp(min=-limit, max=limit)
+            return self.down_proj((up + 1) * (gate * torch.sigmoid(gate * cfg.swiglu_alpha)))
         if self.gated:
             return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
         return self.down_proj(F.relu(self.up_proj(x)))
@@ -264,7 +275,7 @@ class MoE(nn.Module):
     def __init__(self, config: ModelConfig, dtype: torch.dtype, max_tokens: int | None = None):
         super().__init__()
         self.config = config
-        self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=False, dtype=dtype)
+        self.gate = nn.Linear(config.hidden_size, config.num_experts, bias=config.router_bias, dtype=dtype)
         if config.score_bias:  # DeepSeek-V3's e_score_correction_bias (float32 in its checkpoint)
             self.e_score_correction_bias = nn.Parameter(torch.zeros(config.num_experts, dtype=torch.float32))
         built = config.num_experts
@@ -330,7 +341,8 @@ class DecoderLayer(nn.Module):
     def __init__(self, config: ModelConfig, dtype: torch.dtype, index: int = 0, max_tokens: int | None = None):
         super().__init__()
         self.input_layernorm = _norm(config, dtype)
-        self.self_attn = LatentAttention(config, dtype) if config.is_mla else Attention(config, dtype)
+        self.self_attn = (LatentAttention(config, dtype) if config.is_mla
+                          else Attention(config, dtype, config.layer_window(index)))
         self.post_attention_layernorm = _norm(config, dtype)
         if config.is_moe and index >= config.dense_layers:
             self.mlp = MoE(config, dtype, max_tokens)

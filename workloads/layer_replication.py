@@ -1,12 +1,12 @@
 """A full model's trace from a trace of its distinct decoder layers, their ops repeated for the layers like them.
 
 Our decoder (workloads/decoder.py DecoderModel) runs its layers one after another, each on the previous one's output,
-the RoPE tables computed before the stack and a KV cache of its own; a layer's kind is all that sets its ops (an MoE
-model's dense first layers, then MoE layers; a sliding window is every layer's or none's). So layer i dispatches the
-ops of any other layer of its kind, op for op, with its own number in its module paths. Dispatching an op on fake
-tensors and recording it costs about 0.23 ms, copying it about 1 us (explore/commands.py TRACE_S_PER_OP,
-TRACE_S_PER_OP_COPIED): DeepSeek-V3's 512-token prefill, 245,096 ops, took 64 s of CPU layer by layer and 2.9 s from
-its 3 distinct layers (bench/bench_trace_replication.py).
+the RoPE tables computed before the stack and a KV cache of its own; a layer's kind is all that sets its ops: an MoE
+model's dense first layers, then MoE layers, and its attention window (ModelConfig.layer_window: Mistral's every
+layer's, gpt-oss's every other layer's). So layer i dispatches the ops of any other layer of its kind, op for op, with
+its own number in its module paths. Dispatching an op on fake tensors and recording it costs about 0.23 ms, copying it
+about 1 us (explore/commands.py TRACE_S_PER_OP, TRACE_S_PER_OP_COPIED): DeepSeek-V3's 512-token prefill, 245,096 ops,
+took 64 s of CPU layer by layer and 2.9 s from its 3 distinct layers (bench/bench_trace_replication.py).
 
 Which layers are traced: the first of each kind, and the last layer. The last is traced apart because its context
 differs: the RoPE tables die inside it (no later layer reads them), so the activation bytes alive during its MLP
@@ -49,9 +49,9 @@ class LayerTrace:
         return replicated(self.traced, self.sources, self.layer_sizes)
 
 
-def _kind(config: ModelConfig, index: int) -> bool:
-    """Whether layer `index` is an MoE layer (decoder.py DecoderLayer's choice)."""
-    return config.is_moe and index >= config.dense_layers
+def _kind(config: ModelConfig, index: int) -> tuple[bool, int | None]:
+    """Whether layer `index` is an MoE layer (decoder.py DecoderLayer's choice), and its attention window."""
+    return config.is_moe and index >= config.dense_layers, config.layer_window(index)
 
 
 def layer_plan(config: ModelConfig) -> LayerPlan:
@@ -61,8 +61,10 @@ def layer_plan(config: ModelConfig) -> LayerPlan:
     traced = sorted(set(firsts.values()) | {last})
     position = {index: k for k, index in enumerate(traced)}
     sources = tuple(position[i if i == last else firsts[_kind(config, i)]] for i in range(config.num_layers))
-    dense = sum(1 for i in traced if not _kind(config, i)) if config.is_moe else config.dense_layers
-    return LayerPlan(config=replace(config, num_layers=len(traced), dense_layers=dense), sources=sources)
+    dense = sum(1 for i in traced if not _kind(config, i)[0]) if config.is_moe else config.dense_layers
+    windows = tuple(config.layer_windows[i] for i in traced) if config.layer_windows else ()
+    return LayerPlan(config=replace(config, num_layers=len(traced), dense_layers=dense, layer_windows=windows),
+                     sources=sources)
 
 
 def layer_regions(ops: tuple[Op, ...], layers: int) -> tuple[tuple[Op, ...], list[tuple[Op, ...]], tuple[Op, ...]]:
@@ -110,4 +112,5 @@ def replicated(trace: Trace, sources: tuple[int, ...], layer_sizes: tuple[tuple[
     # The traced model's parameters less its layers' are those outside the stack (embedding, norm, head), once each.
     count = trace.param_count + sum(layer_sizes[s][0] for s in sources) - sum(n for n, _ in layer_sizes)
     nbytes = trace.param_bytes + sum(layer_sizes[s][1] for s in sources) - sum(b for _, b in layer_sizes)
-    return replace(trace, ops=tuple(ops), param_count=count, param_bytes=nbytes)
+    windows = tuple(trace.layer_windows[s] for s in sources) if trace.layer_windows else ()
+    return replace(trace, ops=tuple(ops), param_count=count, param_bytes=nbytes, layer_windows=windows)

@@ -8,11 +8,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workloads.errors import InputError, found_json
+from workloads.layer_types import layer_windows
 from workloads.preset_files import bundled_names, read_preset
 
 # Families whose config.json field names we read; each maps to one decoder layout in decoder.py.
 SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3_moe", "opt", "deepseek_v2",
-                         "deepseek_v3")
+                         "deepseek_v3", "gpt_oss")
 # Families that normalize each head's query and key (RMSNorm over head_dim) before RoPE, and whose output
 # projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
 QWEN3_TYPES = ("qwen3", "qwen3_moe")
@@ -41,7 +42,7 @@ class ModelConfig:
     max_positions: int
     norm: str  # "rms" or "layer"
     positions: str  # "rope" or "learned"
-    mlp: str  # "gated_silu" or "relu"
+    mlp: str  # "gated_silu", "clamped_swiglu" (gpt-oss: swiglu_limit and swiglu_alpha) or "relu"
     attention_bias: bool
     mlp_bias: bool
     tie_embeddings: bool
@@ -72,7 +73,15 @@ class ModelConfig:
     qk_norm: bool = False  # an RMSNorm of head_dim weights on each query and key head before RoPE (Qwen3)
     norm_eps: float = 1e-5
     rope_theta: float = 10000.0
-    sliding_window: int | None = None
+    sliding_window: int | None = None  # every layer's attention window (Mistral's); None where layers differ
+    # Each layer's attention window (None: every key) where layers differ (gpt-oss's layer_types); (): sliding_window.
+    layer_windows: tuple[int | None, ...] = ()
+    attention_sinks: bool = False  # a learned logit per query head in its softmax (gpt-oss's sinks)
+    router_bias: bool = False  # a bias on the router's logits (gpt-oss)
+    # gpt-oss's expert activation (modeling_gpt_oss.py GptOssExperts): the gate clamped to at most swiglu_limit, the
+    # up projection to +-swiglu_limit, (up + 1) x gate x sigmoid(swiglu_alpha x gate).
+    swiglu_limit: float = 0.0
+    swiglu_alpha: float = 0.0
     dtype: str = "bfloat16"
     source: str = ""
     # Multi-token-prediction modules the checkpoint ships beside the model (DeepSeek-V3's num_nextn_predict_layers),
@@ -99,8 +108,13 @@ class ModelConfig:
 
     @property
     def output_bias(self) -> bool:
-        """Whether the attention output projection (o_proj) has a bias: OPT's always, Qwen3's with attention_bias."""
-        return self.model_type == "opt" or (self.attention_bias and self.model_type in QWEN3_TYPES)
+        """Whether the attention output projection (o_proj) has a bias: OPT's always, Qwen3's and gpt-oss's with
+        attention_bias."""
+        return self.model_type == "opt" or (self.attention_bias and self.model_type in (*QWEN3_TYPES, "gpt_oss"))
+
+    def layer_window(self, index: int) -> int | None:
+        """The attention window of layer `index` (None: it attends to every key)."""
+        return self.layer_windows[index] if self.layer_windows else self.sliding_window
 
     def mtp_module(self) -> ModelConfig:
         """The config of the model's multi-token-prediction module (DeepSeek-V3, arXiv 2412.19437, section 2.2): one
@@ -116,8 +130,19 @@ class ModelConfig:
     def kv_bytes_per_token(self, bits: int = 16) -> float:
         """KV-cache bytes one token occupies across all layers: a key and a value per KV head, or MLA's one latent
         and RoPE key (head_dim wide), from which keys and values are both computed."""
-        tensors = 1 if self.is_mla else 2
-        return tensors * self.num_layers * self.num_kv_heads * self.head_dim * bits / 8
+        return self.num_layers * self._kv_layer_bytes(bits)
+
+    def kv_bytes_per_sequence(self, tokens: float, bits: int = 16) -> float:
+        """KV-cache bytes of a sequence of `tokens` tokens where each layer keeps the last tokens of its own window
+        (layer_windows; a model-wide sliding_window is the caller's to apply, as a KV policy's is)."""
+        if not self.layer_windows:
+            return tokens * self.kv_bytes_per_token(bits)
+        kept = sum(tokens if window is None else min(tokens, window) for window in self.layer_windows)
+        return kept * self._kv_layer_bytes(bits)
+
+    def _kv_layer_bytes(self, bits: int) -> float:
+        """One layer's KV-cache bytes a token."""
+        return (1 if self.is_mla else 2) * self.num_kv_heads * self.head_dim * bits / 8
 
     def param_count(self) -> int:
         """Number of parameters, from the shapes (independent of the PyTorch module)."""
@@ -139,7 +164,8 @@ class ModelConfig:
         mlp = self._mlp_params(self.intermediate_size)  # one MLP (an expert's, in an MoE layer)
         if self.is_moe:
             shared = self._mlp_params(self.shared_experts * self.intermediate_size) if self.shared_experts else 0
-            bias = self.num_experts if self.score_bias else 0  # DeepSeek-V3's e_score_correction_bias
+            # DeepSeek-V3's e_score_correction_bias, gpt-oss's router bias
+            bias = self.num_experts * (int(self.score_bias) + int(self.router_bias))
             mlp = experts * mlp + shared + h * self.num_experts + bias  # experts + shared experts + router
         norm = h * (2 if self.norm == "layer" else 1)
         dense = self.dense_layers * (self._mlp_params(self.dense_intermediate_size) - mlp)
@@ -153,8 +179,8 @@ class ModelConfig:
 
     def _mlp_params(self, width: int) -> int:
         """Parameters of one MLP `width` wide."""
-        mats = 3 if self.mlp == "gated_silu" else 2
-        return mats * self.hidden_size * width + (width + self.hidden_size if self.mlp_bias else 0)
+        mats = 2 if self.mlp == "relu" else 3  # a gated MLP's gate, up and down projections
+        return mats * self.hidden_size * width + ((mats - 1) * width + self.hidden_size if self.mlp_bias else 0)
 
     def _attention_params(self) -> int:
         """Parameters of one layer's attention (none without heads)."""
@@ -168,6 +194,8 @@ class ModelConfig:
             attn += q + 2 * kv + (h if self.output_bias else 0)
         if self.qk_norm:
             attn += 2 * d  # q_norm and k_norm weights, shared by the heads
+        if self.attention_sinks:
+            attn += self.num_heads
         return attn
 
     def _mla_params(self) -> int:
@@ -222,7 +250,8 @@ BOOLEAN_KEYS = ("attention_bias", "mlp_bias", "tie_word_embeddings", "enable_bia
 # is at least 1 (Llama 3: 500,000; Qwen2.5: 1,000,000).
 REAL_KEYS = {"rms_norm_eps": (0.0, 1.0, "a number in (0, 1), e.g. 1e-05"),
              "rope_theta": (1.0, 1e12, "a number from 1 to 1e12, e.g. 10000.0"),
-             "routed_scaling_factor": (0.0, 1e6, "a positive number, e.g. 2.5")}
+             "routed_scaling_factor": (0.0, 1e6, "a positive number, e.g. 2.5"),
+             "swiglu_limit": (0.0, 1e6, "a positive number, e.g. 7.0")}
 # DeepSeek routing (modeling_deepseek.py MoEGate): how experts are scored, and how the top k are picked: among all
 # (greedy), among the best topk_group groups by their best expert (group_limited_greedy), or with a bias added for
 # the choice and groups ranked by their best two (noaux_tc, DeepSeek-V3's auxiliary-loss-free balancing).
@@ -233,12 +262,13 @@ TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 ARCHITECTURES = {"llama": "LlamaForCausalLM", "mistral": "MistralForCausalLM", "qwen2": "Qwen2ForCausalLM",
                  "qwen3": "Qwen3ForCausalLM", "mixtral": "MixtralForCausalLM", "qwen3_moe": "Qwen3MoeForCausalLM",
                  "opt": "OPTForCausalLM", "deepseek_v2": "DeepseekV2ForCausalLM",
-                 "deepseek_v3": "DeepseekV3ForCausalLM"}
+                 "deepseek_v3": "DeepseekV3ForCausalLM", "gpt_oss": "GptOssForCausalLM"}
 # The expert keys of each MoE family: experts, experts per token, and (where it is its own key) the expert width.
 MOE_KEYS = {"mixtral": ("num_local_experts", "num_experts_per_tok"),
             "qwen3_moe": ("num_experts", "num_experts_per_tok", "moe_intermediate_size"),
             "deepseek_v2": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"),
-            "deepseek_v3": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size")}
+            "deepseek_v3": ("n_routed_experts", "num_experts_per_tok", "moe_intermediate_size"),
+            "gpt_oss": ("num_local_experts", "num_experts_per_tok")}
 
 
 def _check_values(cfg: dict, where: str) -> None:
@@ -386,29 +416,46 @@ def _from_hf(cfg: dict, *, name: str, where: str) -> ModelConfig:
         window = _qwen2_window(cfg, where)
     elif model_type == "qwen3_moe":  # Qwen3MoeConfig: every layer's window with use_sliding_window, else none
         window = window if cfg.get("use_sliding_window", False) else None
-    width_key = "intermediate_size" if model_type == "mixtral" else "moe_intermediate_size"
+    width_key = "intermediate_size" if model_type in ("mixtral", "gpt_oss") else "moe_intermediate_size"
     moe = model_type in MOE_KEYS
-    deepseek = _deepseek_fields(cfg, where) if model_type in DEEPSEEK_TYPES else {}
+    family = _deepseek_fields(cfg, where) if model_type in DEEPSEEK_TYPES else {}
+    family |= _gpt_oss_fields(cfg, where) if model_type == "gpt_oss" else {}
     return ModelConfig(
         **common, hidden_size=hidden, intermediate_size=_require(cfg, width_key if moe else "intermediate_size", where),
         num_layers=_require(cfg, "num_hidden_layers", where), num_heads=heads,
-        num_kv_heads=deepseek.pop("num_kv_heads", None) or cfg.get("num_key_value_heads") or heads,
-        head_dim=deepseek.pop("head_dim", None) or cfg.get("head_dim") or hidden // heads,
+        num_kv_heads=family.pop("num_kv_heads", None) or cfg.get("num_key_value_heads") or heads,
+        head_dim=family.pop("head_dim", None) or cfg.get("head_dim") or hidden // heads,
         vocab_size=_require(cfg, "vocab_size", where),
         max_positions=_require(cfg, "max_position_embeddings", where), norm="rms", positions="rope",
-        mlp="gated_silu",
+        mlp=family.pop("mlp", "gated_silu"),
         # Qwen2 always has q/k/v biases (its config has no key for them); Llama reads attention_bias.
         attention_bias=model_type == "qwen2" or bool(cfg.get("attention_bias", False)),
-        mlp_bias=bool(cfg.get("mlp_bias", False)), tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+        mlp_bias=model_type == "gpt_oss" or bool(cfg.get("mlp_bias", False)),
+        tie_embeddings=bool(cfg.get("tie_word_embeddings", False)),
         num_experts=cfg[MOE_KEYS[model_type][0]] if moe else 0,
         experts_per_token=cfg["num_experts_per_tok"] if moe else 0,
         # Mixtral always renormalizes its top-k weights; Qwen3-MoE and DeepSeek with norm_topk_prob (transformers'
-        # default false).
-        normalize_topk=model_type == "mixtral" or bool(cfg.get("norm_topk_prob", False)),
+        # default false). gpt-oss takes the softmax of its top-k logits (GptOssTopKRouter): the same weights as the
+        # top-k of the softmax renormalized.
+        normalize_topk=model_type in ("mixtral", "gpt_oss") or bool(cfg.get("norm_topk_prob", False)),
         qk_norm=model_type in QWEN3_TYPES,
         norm_eps=cfg.get("rms_norm_eps", 1e-5), rope_theta=cfg.get("rope_theta", 10000.0),
-        sliding_window=window, **deepseek,
+        sliding_window=None if model_type == "gpt_oss" else window, **family,
     )
+
+
+def _gpt_oss_fields(cfg: dict, where: str) -> dict:
+    """A gpt-oss config's fields (Hugging Face modeling_gpt_oss.py): each layer's window from layer_types, attention
+    sinks, a router and experts with biases, the clamped SwiGLU (GptOssExperts' alpha 1.702). Its YaRN RoPE changes the
+    rotary frequencies' values and scales the cos and sin tables by a constant: two elementwise ops on the tables,
+    not traced."""
+    return dict(layer_windows=layer_windows(cfg, _require(cfg, "num_hidden_layers", where), where),
+                attention_sinks=True, router_bias=True, mlp="clamped_swiglu",
+                swiglu_limit=float(cfg.get("swiglu_limit", GPT_OSS_SWIGLU_LIMIT)), swiglu_alpha=GPT_OSS_SWIGLU_ALPHA)
+
+
+# transformers' GptOssExperts: alpha fixed, the limit the config's swiglu_limit (7.0 in both gpt-oss checkpoints).
+GPT_OSS_SWIGLU_ALPHA, GPT_OSS_SWIGLU_LIMIT = 1.702, 7.0
 
 
 def _deepseek_fields(cfg: dict, where: str) -> dict:

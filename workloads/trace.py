@@ -110,7 +110,15 @@ class Trace:
     peak_activation_bytes: int  # peak bytes of live activation tensors during the pass
     dtype: str = "bfloat16"
     sliding_window: int | None = None  # attention window of the model, where it has one
+    # Each layer's attention window where layers differ (ModelConfig.layer_windows); (): sliding_window for every one.
+    layer_windows: tuple[int | None, ...] = ()
     capture_mode: str = "fake"  # "fake" (full size, no memory) or "real" (executed on real tensors)
+
+    def window_of(self, layer: int | None) -> int | None:
+        """The attention window of an op of layer `layer` (None outside the layer stack)."""
+        if self.layer_windows:
+            return None if layer is None else self.layer_windows[layer]
+        return self.sliding_window
 
     @property
     def flops(self) -> float:
@@ -146,6 +154,8 @@ class Trace:
         if data.get("version") != TRACE_VERSION:
             raise InputError(f"{where}: version: {found_key(data, 'version', json=True)}, allowed: {TRACE_VERSION}")
         fields = {k: v for k, v in data.items() if k not in ("format", "version", "ops")}
+        if isinstance(fields.get("layer_windows"), list):  # JSON's array, the dataclass's tuple
+            fields["layer_windows"] = tuple(fields["layer_windows"])
         try:
             ops = tuple(_op_from_dict(op) for op in data["ops"])
             return cls(**fields, ops=ops)

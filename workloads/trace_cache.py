@@ -95,7 +95,9 @@ def trace_key(config: ModelConfig, *, phase: str, batch: int, seq_len: int, cont
     """Everything a fake-tensor trace of `config` depends on, as plain JSON values (not the config's source: where
     its file was read from); an MTP module's adds the module and workloads/mtp.py's source, a pass with logits at
     more than its last position their count."""
-    shape = {field: value for field, value in asdict(config).items() if field not in UNTRACED_FIELDS}
+    # A tuple as the list JSON reads it back (ModelConfig.layer_windows), so that a stored key compares equal.
+    shape = {field: list(value) if isinstance(value, tuple) else value for field, value in asdict(config).items()
+             if field not in UNTRACED_FIELDS}
     module = {"module": "mtp", "module_code": source_digest(("mtp.py",))} if config.mtp else {}
     logits = {"sampled": sampled} if sampled != 1 else {}
     return {"cache_version": CACHE_VERSION, "trace_version": TRACE_VERSION, "config": shape,

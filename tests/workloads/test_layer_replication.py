@@ -14,9 +14,13 @@ from workloads.model_config import load_model_config, preset_names
 
 def _shrunk(name: str):
     """The preset with at most 2 dense first layers and 3 layers after them: every kind of layer (dense, MoE, the
-    last) traced, and at least one layer of each kind repeated from another (a dense model's layer 1 from its 0)."""
+    last) traced, and at least one layer of each kind repeated from another (a dense model's layer 1 from its 0).
+    Windows that differ by layer (gpt-oss's) alternate over 5 layers, the sliding ones 4 keys wide: fewer than a
+    decode pass's 7, so that a sliding layer's ops differ from a full one's."""
     config = load_model_config(name)
     dense = min(config.dense_layers, 2)
+    if config.layer_windows:
+        return replace(config, num_layers=5, layer_windows=tuple(w and 4 for w in config.layer_windows[:5]))
     return replace(config, dense_layers=dense, num_layers=dense + 3)
 
 
@@ -25,7 +29,8 @@ def _shrunk(name: str):
 def test_the_replicated_trace_is_the_full_models(name, phase):
     """Every field of the trace (each op's name, shapes, roles, FLOPs, bytes, module path and layer, the parameters,
     the peak of live activations) equals the trace of the model run layer by layer. The presets cover learned
-    positions (OPT), a sliding window (Mistral), MLA with dense first layers (DeepSeek), Qwen3's head norms and MoE."""
+    positions (OPT), a sliding window (Mistral), windows in every other layer (gpt-oss), MLA with dense first layers
+    (DeepSeek), Qwen3's head norms and MoE."""
     config, shape = _shrunk(name), PASSES[phase]
     assert_same_trace(trace_model(config, **shape), trace_model(config, replicate_layers=False, **shape))
 
@@ -35,11 +40,12 @@ def test_the_replicated_trace_is_the_full_models(name, phase):
     ("mixtral-8x7b", 2, (0,) * 31 + (1,)),
     ("deepseek-v3", 3, (0,) * 3 + (1,) * 57 + (2,)),  # 3 dense first layers, 58 MoE ones, the last of them apart
     ("deepseek-v2-lite", 3, (0,) + (1,) * 25 + (2,)),  # first_k_dense_replace 1, 27 layers
+    ("gpt-oss-120b", 3, (0, 1) * 17 + (0, 2)),  # layer_types: sliding, full, ... (36 layers): the last a full one
 ])
 def test_the_plan_traces_the_first_layer_of_each_kind_and_the_last(name, traced, sources):
-    """The traced model holds the first dense layer, the first MoE layer and the last; each layer repeats its kind's
-    first traced layer, the last its own (the counts are the models' config.json num_hidden_layers and
-    first_k_dense_replace)."""
+    """The traced model holds the first dense layer, the first MoE layer (the first sliding and the first full one
+    where windows differ by layer) and the last; each layer repeats its kind's first traced layer, the last its own
+    (the counts are the models' config.json num_hidden_layers, first_k_dense_replace and layer_types)."""
     plan = layer_plan(load_model_config(name))
     assert plan.config.num_layers == traced
     assert plan.sources == sources

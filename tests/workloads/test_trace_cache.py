@@ -66,10 +66,11 @@ def test_a_stored_trace_loads_equal(cache: Path, tiny_llama: ModelConfig, decode
 
 
 @pytest.mark.parametrize("phase", PASSES)
-@pytest.mark.parametrize("name", ["llama-2-7b", "mixtral-8x7b", "deepseek-v2-lite"])
+@pytest.mark.parametrize("name", ["llama-2-7b", "mixtral-8x7b", "deepseek-v2-lite", "gpt-oss-20b"])
 def test_a_full_size_trace_stored_as_its_layers_loads_as_captured(cache: Path, name: str, phase: str) -> None:
-    """A full-size fake trace of a dense model, an MoE model and an MLA one (DeepSeek-V2-Lite: MLA, a dense first layer,
-    then MoE layers), stored from its distinct layers and loaded, equals trace_model's capture of the same pass field
+    """A full-size fake trace of a dense model, an MoE model, an MLA one (DeepSeek-V2-Lite: MLA, a dense first layer,
+    then MoE layers) and one with windows in every other layer (gpt-oss-20b: each layer's window in the trace), stored
+    from its distinct layers and loaded, equals trace_model's capture of the same pass field
     by field and op by op (Trace.to_dict: shapes as tuples, FLOPs int or float as captured, every layer's module path
     and number), and its file holds the ops of the traced layers only."""
     from workloads.capture import trace_model
