@@ -963,8 +963,14 @@ class Evaluator:
     def _check_serving(self, point: DesignPoint) -> None:
         """What a serving run does not model (InputError): offloading, layer skipping, cascade attention under a KV
         policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them); and what the
-        model's context allows of its requests (ServingSpec.check_context)."""
+        model's context allows of its requests (ServingSpec.check_context); a model whose attention windows differ by
+        layer (gpt-oss), whose iterations a step template of one kind of layer cannot price."""
         point.serving.check_context(self.config(point.model).max_positions, point.model)
+        if self.config(point.model).layer_windows:
+            raise InputError(f"model: found {point.model!r}, whose attention windows differ by layer (layer_types), "
+                             f"with serving:, allowed: a static batch (a serving iteration prices every layer's "
+                             f"attention as one layer's; vLLM's hybrid KV cache, which frees a sliding layer's blocks "
+                             f"past its window, is not modeled)")
         window = self.kv_window(point)
         if point.serving.cascade and isinstance(window, KVPolicy) and window.chooses_tokens:
             raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
