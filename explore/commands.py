@@ -34,6 +34,7 @@ from explore.rerun import (
     stored_ids,
     stored_label,
     stored_of,
+    stored_report_current,
 )
 from explore.results import folder_lock
 from explore.rows import count_label, device_label, is_feasible, normalize_row
@@ -292,6 +293,19 @@ def _out_folder(args, sweep) -> Path:
     return Path(args.out) if args.out else default_out(sweep.name)
 
 
+def _report_files(sweep_path: str, sweep) -> tuple[dict, dict[str, str]]:
+    """The goals a sweep's report is drawn with, and the files kept beside its results that hold them (a serving
+    sweep's file too): when they, the points and the results are as the report found them last time, re-drawing it
+    would draw the same report."""
+    serving, search = sweep.spec.serving, sweep.spec.search
+    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
+             "slo": serving.slo.model_dump() if serving and serving.slo else None, "search": search.strategy} | (
+        {"rate_profile": [list(phase) for phase in serving.rate_profile]} if serving and serving.rate_profile else {})
+    kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
+        {SWEEP_COPY: Path(sweep_path).read_text(encoding="utf-8")} if serving else {})
+    return goals, kept
+
+
 def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     from explore.report import host_wait_note, over_tdp_note, write_report
 
@@ -303,13 +317,7 @@ def _sweep_into(args, sweep, out: Path, evaluator: Evaluator) -> int:
     for note in sweep_notes(sweep):
         print(f"note: {note}", file=sys.stderr)
     serving = sweep.spec.serving
-    goals = {"objectives": sweep.spec.objectives.model_dump(), "constraints": sweep.spec.constraints,
-             "slo": serving.slo.model_dump() if serving and serving.slo else None, "search": search.strategy} | (
-        {"rate_profile": [list(phase) for phase in serving.rate_profile]} if serving and serving.rate_profile else {})
-    # The files beside the results the report is drawn with: when they, the points and the results are as the
-    # report found them last time, re-drawing it would draw the same report.
-    kept = {GOALS_FILE: json.dumps(goals | {"name": sweep.name}, indent=2)} | (
-        {SWEEP_COPY: Path(args.sweep).read_text(encoding="utf-8")} if serving else {})
+    goals, kept = _report_files(args.sweep, sweep)
     stored = stored_ids(out)
     ids, have = stored_of(sweep, stored) if search.strategy == "grid" and stored else (frozenset(), frozenset())
     if have:
@@ -470,10 +478,12 @@ class CheckPlan:
     left: int  # of the visits, those the run evaluates (the others are stored)
 
 
-def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str] = frozenset()) -> CheckPlan:
+def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str] = frozenset(),
+               report_kept: bool = False) -> CheckPlan:
     """The traces a sweep's run takes on `workers` workers and its estimated CPU time, the grid's points among
     `stored` (the ids its folder stores: stored_ids) not evaluated again (check_sweep_points refuses a point that
-    cannot run first)."""
+    cannot run first); with `report_kept` (rerun.stored_report_current), a run that evaluates nothing keeps the
+    folder's report and draws none."""
     derived, search = sweep.derived_values(), sweep.spec.search
     dims = sweep.dimensions() | derived  # a derived batch or prompt: the traces it needs are its values
     serving = sweep.spec.serving
@@ -499,8 +509,9 @@ def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str]
     per_point = point_s + (OPTUNA_S_PER_POINT if search.strategy in ("nsga2", "tpe") else 0.0)
     figures = _report_figures(sweep, dims)
     # A serving report re-runs at most MAX_DETAIL of the points evaluated (report_serving.detail_rows), not more.
-    report_s = (figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
-                + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
+    report_s = 0.0 if report_kept and not left else (
+        figures * REPORT_S_PER_FIGURE + visits * REPORT_S_PER_POINT
+        + (min(MAX_DETAIL, visits) * point_s if serving is not None else 0.0))
     estimate = RunEstimate(fixed_s=RUN_FIXED_S, trace_s=_capture_s(to_capture, workers, serving is not None),
                            prepare_s=_prepare_s(sweep, traces, models, left, workers) if left else 0.0,
                            points_s=left * per_point,
@@ -512,7 +523,8 @@ def cmd_check(args) -> int:
     sweep = load_sweep(args.sweep)
     out = _out_folder(args, sweep)
     stored = stored_ids(out)
-    plan = plan_check(sweep, Evaluator(), _workers(args), stored)
+    kept = stored_report_current(sweep, out, columns_for(sweep), _report_files(args.sweep, sweep)[1], stored)
+    plan = plan_check(sweep, Evaluator(), _workers(args), stored, report_kept=kept)
     search, estimate = sweep.spec.search, plan.estimate
     visits = plan.visits
     # Where the folder stores some of a grid's points, the next line says how many the run evaluates.
@@ -538,8 +550,10 @@ def cmd_check(args) -> int:
         count = f"{len(values)} value{'s' * (len(values) != 1)}"
         print(f"derived {target} = {sweep.spec.derived[target]}: {count} ({shown})")
     on = "on one worker" if plan.workers == 1 else f"of CPU time on {plan.workers} workers"
-    print(f"estimated run time: about {estimate.total_s:.0f} s {on}, about {estimate.report_s:.0f} s of it drawing the "
-          f"report (up to {estimate.figures} figures)")
+    report = (f"the report in {out}/ is up to date (drawn from these results and goals): the run keeps it"
+              if kept and not plan.left else
+              f"about {estimate.report_s:.0f} s of it drawing the report (up to {estimate.figures} figures)")
+    print(f"estimated run time: about {estimate.total_s:.0f} s {on}, {report}")
     for note in sweep_notes(sweep):
         print(f"note: {note}")
     return 0
@@ -1239,11 +1253,13 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 pools += (f", its client retrying it {retries} time{'' if retries == 1 else 's'}, the first after "
                           f"{s.admission().retry_s:g} s")
         if s.attends_apart:
-            crossing = s.attention_crossing(_named(point.device), point.tp * point.pp, point.knob("node_link"))
+            crossing = s.attention_crossing(_named(point.device), _named(s.attention_device), point.tp * point.pp,
+                                            point.knob("node_link"))
+            sources = dict.fromkeys(_link_source(load_link_model(name)) for name in crossing)
             pools += (f", attention on {s.attention_devices} x {_named(s.attention_device)} "
                       f"({_pool_fits(s.attention_device, point)}) per "
                       f"{'decode ' if s.disaggregated else ''}replica over {_attention_link_text(point, crossing)}, "
-                      f"{_link_source(load_link_model(crossing))} " + (
+                      f"{' and '.join(sources)} " + (
                           "(hybrid: the model's devices attend to the sequences whose KV they hold)"
                           if s.attention_placement == "hybrid" else f"(up to {s.attention_micro_batches} "
                                                                     f"micro-batches)"))
@@ -1335,17 +1351,24 @@ def _handoff_text(links: tuple[str, ...], point: DesignPoint) -> str:
     return said[0] if len(said) == 1 else f"{' and '.join(said)} (each transfer the longer of its times on the two)"
 
 
-def _attention_link_text(point: DesignPoint, crossing: str) -> str:
-    """The link `crossing` a serving point's devices reach their attention devices over (ServingSpec
-    .attention_crossing), in words, at most the slower of the two devices' PCIe links (explore/evaluate.py
-    Evaluator.attention_pool), and why where it is the node link in place of the attention link."""
-    attending = pool_point(point, point.serving.attention_device, point.attention_overrides)
-    said = link_rate_text(load_link(crossing), _spec(point), _spec(attending))
-    if crossing == point.serving.pool_link:
-        return said
-    link = load_link(point.serving.pool_link)
-    return (f"{said}, the node link: its {point.tp * point.pp} and {point.serving.attention_devices} devices are more "
-            f"than one domain of {link.name} joins ({link.domain_devices})")
+def _attention_link_text(point: DesignPoint, crossing: tuple[str, ...]) -> str:
+    """The links `crossing` a serving point's devices reach their attention devices over (ServingSpec
+    .attention_crossing), in words, each at most the slower of the two devices' PCIe links (explore/evaluate.py
+    Evaluator.attention_pool), and why where they are the node links in place of the attention link."""
+    s = point.serving
+    attending = pool_point(point, s.attention_device, point.attention_overrides)
+    said = [link_rate_text(load_link(name), _spec(point), _spec(attending)) for name in crossing]
+    text = said[0] if len(said) == 1 else f"{' and '.join(said)} (each send the longer of its times on the two)"
+    if crossing == (s.pool_link,):
+        return text
+    link = load_link(s.pool_link)
+    ends = s.attention_node_links(_named(point.device), _named(s.attention_device), point.knob("node_link"))
+    # Where the two ends' node links differ, the path between them runs at the slower (ServingSpec crossing_links).
+    which = "the node link" if ends[0] == ends[1] else (
+        f"{'the slower of ' if len(crossing) == 1 else ''}the node links, {_named(point.device)}'s {ends[0]} and "
+        f"{_named(s.attention_device)}'s {ends[1]}")
+    return (f"{text}, {which}: its {point.tp * point.pp} and {s.attention_devices} devices are more than one domain of "
+            f"{link.name} joins ({link.domain_devices})")
 
 
 def _store_nic_text(point: DesignPoint) -> str:

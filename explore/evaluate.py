@@ -369,17 +369,19 @@ class Evaluator:
         spec = point.serving
         devices = spec.attention_devices
         out_B, back_B = sent_bytes_per_token(self.config(point.model))
-        # The attention link, or the node link where one domain of it does not hold both groups of devices.
+        # The attention link, or the node links where one domain of it does not hold both groups of devices.
         crossing = spec.attention_crossing(self.device(point.device, point.overrides, point.use_calibration).name,
-                                           point.tp * point.pp, point.knob("node_link"))
+                                           self.attention_device(point).name, point.tp * point.pp,
+                                           point.knob("node_link"))
         return AttentionPool(
             device=self.attention_device(point),
             devices=devices,
             template=self.template(self.point_model(point), fmt, devices, 1,
                                    fusion_of(point.execution, self.attention_device(point).kind)),
             # A network's bandwidth at most the slower of the two ends' own PCIe links (hw_models/link_pcie.py).
-            link=model_through_pcie(load_link_model(crossing, calibrated=point.use_calibration),
-                                    self.point_device(point).spec, self.attention_device(point).spec),
+            links=tuple(model_through_pcie(load_link_model(name, calibrated=point.use_calibration),
+                                           self.point_device(point).spec, self.attention_device(point).spec)
+                        for name in crossing),
             ports=min(point.tp, devices), micro_batches=spec.attention_micro_batches, out_B_per_token=out_B,
             back_B_per_token=back_B, placement=spec.attention_placement)
 

@@ -82,14 +82,15 @@ def hybrid_time_s(model_s: float, own_attention_s: float, attention_s: float, ou
 @dataclass(frozen=True, kw_only=True)
 class AttentionPool:
     """The attention devices of a replica: `devices` of `device` (a device model), joined to the model's devices by
-    `link` (a hw_models/link.py LinkModel) over `ports` ports each way, each running the attention rows of `template`
-    (the model's template sharded over the attention devices: its heads), with each iteration split in up to
-    `micro_batches` (as many as make it fastest: sim/costs.py)."""
+    `links` (hw_models/link.py LinkModels: one, or two where neither is slower in both bandwidth and latency, each send
+    then the longer of its times on each: sim/serving_spec.py crossing_links) over `ports` ports each way, each running
+    the attention rows of `template` (the model's template sharded over the attention devices: its heads), with each
+    iteration split in up to `micro_batches` (as many as make it fastest: sim/costs.py)."""
 
     device: object
     devices: int
     template: StepTemplate
-    link: object
+    links: tuple
     ports: int
     micro_batches: int
     out_B_per_token: float  # sent_bytes_per_token: to the attention devices, per token and layer
@@ -111,5 +112,6 @@ class AttentionPool:
 
     def send_s(self, tokens: int) -> tuple[float, float]:
         """Seconds one layer's sends of `tokens` tokens take each way: to the attention devices, and back."""
-        return tuple(float(self.link.collective_time_s("send_recv", tokens * per_token / self.ports, 2)) if tokens
-                     else 0.0 for per_token in (self.out_B_per_token, self.back_B_per_token))
+        return tuple(max(float(link.collective_time_s("send_recv", tokens * per_token / self.ports, 2))
+                         for link in self.links) if tokens else 0.0
+                     for per_token in (self.out_B_per_token, self.back_B_per_token))

@@ -83,6 +83,21 @@ def attention_spans_nodes(serving: Mapping[str, Any], model_devices: int) -> boo
     return domain is not None and model_devices + (serving.get("attention_devices") or 1) > domain
 
 
+def crossing_links(one: str, other: str) -> tuple[str, ...]:
+    """The links a transfer between two ends on node links `one` and `other` (link presets) is priced on: the one, where
+    they agree or one is no faster in bandwidth and latency both (a path runs at its slowest link's rate, as NCCL's
+    topology gives a path the least bandwidth of its links: src/graph/paths.cc); where neither is, both, a transfer
+    taking the longer of its times over each."""
+    links = sorted({one, other})
+    if len(links) == 1:
+        return tuple(links)
+    first, second = (load_link(name) for name in links)
+    for name, slow, fast in ((links[0], first, second), (links[1], second, first)):
+        if slow.bandwidth_GBps <= fast.bandwidth_GBps and slow.latency_us >= fast.latency_us:
+            return (name,)
+    return tuple(links)
+
+
 DEFAULT_REQUESTS = 1000
 # The most requests one run simulates: 35x the largest shipped trace (arxiv-summarization, 28,257 requests). A run
 # holds every request's record and shows no progress inside a point: 10 million ran for minutes, growing by 30 MB/s.
@@ -725,19 +740,11 @@ class ServingSpec:
         """The links each request's KV crosses from the prefill pool to the decode pool on `device` (the point's, whose
         node link is `node_link`, '' for the device's own): kv_link, else the two pools' node links (pool_node_link,
         else hw_models/link.py default_node_link: the fabric their nodes have), as the KV leaves one device's port for
-        the other's. Where they differ, the one no faster in bandwidth and latency both; where neither is, both, a
-        transfer taking the longer of its times over each (so a pool on a slower link never hands over faster)."""
+        the other's; where they differ, crossing_links (so a pool on a slower link never hands over faster)."""
         if self.kv_link:
             return (self.kv_link,)
-        links = sorted({self.pool_node_link("prefill", node_link) or default_node_link(self.prefill_device or device),
-                        node_link or default_node_link(device)})
-        if len(links) == 1:
-            return tuple(links)
-        first, second = (load_link(name) for name in links)
-        for name, slow, other in ((links[0], first, second), (links[1], second, first)):
-            if slow.bandwidth_GBps <= other.bandwidth_GBps and slow.latency_us >= other.latency_us:
-                return (name,)
-        return tuple(links)
+        prefill = self.pool_node_link("prefill", node_link) or default_node_link(self.prefill_device or device)
+        return crossing_links(prefill, node_link or default_node_link(device))
 
     def handoff_link(self, device: str, node_link: str = "") -> str:
         """handoff_links in words: 'infiniband-hdr', or 'infiniband-hdr and roce-400g'."""
@@ -748,13 +755,21 @@ class ServingSpec:
         """The link to the attention devices: attention_link, else Lamina's."""
         return self.attention_link or LAMINA_LINK
 
-    def attention_crossing(self, device: str, model_devices: int, node_link: str = "") -> str:
-        """The link a replica's `model_devices` devices on `device` (a preset name) send to its attention devices over:
-        pool_link, or where one domain of it does not hold them all (attention_spans_nodes), the fabric between their
-        nodes: the pool's `node_link`, else the device's own (hw_models/link.py default_node_link)."""
+    def attention_crossing(self, device: str, attention_device: str, model_devices: int,
+                           node_link: str = "") -> tuple[str, ...]:
+        """The links a replica's `model_devices` devices on `device` send to its attention devices on
+        `attention_device` (preset names) over: pool_link, or where one domain of it does not hold them all
+        (attention_spans_nodes), the fabric between their nodes: each end's node link (pool_node_link, else
+        hw_models/link.py default_node_link: HDR for A100s, NDR otherwise), where they differ crossing_links."""
         if not attention_spans_nodes({name: getattr(self, name) for name in ATTENTION_FIELDS}, model_devices):
-            return self.pool_link
-        return node_link or default_node_link(device)
+            return (self.pool_link,)
+        return crossing_links(*self.attention_node_links(device, attention_device, node_link))
+
+    def attention_node_links(self, device: str, attention_device: str, node_link: str = "") -> tuple[str, str]:
+        """The node links of a replica's devices on `device` and of its attention devices on `attention_device` (preset
+        names): each pool_node_link, else its devices' own (hw_models/link.py default_node_link)."""
+        return (self.pool_node_link("", node_link) or default_node_link(device),
+                self.pool_node_link("attention", node_link) or default_node_link(attention_device))
 
     @property
     def attends_apart(self) -> bool:

@@ -21,39 +21,47 @@ from workloads.requests import Fixed
 TOKEN_OUT_B = (64 + 2 * 8) * 128 * 2
 # Datasheet rates a direction: InfiniBand NDR 400 Gb/s / 8 a port; PCIe 4 x16 16 GT/s x 16 x 128/130 / 8; the
 # network's latency a hop (the infiniband presets' 2.7 us).
-NDR_Bps, PCIE4_X16_Bps, NET_HOP_S = 50e9, 31.5e9, 2.7e-6
+NDR_Bps, HDR_Bps, PCIE4_X16_Bps, NET_HOP_S = 50e9, 25e9, 31.5e9, 2.7e-6
 READER = "the sends to its attention devices, on other nodes than its own"
 
 
-def _point(device: str, tp: int, link: str | None, node_link: str = "", placement: str = "apart") -> DesignPoint:
+def _point(device: str, tp: int, link: str | None, node_link: str = "", placement: str = "apart",
+           attention_device: str = "h20") -> DesignPoint:
     spec = ServingSpec(requests=4, rate_per_s=10.0, prompt=Fixed(tokens=64), output=Fixed(tokens=4),
-                       attention_device="h20", attention_devices=2, attention_link=link,
+                       attention_device=attention_device, attention_devices=2, attention_link=link,
                        attention_placement=placement)
     return DesignPoint(model="llama-3-70b", device=device, batch=spec.max_seqs, prompt=0, output=0, serving=spec,
                        execution="engine", tp=tp, knobs=(("node_link", node_link),) if node_link else ())
 
 
-@pytest.mark.parametrize(("device", "tp", "node_link", "crossing", "bandwidth_Bps"), [
+@pytest.mark.parametrize(("device", "attention_device", "node_link", "crossing", "bandwidth_Bps"), [
     # 8 H100s and 2 H20s are 10 devices, more than one HGX board's 8 on NVLink 4: the H100s' own node link, NDR,
     # whose 50 GB/s both ends' PCIe 5 x16 (63 GB/s) pass.
-    ("h100-sxm", 8, "", "infiniband-ndr", NDR_Bps),
+    ("h100-sxm", "h20", "", "infiniband-ndr", NDR_Bps),
     # 8 A100s and 2 H20s over NVLink 3's boards of 8, the nodes joined by NDR: the A100s' PCIe 4 x16 caps it.
-    ("a100-sxm-80gb", 8, "infiniband-ndr", "infiniband-ndr", PCIE4_X16_Bps),
+    ("a100-sxm-80gb", "h20", "infiniband-ndr", "infiniband-ndr", PCIE4_X16_Bps),
+    # No --node-link: each end's own, the H100s' NDR and the A100s' HDR (DGX A100: 200 Gb/s a GPU). A path runs at its
+    # slowest link (NCCL src/graph/paths.cc: a path's bw is the least of its links'), whichever end it is: HDR's
+    # 25 GB/s, under both ends' PCIe.
+    ("h100-sxm", "a100-sxm-80gb", "", "infiniband-hdr", HDR_Bps),
+    ("a100-sxm-80gb", "h20", "", "infiniband-hdr", HDR_Bps),
 ])
-def test_attention_devices_beyond_one_board_are_reached_over_the_node_link(evaluator, device, tp, node_link, crossing,
-                                                                           bandwidth_Bps):
+def test_attention_devices_beyond_one_board_are_reached_over_the_node_link(evaluator, device, attention_device,
+                                                                           node_link, crossing, bandwidth_Bps):
     """64 tokens' query, key and value leave the model's devices over the 2 ports of the attention devices (a port per
     device, min(tp, 2)): 64 x 20,480 / 2 = 655,360 B a port a layer, at the node link's rate and one hop."""
     link = "nvlink4" if device == "h100-sxm" else "nvlink3"
-    pool = evaluator.attention_pool(_point(device, tp, link, node_link), NumericFormat())
-    assert pool.link.spec.name == crossing
+    pool = evaluator.attention_pool(_point(device, 8, link, node_link, attention_device=attention_device),
+                                    NumericFormat())
+    assert [link.spec.name for link in pool.links] == [crossing]
     out_s, _ = pool.send_s(64)
     assert out_s == pytest.approx(64 * TOKEN_OUT_B / 2 / bandwidth_Bps + NET_HOP_S)
 
 
 def test_attention_devices_within_one_board_keep_the_attention_link(evaluator):
     """4 H100s and 2 H20s fit one board of 8: NVLink 4 itself."""
-    assert evaluator.attention_pool(_point("h100-sxm", 4, "nvlink4"), NumericFormat()).link.spec.name == "nvlink4"
+    pool = evaluator.attention_pool(_point("h100-sxm", 4, "nvlink4"), NumericFormat())
+    assert [link.spec.name for link in pool.links] == ["nvlink4"]
 
 
 @pytest.mark.parametrize(("tp", "link", "placement", "read_by"), [
@@ -78,6 +86,19 @@ def test_the_run_header_says_the_attention_devices_cross_the_node_link(tmp_path,
     assert ("per replica over infiniband-ndr (50 GB/s a device), the node link: its 8 and 2 devices are more than one "
             "domain of nvlink4 joins (8), on its datasheet alpha-beta model") in header, header
     assert f"--node-link infiniband-ndr (50 GB/s a device) read by {READER}" in header, header
+
+
+def test_the_run_header_names_the_slower_of_the_two_ends_node_links(tmp_path, capsys):
+    """8 H100s and 2 A100s on NVLink 4 with no --node-link: the header names HDR, the A100s' node link, at its 25 GB/s
+    (200 Gb/s / 8), as the slower of the two ends' (the H100s' NDR)."""
+    model = write_tiny_model(tmp_path, TINY_CONFIG | {"num_attention_heads": 8, "num_key_value_heads": 8})
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--tp", "8", "--serving", "--requests", "4",
+                 "--rate", "4", "--prompt", "32", "--output", "4", "--attention-device", "a100-sxm-80gb",
+                 "--attention-devices", "2", "--attention-link", "nvlink4"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("per replica over infiniband-hdr (25 GB/s a device), the slower of the node links, h100-sxm's "
+            "infiniband-ndr and a100-sxm-80gb's infiniband-hdr: its 8 and 2 devices are more than one domain of "
+            "nvlink4 joins (8)") in header, header
 
 
 def test_a_sweep_keeps_the_node_link_its_attention_devices_cross(tmp_path):

@@ -166,4 +166,4 @@ def test_attention_devices_are_reached_at_most_at_the_model_devices_pcie_rate(ev
                           attention_device="h20", attention_devices=2)
     point = DesignPoint(model="llama-2-7b", device=device, batch=1, prompt=0, output=0, serving=serving,
                         execution="graphs", tp=2)
-    assert evaluator.attention_pool(point, NumericFormat()).link.spec.bandwidth_GBps == GBps
+    assert [link.spec.bandwidth_GBps for link in evaluator.attention_pool(point, NumericFormat()).links] == [GBps]

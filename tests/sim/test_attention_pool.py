@@ -46,7 +46,7 @@ def template_of(tiny_llama, trace_of):
 
 def _pool(template, *, device="h100-sxm", devices=1, link=None, micro_batches=1, ports=1) -> AttentionPool:
     return AttentionPool(device=load_device(device), devices=devices, template=template,
-                         link=link or _FreeLink(), ports=ports, micro_batches=micro_batches,
+                         links=(link or _FreeLink(),), ports=ports, micro_batches=micro_batches,
                          out_B_per_token=1.0, back_B_per_token=1.0)
 
 
@@ -115,6 +115,16 @@ def test_more_attention_devices_a_faster_link_and_more_micro_batches_are_never_s
         assert time_s(shape, devices=2) <= base * (1 + 1e-12)
         assert time_s(shape, link=fast) <= base * (1 + 1e-12)
         assert time_s(shape, micro_batches=2) <= base * (1 + 1e-12)
+
+
+def test_a_send_over_two_links_takes_the_longer_of_its_times_on_each(template_of):
+    """InfiniBand HDR (25 GB/s, 2.7 us a hop) and Lamina's RoCE (45.7 GB/s, 16.5 us), neither slower in both: 1,000 B
+    a port take 0.04 + 2.7 us on HDR and 0.022 + 16.5 on RoCE, so 16.522 us; 10 MB take 400 + 2.7 on HDR, 218.8 + 16.5
+    on RoCE, so 402.7 us."""
+    hdr, roce = load_link_model("infiniband-hdr"), load_link_model("roce-400g")
+    pool = replace(_pool(template_of(1)), links=(hdr, roce))
+    for tokens, want_s in ((1_000, 1_000 / 45.7e9 + 16.5e-6), (10_000_000, 10_000_000 / 25e9 + 2.7e-6)):
+        assert pool.send_s(tokens) == pytest.approx((want_s, want_s))
 
 
 def test_energy_is_the_model_part_plus_every_attention_device(template_of):

@@ -32,7 +32,7 @@ def template(tiny_llama, trace_of) -> StepTemplate:
 
 def _costs(template, *, host=None, link="pcie3-x16", device="h100-sxm", bucket=0) -> IterationCostModel:
     pool = AttentionPool(device=host or load_device("ampere-altra"), devices=1, template=template,
-                         link=load_link_model(link), ports=1, micro_batches=1, out_B_per_token=1536.0,
+                         links=(load_link_model(link),), ports=1, micro_batches=1, out_B_per_token=1536.0,
                          back_B_per_token=512.0, placement="hybrid")
     return IterationCostModel(load_device(device), template, execution="graphs", attention=pool,
                               kv_bucket_tokens=bucket)
