@@ -5,8 +5,8 @@ While requests are waiting or running, a replica asks its scheduler for the next
 finished prefill samples the first token, decodes add one token each, finished requests free their KV
 blocks. An idle replica sleeps until work arrives. A replica of a prefill pool hands each request over once
 its first token is sampled (its KV leaves with it, its blocks freed then, or where its scheduler holds them until
-they are sent, Scheduler.holds_until_sent, once the KV has crossed); a replica of a decode pool admits such requests
-straight into decoding.
+they are sent, Scheduler.holds_until_sent, once it notices that the decode side has read them: sim/kv_sends.py); a
+replica of a decode pool admits such requests straight into decoding.
 
 A replica on pipeline stages is several such engines (vLLM's virtual engines: one per stage, each with its own
 scheduler, requests and share of the KV blocks) sharing the stages: an iteration holds each stage in turn, so
@@ -34,6 +34,7 @@ import simpy
 from kernels.kv_policy import Window
 from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
+from sim.kv_sends import KVSends
 from sim.schedulers import EngineState, Scheduler, Sequence
 from sim.speculative import ServingSpeculation
 
@@ -113,6 +114,8 @@ class Replica:
         self.peak_blocks = state.kv.in_use_blocks  # its replica's KV blocks in use at the most (every engine's)
         self.peak_own_blocks = state.kv.in_use_blocks  # its own share's blocks in use at the most
         self.peers: list[Replica] = [self]  # the engines of its replica (its stages'), itself included
+        self.sends = KVSends()  # the requests it handed over whose KV the decode side reads from its blocks
+        self.stepping = False  # whether an iteration of its is running
 
     @property
     def outstanding(self) -> int:
@@ -147,11 +150,27 @@ class Replica:
         self._wake()
 
     def sent(self, seq: Sequence) -> None:
-        """A handed-over sequence's KV has crossed to the decode side: free the blocks it held here (as _leave would
-        have), and wake the engine (its waiting requests may fit now)."""
-        self.state.sending.remove(seq)
-        self.state.kv.release(seq.index, computed=seq.computed)
-        self._wake()
+        """The decode side has read a handed-over sequence's KV: the engine frees the blocks it held for it at its next
+        poll (KVSends): at once where it holds requests it cannot batch (it steps without a forward pass, and its
+        waiting requests may fit now), else at the end of its iteration running now or of its next one."""
+        self.sends.read(seq, self.env.now)
+        if not self.stepping and self.holds_requests and self.poll_sends():
+            self._wake()
+
+    def poll_sends(self) -> bool:
+        """Free the blocks of the sends its connector reports done (read, or expired unread), as a finished request's
+        (a conversation's next turn keeps its context cached: PagedKVCache.release); whether any were."""
+        freed = self.sends.poll(self.env.now)
+        for seq in freed:
+            self.state.kv.release(seq.index, computed=seq.computed)
+        return bool(freed)
+
+    @property
+    def holds_requests(self) -> bool:
+        """Whether its scheduler has requests (waiting, pulling their KV, running or swapped), so that its engine steps
+        (vLLM's scheduler.has_requests(); a request whose blocks are held for a send is not one)."""
+        state = self.state
+        return bool(state.waiting or state.pulling or state.running or state.swapped)
 
     def _wake(self) -> None:
         if not self.wake.triggered:
@@ -161,26 +180,43 @@ class Replica:
         """Whether an engine whose scheduler formed no batch waits for more (it holds nothing, or a pull is yet to
         land, or a send to free its blocks), rather than holding requests it can never batch."""
         state = self.state
-        return bool(state.pulling or state.sending) or not (state.waiting or state.running or state.swapped)
+        return bool(state.pulling) or self.sends.holding or not (state.waiting or state.running or state.swapped)
+
+    def next_batch(self):
+        """Its scheduler's next batch now; where it forms none, its engine's step without a forward pass polls the
+        connector first, and its scheduler tries again where that freed a send's blocks."""
+        self.state.now_s = self.env.now
+        batch = self.scheduler.next_batch(self.state)
+        if not batch and self.poll_sends():
+            batch = self.scheduler.next_batch(self.state)
+        return batch
+
+    def sleep(self) -> simpy.Event:
+        """What an engine that formed no batch waits on: its next wake (work arrives, a pull lands, a read frees a
+        send's blocks), or, while it holds requests it cannot batch (stepping without a forward pass), the expiry of
+        the first send whose blocks it holds unread."""
+        self.wake = self.env.event()
+        expiry_s = self.sends.next_expiry_s() if self.holds_requests else math.inf
+        if math.isinf(expiry_s):
+            return self.wake
+        return self.wake | self.env.timeout(max(expiry_s - self.env.now, 0.0))
 
     def run(self):
-        state = self.state
         while True:
-            state.now_s = self.env.now
-            batch = self.scheduler.next_batch(state)
+            batch = self.next_batch()
             if not batch:
                 if self.waits():
-                    self.wake = self.env.event()
-                    yield self.wake
+                    yield self.sleep()
                     continue
                 raise self.unschedulable()
             # The replica's KV blocks in use: every engine's on its stages.
             self.peak_blocks = max(self.peak_blocks, sum(peer.state.kv.in_use_blocks for peer in self.peers))
-            self.peak_own_blocks = max(self.peak_own_blocks, state.kv.in_use_blocks)
+            self.peak_own_blocks = max(self.peak_own_blocks, self.state.kv.in_use_blocks)
             cost = self._price(batch)
             entry = self.cost_counts.setdefault(id(cost), [cost, 0])
             entry[1] += 1
             start = self.env.now
+            self.stepping = True
             # Swapped KV crosses the host link before the iteration computes (vLLM blocks on its cache ops).
             swap_s = self.copy_in_s(batch)
             self.swap_s += swap_s
@@ -197,10 +233,12 @@ class Replica:
             else:
                 time_s = cost.time_s + swap_s
                 yield self.env.timeout(time_s)
+            self.stepping = False
             # A speculative iteration verifies each decode's k + 1 tokens (_price).
             query = self.speculation.speculation.verified if self.speculation is not None and batch.decodes else 1
             self.log.append(self.row(start, time_s, batch, query, cost.compute_J + cost.memory_J))
             self._apply(batch, self.env.now)
+            self.poll_sends()
             if self.after_iteration is not None:
                 self.after_iteration()
 
@@ -324,9 +362,10 @@ class Replica:
 
     def _leave(self, seq: Sequence, sending: bool = False) -> None:
         """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release), or
-        while `sending` (handed over, Scheduler.holds_until_sent) hold them until its KV has crossed (sent)."""
+        while `sending` (handed over, Scheduler.holds_until_sent) hold them until the decode side has read its KV
+        (sent)."""
         if sending:
-            self.state.sending.append(seq)
+            self.sends.hand_over(seq, self.env.now)
         else:
             self.state.kv.release(seq.index, computed=seq.computed)
         self.state.running.remove(seq)
@@ -344,16 +383,13 @@ def run_lockstep(ranks: list[Replica]):
     while True:
         working = []
         for rank in ranks:
-            rank.state.now_s = env.now
-            batch = rank.scheduler.next_batch(rank.state)
+            batch = rank.next_batch()
             if batch:
                 working.append((rank, batch))
             elif not rank.waits():  # the ranks share nothing but the iteration: no other rank's batch frees its blocks
                 raise rank.unschedulable()
         if not working:
-            for rank in ranks:
-                rank.wake = env.event()
-            yield env.any_of([rank.wake for rank in ranks])
+            yield env.any_of([rank.sleep() for rank in ranks])
             continue
         in_use = sum(rank.state.kv.in_use_blocks for rank in ranks)
         for rank in ranks:
@@ -367,11 +403,15 @@ def run_lockstep(ranks: list[Replica]):
         for (rank, _), swap_s in zip(working, swaps_s, strict=True):
             rank.swap_s += swap_s
         time_s = cost.time_s + max(swaps_s)
+        for rank, _ in working:
+            rank.stepping = True
         yield env.timeout(time_s)
         energy_J = (cost.compute_J + cost.memory_J) / len(working)
         for rank, batch in working:
+            rank.stepping = False
             rank.log.append(rank.row(start, time_s, batch, 1, energy_J))  # priced plain (Replica.shape)
             rank._apply(batch, env.now)
+            rank.poll_sends()
         for rank, _ in working:
             if rank.after_iteration is not None:
                 rank.after_iteration()

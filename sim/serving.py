@@ -566,7 +566,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         """A handed-over request's KV crossing to the decode pool, into the blocks `engine` allocated for it (None: to
         the replica its router picks once it has crossed): the decode pool's replicas hold the shared prefix already,
         so only its own KV crosses, one send after another over its prefill replica's ports; once it has, the prefill
-        engine frees the blocks it held for it (Replica.sent; where its scheduler holds them: holds_until_sent)."""
+        engine frees the blocks it held for it as it notices the read (Replica.sent; where its scheduler holds them:
+        holds_until_sent)."""
         decode_pool = pools[1]
         per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
         own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)

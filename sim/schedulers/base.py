@@ -165,8 +165,6 @@ class EngineState:
     # their pulls began, and what begins a pull (the engine's; None where no pool hands requests over to it).
     pulling: list[Sequence] = field(default_factory=list)
     pull: Callable[[Sequence], None] | None = None
-    # Sequences it handed over whose blocks it holds until their KV has crossed (Scheduler.holds_until_sent).
-    sending: list[Sequence] = field(default_factory=list)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -245,13 +243,14 @@ class Scheduler:
     # v1's decode instance does with a KV connector (the chunked scheduler). The others admit it once its KV has landed
     # (vLLM v0's connector, which receives the KV inside the step that admits the request, is not modeled).
     allocates_before_pull: ClassVar[bool] = False
-    # A prefill replica keeps the blocks of a request it hands over, not evictable, until its KV has crossed to the
-    # decode side, then frees them as a finished request's (Replica.sent), as vLLM v1 does with a KV connector (the
-    # chunked scheduler): the prefill request finishes at its first token (max_tokens 1, FINISHED_LENGTH_CAPPED), and
-    # _free_request frees its blocks only where the connector's request_finished does not delay it
-    # (vllm/v1/core/sched/scheduler.py, commit 00024d31 of vllm-project/vllm); NIXL's delays it while the request has
-    # blocks, and its worker's get_finished reports the request done sending once the decode side has read them, when
-    # _update_from_kv_xfer_finished frees them (nixl_connector.py, commit 002a1057). The others free them at the first
+    # A prefill replica keeps the blocks of a request it hands over, not evictable, until the decode side has read its
+    # KV, then frees them as a finished request's once its engine notices (Replica.sent, sim/kv_sends.py), as vLLM v1
+    # does with a KV connector (the chunked scheduler): the prefill request finishes at its first token (max_tokens 1,
+    # FINISHED_LENGTH_CAPPED), and _free_request frees its blocks only where the connector's request_finished does not
+    # delay it (vllm/v1/core/sched/scheduler.py, commit 00024d31 of vllm-project/vllm); NIXL's delays it while the
+    # request has blocks, and its worker's get_finished reports the request done sending once the decode side has read
+    # them (or their deadline has passed), when _update_from_kv_xfer_finished frees them (nixl_connector.py, commit
+    # 002a1057). The others free them at the first
     # token (vLLM v0's connector copies the KV into its lookup buffer within the prefill's step: vllm/distributed/
     # kv_transfer's workflow).
     holds_until_sent: ClassVar[bool] = False

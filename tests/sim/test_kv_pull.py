@@ -13,6 +13,7 @@ import pytest
 import simpy
 
 from sim.kv_cache import PagedKVCache
+from sim.kv_sends import ABORT_TIMEOUT_S
 from sim.replica import Replica
 from sim.schedulers import SCHEDULERS, EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.serving import Pool, serve_pools, serving_memory
@@ -23,17 +24,21 @@ KV_PER_TOKEN_B = 2 * 2 * 16 * 2 * 2  # K and V x 2 KV heads x 16 dims x 2 B x 2 
 TRANSFER_S = 1e-3  # each request's KV transfer
 
 
-def _served_pair(costs, scheduler: str, *, prefill_blocks: int, decode_blocks: int):
-    """The records of two requests of 24 prompt and 6 output tokens arriving together at a prefill engine of
-    `prefill_blocks` 16-token blocks handing them over to a decode engine of `decode_blocks`, each transfer 1 ms."""
+def _served_pair(costs, scheduler: str, *, prefill_blocks: int, decode_blocks: int, arrival_s=(0.0, 0.0),
+                 transfer_s: float = TRANSFER_S):
+    """The records of requests of 24 prompt and 6 output tokens arriving at `arrival_s` (two together by default) at
+    a prefill engine of `prefill_blocks` 16-token blocks handing them over to a decode engine of `decode_blocks`, each
+    transfer `transfer_s` (1 ms)."""
     pools = [Pool(name=role, role=role, replicas=1, costs=costs, scheduler=scheduler,
                   limits=SchedulerLimits(max_seqs=8, chunk_tokens=64, watermark=0.0),
                   memory=serving_memory(capacity_B=blocks * BLOCK * KV_PER_TOKEN_B, weights_B=0.0,
                                         activations_B=0.0, kv_bytes_per_token=KV_PER_TOKEN_B, block_tokens=BLOCK),
                   idle_power_W=costs.device.idle_power_W)
              for role, blocks in (("prefill", prefill_blocks), ("decode", decode_blocks))]
-    requests = RequestSet(arrival_s=np.zeros(2), prompt_tokens=np.full(2, 24), output_tokens=np.full(2, 6))
-    return serve_pools(pools, requests, kv_transfer_s=lambda message_B: TRANSFER_S).records
+    count = len(arrival_s)
+    requests = RequestSet(arrival_s=np.array(arrival_s), prompt_tokens=np.full(count, 24),
+                          output_tokens=np.full(count, 6))
+    return serve_pools(pools, requests, kv_transfer_s=lambda message_B: transfer_s).records
 
 
 @pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
@@ -96,4 +101,44 @@ def test_a_prefill_replica_holds_a_handed_over_requests_blocks_until_its_kv_has_
     prefill_s = records.first_token_s[0]
     assert records.decode_admitted_s[0] == pytest.approx(prefill_s + TRANSFER_S, rel=1e-12)  # 0's KV crossed at once
     held_s = TRANSFER_S if scheduler == "chunked" else 0.0  # vLLM v1's order under chunked only
+    assert records.first_token_s[1] == pytest.approx(2 * prefill_s + held_s, rel=1e-12)
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_an_idle_prefill_engine_frees_a_read_sends_blocks_at_the_end_of_its_next_step(costs, scheduler):
+    """A prefill engine of four blocks: request 0 (two blocks) arrives alone and its first token comes at t; the
+    decode side has read its KV 1 ms later. Requests 1 and 2 (two blocks each) arrive together at 0.1 s. By hand,
+    vLLM v1's order (chunked): the engine held nothing but 0's send, so it stopped stepping (EngineCore.step runs only
+    while the scheduler has requests; a request finished for a send is neither waiting nor running), and its NIXL
+    worker's get_finished, which reports the read, runs within a step: 0's two blocks are still held at 0.1 s, so
+    only 1 fits, prefilled alone as 0 was, its first token at 0.1 s + t; that step's output frees 0's blocks
+    (_update_from_kv_xfer_finished), so 2 follows, its first token at 0.1 s + 2 t. Before, 0's blocks were freed as
+    its KV crossed, and 1 and 2 were prefilled together. The other schedulers free 0's blocks at its first token: 1
+    and 2 prefilled together."""
+    arrived_s = 0.1
+    records = _served_pair(costs, scheduler, prefill_blocks=4, decode_blocks=100,
+                           arrival_s=(0.0, arrived_s, arrived_s))
+    prefill_s = records.first_token_s[0]
+    assert records.decode_admitted_s[0] == pytest.approx(prefill_s + TRANSFER_S, rel=1e-12)  # read long before 0.1 s
+    if scheduler == "chunked":
+        assert records.first_token_s[1] == pytest.approx(arrived_s + prefill_s, rel=1e-12)
+        assert records.first_token_s[2] == pytest.approx(arrived_s + 2 * prefill_s, rel=1e-12)
+    else:
+        assert records.first_token_s[1] == records.first_token_s[2] > arrived_s
+
+
+@pytest.mark.parametrize("scheduler", sorted(SCHEDULERS))
+def test_a_send_unread_past_nixls_abort_timeout_frees_its_blocks(costs, scheduler):
+    """As test_a_prefill_replica_holds_a_handed_over_requests_blocks_until_its_kv_has_crossed, each transfer taking
+    500 s. By hand, vLLM v1's order (chunked): 0's first token at t; its blocks stay held, and 1 waits for them, the
+    engine stepping without a forward pass; NIXL's deadline for the read, 480 s after 0 finished
+    (VLLM_NIXL_ABORT_REQUEST_TIMEOUT's default), passes first: get_finished reports 0 done and its blocks are freed at
+    t + 480 s, 1's first token at 2 t + 480 s. The decode side's read is unchanged: 0 decodes from t + 500 s. The other
+    schedulers free 0's blocks at its first token: 1's first token at 2 t."""
+    transfer_s = 500.0
+    records = _served_pair(costs, scheduler, prefill_blocks=3, decode_blocks=100, transfer_s=transfer_s)
+    prefill_s = records.first_token_s[0]
+    assert records.decode_admitted_s[0] == pytest.approx(prefill_s + transfer_s, rel=1e-12)
+    held_s = ABORT_TIMEOUT_S if scheduler == "chunked" else 0.0
+    assert ABORT_TIMEOUT_S == 480.0
     assert records.first_token_s[1] == pytest.approx(2 * prefill_s + held_s, rel=1e-12)
