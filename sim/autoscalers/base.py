@@ -5,7 +5,10 @@ many to hold, and it starts or gives back replicas to that many.
 A new replica serves cold_start_s after it is asked for. A replica given back is a starting one first, else the ready
 one started last (a ReplicaSet deletes not-ready pods, then the newest), which stops taking requests and is released
 once its last one has left, as a server drains on SIGTERM (a termination grace period cutting it short is not
-modeled).
+modeled), and a prefill replica once the decode side has read the KV of every request it handed over from its
+memory (sim/kv_sends.py). vLLM's own drain does not wait for those reads (EngineCoreProc._handle_shutdown exits once
+has_work() is false, and a request held for a send is not work: vllm/v1/engine/core.py, commit 00080ee1); the decode
+side's reads from a replica released before them would fail (its kv_load_failure_policy), which is not modeled.
 """
 
 from __future__ import annotations
@@ -151,14 +154,16 @@ class Autoscaler:
             self.on_ready()
 
     def _release_drained(self) -> None:
-        """Release the draining replicas whose requests have all left, from when the last left (or it began to
-        drain, holding none)."""
+        """Release the draining replicas whose requests have all left and whose KV the decode side has all read (a
+        prefill replica's sends read from its memory: sim/kv_sends.py), from when the last left or was read (or it
+        began to drain, holding none)."""
         for r, state in enumerate(self.state):
             engines = self.replicas[r]
-            if state == "draining" and not any(engine.outstanding for engine in engines):
+            if state == "draining" and not any(engine.outstanding or engine.sends.unread for engine in engines):
                 self.state[r] = "off"
                 left = max((engine.left_s[-1] for engine in engines if engine.left_s), default=0.0)
-                self.held[r][-1][1] = max(left, self.draining_since.pop(r))
+                read = max(engine.sends.last_read_s for engine in engines)
+                self.held[r][-1][1] = max(left, read, self.draining_since.pop(r))
 
     def held_s(self, end_s: float) -> float:
         """Replica-seconds held (starting, serving or draining) up to `end_s`."""

@@ -17,15 +17,17 @@ import simpy
 from kernels.shapes import step_shape
 from sim.autoscalers import Autoscaling, make_autoscaler
 from sim.autoscalers.hpa import KEDA_COOLDOWN_S, KEDA_POLLING_S, SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
+from sim.kv_sends import KVSends
+from sim.schedulers import Sequence
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import Slower, pool
 from workloads.requests import Phased, Poisson, RequestSet
 
 
 def _engine(waiting: int = 0, running: int = 0):
-    """A stand-in engine holding `waiting` and `running` requests."""
+    """A stand-in engine holding `waiting` and `running` requests, and no KV the decode side has yet to read."""
     return SimpleNamespace(state=SimpleNamespace(waiting=[None] * waiting, running=[None] * running),
-                           outstanding=waiting + running, left_s=deque())
+                           outstanding=waiting + running, left_s=deque(), sends=KVSends())
 
 
 def _scaler(waiting: list[int], ready: int, max_replicas: int = 8, target: float = 10.0):
@@ -98,6 +100,28 @@ def test_scale_down_waits_for_the_window_and_drains_the_newest_replica():
     assert scaler.state[:3] == ["draining", "ready", "off"]
     assert [engine for engine in scaler.routable] == scaler.replicas[1]
     assert scaler.held[2] == [[0.0, SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S]]
+
+
+def test_a_draining_prefill_replica_is_held_until_the_decode_side_has_read_the_kv_it_handed_over():
+    """Two replicas holding no request, the second made having handed one over whose KV the decode side has yet to
+    read from its memory (sim/kv_sends.py). Wanting 1 past the window, the pool drains the second (the last made of
+    the two started at 0): it stays held while the read is due, and once the KV is read, 10 s later, it is released
+    from then, not from when it began to drain."""
+    env, scaler = _scaler([0, 0], ready=2, target=100.0)
+    handed = Sequence(index=0, arrival_s=0.0, prompt=24, output=6)
+    scaler.replicas[1][0].sends.hand_over(handed, 0.0)
+    scaler.minimum = 1
+    _scale(scaler, 2)
+    env.run(until=SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S)
+    _scale(scaler, 1)
+    assert scaler.state[:2] == ["ready", "draining"]
+    env.run(until=SCALE_DOWN_WINDOW_S + SYNC_PERIOD_S + 10.0)
+    scaler.replicas[1][0].sends.read(handed, env.now)
+    read_s = env.now
+    env.run(until=SCALE_DOWN_WINDOW_S + 2 * SYNC_PERIOD_S)
+    _scale(scaler, 1)
+    assert scaler.state[:2] == ["ready", "off"]
+    assert scaler.held[1] == [[0.0, read_s]]
 
 
 def test_a_replica_given_back_while_it_started_and_asked_for_again_serves_a_whole_cold_start_later():
