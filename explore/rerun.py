@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from explore.model_version import model_digest, report_digest
-from explore.results import DB_NAME, plain
+from explore.results import DB_NAME, plain, read_results
 from explore.rows import count_label
 from workloads.atomic_write import replacing
 
@@ -77,6 +77,20 @@ def report_inputs(rows: list[dict[str, Any]], columns: list[str], kept: dict[str
     digest.update(json.dumps(kept, sort_keys=True).encode())
     digest.update(report_digest().encode())
     return digest.hexdigest()
+
+
+def stored_report_current(sweep, out: Path, columns: list[str], kept: dict[str, str], stored: frozenset[str]) -> bool:
+    """Whether a run of the grid `sweep` into out/, which stores every one of its points (`stored`: stored_ids), would
+    keep the report there: it would draw it from the stored rows in the grid's order and the files `kept` beside
+    them, and the report was drawn from those (report_current)."""
+    if sweep.spec.search.strategy != "grid" or not stored:
+        return False
+    ids = list(dict.fromkeys(sweep.points().point_ids()))  # in the order the grid asks for them (run_sweep's rows)
+    if not stored.issuperset(ids):
+        return False
+    by_id = {row["point_id"]: row for row in read_results(out)}
+    rows = [by_id.get(i) for i in ids]
+    return None not in rows and report_current(out, report_inputs(rows, columns, kept))
 
 
 def report_current(out: Path, inputs: str) -> bool:

@@ -61,3 +61,23 @@ def test_a_folder_storing_every_point_is_estimated_at_the_run_s_fixed_part_and_i
 
 def _estimate_s(out: str) -> float:
     return float(out.split("estimated run time: about ")[1].split(" s")[0])
+
+
+def test_a_folder_whose_report_is_up_to_date_is_estimated_without_drawing_it(tmp_path, monkeypatch, capsys):
+    """Every point stored and the report drawn from them: the run keeps the report ("the report is up to date"),
+    draws nothing, and check counted the report's drawing in its estimate all the same."""
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))
+    sweep = write_four_point_sweep(tmp_path)
+    out = tmp_path / "out"
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert main([sweep, "--out", str(out), "--quiet"]) == 0
+    assert "the report is up to date" in capsys.readouterr().err  # the run's own decision
+    assert main(["check", sweep, "--out", str(out)]) == 0
+    said = capsys.readouterr().out
+    assert f"the report in {out}/ is up to date (drawn from these results and goals): the run keeps it" in said, said
+    assert _estimate_s(said) == pytest.approx(commands.RUN_FIXED_S, abs=0.5)  # the run's fixed part alone
+    # The report gone, the run draws it again: check counts it again.
+    (out / "report.html").unlink()
+    assert main(["check", sweep, "--out", str(out)]) == 0
+    again = capsys.readouterr().out
+    assert "s of it drawing the report (up to" in again and _estimate_s(again) > commands.RUN_FIXED_S + 0.5, again
