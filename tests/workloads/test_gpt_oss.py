@@ -132,3 +132,17 @@ def test_rows_alike_inside_the_window_stay_apart_past_it():
     resized = _two_layers("decode", 100).at_kv_lengths(np.array([4096.0]))
     rows, index = resized.distinct_rows or (resized, np.arange(len(resized)))
     assert rows.kv_len[index].tolist() == resized.kv_len.tolist() == [128, 4096]
+
+
+@pytest.mark.parametrize("phase, shape", [("prefill", dict(seq_len=16)), ("decode", dict(seq_len=1, context_len=16))])
+def test_a_tiny_gpt_oss_on_fake_tensors_is_what_real_ones_run(phase, shape):
+    """The decoder's gpt-oss layers (a 4-key window, then a full layer; sinks, biases, the clamped SwiGLU) record the
+    same ops on fake tensors as on real CPU tensors, past the window."""
+    config = replace(load_model_config("gpt-oss-20b"), hidden_size=64, intermediate_size=32, num_layers=2,
+                     num_heads=4, num_kv_heads=2, head_dim=16, num_experts=4, experts_per_token=2, vocab_size=128,
+                     layer_windows=(4, None))
+    fake = trace_model(config, phase=phase, batch=2, **shape)
+    real = trace_model(config, phase=phase, batch=2, fake=False, **shape)
+    assert fake.to_dict()["ops"] == real.to_dict()["ops"]
+    assert fake.param_count == real.param_count == config.param_count()
+    assert fake.layer_windows == real.layer_windows == (4, None)
