@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from kernels.aiconfigurator_import import read_aiconfigurator
-from kernels.aiconfigurator_routing import _balanced_loads, _power_law_loads, routed_on_rank0
+from kernels.aiconfigurator_routing import _balanced_loads, routed_on_rank0
 from kernels.formats import NumericFormat
 from kernels.fusion import ENGINE, fuse_engine
 from kernels.kernel import KernelKind
@@ -99,11 +99,8 @@ def test_collector_routing_replayed_by_hand():
     assert _balanced_loads(5, 2, 8).tolist() == [2, 1, 1, 1, 2, 1, 1, 1]
     # EP rank 0 of 2 holds experts 0-3: 2 of the 4 experts touched at 2 tokens, 2 rows.
     assert routed_on_rank0(2, 2, 8, 2, "balanced") == (2.0, 2.0)
-    # A power-law draw routes every row, and puts the most loaded group of experts on rank 0.
-    loads = _power_law_loads(64, 4, 32, 4, 1.2, np.random.default_rng(0))
-    groups = loads.reshape(4, 8).sum(axis=1)
-    assert loads.sum() == 64 * 4 and groups[0] == groups.max() and (loads >= 0).all()
-    # Skewed routing reaches fewer experts than balanced routing, on average.
+    # Skewed routing reaches fewer experts than balanced routing, on average (the draw itself:
+    # tests/workloads/test_expert_skew.py).
     touched, routed = routed_on_rank0(8, 4, 64, 1, "power_law_1.2")
     assert routed == 32 and touched < routed_on_rank0(8, 4, 64, 1, "balanced")[0] == 32
 

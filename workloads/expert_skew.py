@@ -1,0 +1,115 @@
+"""Power-law routing skew: the rows each expert gets in one draw of aiconfigurator's power-law routing.
+
+aiconfigurator's collector times its power-law MoE rows on routings it draws itself (collector/helper.py
+_generate_power_law_distribution, ai-dynamo/aiconfigurator at 006afd781a07), and its estimates of serving use the
+same skew. One draw:
+
+1. each expert's weight x is drawn from a power law of exponent alpha by inverse CDF,
+   x = ((x_max^(1-a) - x_min^(1-a)) u + x_min^(1-a))^(1/(1-a)), u uniform: x_min 1 and x_max 0.8 x tokens when
+   tokens x k > E, else x_min 0.01 and x_max 2;
+2. the weights are scaled to tokens x k rows and rounded (half to even, torch.round), and each expert capped at
+   `tokens` rows (a token picks an expert once), the rows cut off handed out again;
+3. rows handed out or taken back go round-robin over the EP ranks (E / ep consecutive experts each), one a rank in
+   turn (_round_robin_adjust_per_rank): within a rank to its least loaded expert under the cap, or taken from its most
+   loaded one. When tokens x k rows are fewer than the experts, every weight rounds to zero and step 3 places all of
+   them: ceil(tokens x k / ep) one-row experts on the first ranks, as balanced routing spreads them;
+4. the rank with the most rows (the first such) swaps its experts with rank 0's.
+
+A rank's experts are interchangeable to the kernel (each whole, with its rows), so a draw is kept as each rank's
+loads in ascending order; steps 2-3 move whole levels of loads as the one-row-at-a-time loop does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+
+POWER_LAW = "power_law_"
+# Draws averaged per shape: the collector times 5 a row; more make the expectation steadier (at 64 draws the touched
+# expert count of a 256-expert layer moves by under 1% between seeds).
+DRAWS = 64
+
+
+def power_law_alpha(routing: str) -> float | None:
+    """The exponent of a 'power_law_<alpha>' routing name with alpha > 1 (the inverse CDF needs alpha != 1), else
+    None."""
+    if not routing.startswith(POWER_LAW):
+        return None
+    try:
+        alpha = float(routing.removeprefix(POWER_LAW))
+    except ValueError:
+        return None
+    return alpha if alpha > 1.0 else None
+
+
+def _round_robin(capacity: np.ndarray, remaining: np.ndarray) -> np.ndarray:
+    """Rows each rank gets (per draw: capacity [draws, ep], remaining [draws]) when `remaining` rows go round-robin,
+    one a rank in rank order, to the ranks with room: q whole rounds, where sum(min(capacity, q)) <= remaining, then
+    one each to the first ranks with room left."""
+    ranks = capacity.shape[1]
+    cs = np.sort(capacity, axis=1)
+    below = np.concatenate([np.zeros((len(cs), 1), dtype=cs.dtype), np.cumsum(cs, axis=1)], axis=1)
+    # Rows given when every rank is filled to the j-th smallest capacity: nondecreasing in j.
+    given_at = below[:, :-1] + cs * (ranks - np.arange(ranks))
+    j = (given_at <= remaining[:, None]).sum(axis=1)  # capacities filled whole
+    open_ranks = np.maximum(ranks - j, 1)
+    floor = np.where(j > 0, cs[np.arange(len(cs)), np.maximum(j - 1, 0)], 0)
+    given = below[np.arange(len(cs)), j] + floor * (ranks - j)
+    q = np.where(j < ranks, floor + (remaining - given) // open_ranks, cs[:, -1])
+    share = np.minimum(capacity, q[:, None])
+    left = remaining - share.sum(axis=1)
+    room = capacity > q[:, None]
+    share += room & (np.cumsum(room, axis=1) <= left[:, None])
+    return share
+
+
+def _raise(rows: np.ndarray, add: np.ndarray) -> np.ndarray:
+    """Loads (rows of ascending loads, any leading shape) after `add` single rows go to a row's least loaded expert in
+    turn (water filling; the rows given never exceed the room under the cap, so no load passes it)."""
+    prefix = np.cumsum(rows, axis=-1)
+    cost = np.arange(1, rows.shape[-1] + 1) * rows - prefix  # rows to lift the k lowest to the k-th's level
+    k = (cost <= add[..., None]).sum(axis=-1)
+    level, extra = np.divmod(add + np.take_along_axis(prefix, k[..., None] - 1, axis=-1)[..., 0], k)
+    col = np.arange(rows.shape[-1])
+    # The last `extra` of the lifted ones one higher, so that the loads stay ascending.
+    lifted = level[..., None] + (col >= (k - extra)[..., None])
+    return np.where(col < k[..., None], lifted, rows)
+
+
+def _lower(rows: np.ndarray, take: np.ndarray) -> np.ndarray:
+    """Loads (rows of ascending loads) after `take` single rows are taken from a row's most loaded expert in turn."""
+    return -_raise(-rows[..., ::-1], take)[..., ::-1]
+
+
+def power_law_ranks(tokens: int, topk: int, experts: int, ep: int, alpha: float, rng: np.random.Generator,
+                    draws: int = 1) -> np.ndarray:
+    """`draws` draws of the collector's power-law routing: rows per expert as [draws, ep, experts / ep], each rank's
+    loads ascending, the busiest rank first (module docstring)."""
+    x_min, x_max = (1.0, tokens * 0.8) if tokens * topk > experts else (0.01, 2.0)
+    a = 1.0 - alpha
+    sample = ((x_max ** a - x_min ** a) * rng.random((draws, experts)) + x_min ** a) ** (1.0 / a)
+    target = tokens * topk
+    loads = np.round(sample / sample.sum(axis=1, keepdims=True) * target).astype(np.int64)
+    overflow = np.maximum(loads - tokens, 0).sum(axis=1)
+    rows = np.sort(np.minimum(loads, tokens).reshape(draws, ep, experts // ep), axis=2)
+    room = tokens * rows.shape[2] - rows.sum(axis=2)
+    rows = _raise(rows, _round_robin(room, overflow))
+    delta = target - rows.sum(axis=(1, 2))
+    room = tokens * rows.shape[2] - rows.sum(axis=2)
+    rows = _raise(rows, _round_robin(room, np.maximum(delta, 0)))
+    rows = _lower(rows, _round_robin(rows.sum(axis=2), np.maximum(-delta, 0)))
+    top = np.argmax(rows.sum(axis=2), axis=1)
+    d = np.arange(draws)
+    rows[d, 0], rows[d, top] = rows[d, top].copy(), rows[d, 0].copy()
+    return rows
+
+
+def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str) -> np.ndarray:
+    """DRAWS draws of power_law_ranks, [DRAWS, ep, experts / ep], from a generator seeded by the shape: the same
+    shape always gives the same draws."""
+    alpha = power_law_alpha(routing)
+    seed = int.from_bytes(hashlib.sha256(f"{tokens}:{topk}:{experts}:{ep}:{routing}".encode()).digest()[:8], "little")
+    rng = np.random.default_rng(seed)
+    return power_law_ranks(tokens, topk, experts, ep, alpha, rng, DRAWS)
+
