@@ -185,7 +185,14 @@ def test_measure_command_writes_the_preset(measured, tmp_path, monkeypatch, caps
     from explore.measure_cmd import cmd_measure
 
     train, _, _, _ = measured
-    monkeypatch.setattr(cpu_host, "measure_host", lambda **_: train)  # the timing itself is tested above
+
+    def measure_host_shape(shape, **_) -> list[MeasuredKernel]:
+        """The shape's rows of the measurement above (the timing itself is tested there; it has no bf16 rows)."""
+        if shape.kind == "streaming":
+            return [r for r in train if r.kernel != "gemm"]
+        return [r for r in train if r.kernel == "gemm" and (r.m, r.n, r.k) == shape.shape and r.dtype == shape.dtype]
+
+    monkeypatch.setattr(cpu_host, "measure_host_shape", measure_host_shape)
     out, rows = tmp_path / "sub" / "host.yaml", tmp_path / "rows.csv"
     out.parent.mkdir()
     args = _command_parser().parse_args(["measure", "--device-name", "my-host", "--threads", "1",
