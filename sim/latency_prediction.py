@@ -107,6 +107,7 @@ def iteration_s(replica: Replica, chunks: Sequence_[tuple[int, int]], decode_kv:
     decode_kv = [max(mean, 1)] * count
     shape = step_shape(chunks, decode_kv, sampled=count + finishing, window=replica.window,
                        prefill_window=replica.costs.template.sliding_window,
+                       layer_window=replica.costs.template.layer_window,
                        finished=[new + context for new, context in chunks[len(chunks) - finishing:]])
     time_s = replica.costs.price(shape).time_s
     if memo is not None:

@@ -259,7 +259,8 @@ class Replica:
         """The shape of a plain iteration of `batch` (kernels/shapes.py)."""
         own = self.costs.template.sliding_window  # the model's window: what its prefill chunks attend to
         return self._placed(batch.shape(self.window, prefill_window=own, shared_prefix=self.shared_prefix,
-                                        prefix_groups=self._sharers(batch)), batch)
+                                        prefix_groups=self._sharers(batch),
+                                        layer_window=self.costs.template.layer_window), batch)
 
     def _sharers(self, batch) -> list[int] | None:
         """The group whose cached prefix each decode of `batch` shares whole, where its attention cascades (None: it
@@ -280,7 +281,8 @@ class Replica:
             return self.costs.price(self.shape(batch))
         own, sharers = self.costs.template.sliding_window, self._sharers(batch)
         shape = batch.shape(self.window, spec.speculation.verified if batch.decodes else 1, prefill_window=own,
-                            shared_prefix=self.shared_prefix, prefix_groups=sharers)
+                            shared_prefix=self.shared_prefix, prefix_groups=sharers,
+                            layer_window=self.costs.template.layer_window)
         if not drafting:
             return self.costs.price(shape)
         draft_shapes = ()

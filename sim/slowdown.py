@@ -63,13 +63,15 @@ def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, 
     def prefill(prompt: int) -> float:
         cached = max(0, min(prefix_tokens, prompt - 1))
         return costs.price(step_shape([(prompt - cached, cached)], [], sampled=1, window=window,
-                                      prefill_window=costs.template.sliding_window, finished=[prompt])).time_s
+                                      prefill_window=costs.template.sliding_window, finished=[prompt],
+                                      layer_window=costs.template.layer_window)).time_s
 
     prefill_s = {int(p): prefill(int(p)) for p in np.unique(prompts)}
     longest = int((prompts + outputs - 1).max()) if len(prompts) else 0
     step_s = np.zeros(longest + 1)
     for kv in range(1, longest + 1):  # step_s[kv]: a decode step of one sequence attending to kv keys
-        step_s[kv] = costs.price(step_shape([], [kv], sampled=1, window=window)).time_s
+        step_s[kv] = costs.price(step_shape([], [kv], sampled=1, window=window,
+                                            layer_window=costs.template.layer_window)).time_s
     running = np.cumsum(step_s)
     # The k-th decode step (k = 1 .. output - 1) attends to prompt + k keys.
     decode_s = running[prompts + outputs - 1] - running[prompts]

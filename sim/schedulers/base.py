@@ -100,12 +100,14 @@ class Batch:
         return self.prefill_tokens + decodes
 
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
-              shared_prefix: int = 0, prefix_groups: list[int] | None = None) -> StepShape:
+              shared_prefix: int = 0, prefix_groups: list[int] | None = None,
+              layer_window: int | None = None) -> StepShape:
         """The iteration's shape: sequences whose chunk ends their prefill sample a token, as decodes do (each of its
         `decode_query` positions, in a speculative verification); `prefill_window`: the model's own sliding window;
         `shared_prefix`: the length of the cached prefix the decodes of a group share, read once for them by cascade
         attention, and `prefix_groups` the group whose prefix each decode shares (PagedKVCache.prefix_sharers; None:
-        every one shares one prefix) (kernels/shapes.py step_shape)."""
+        every one shares one prefix); `layer_window`: the window of the model's windowed layers beside its full ones
+        (kernels/shapes.py step_shape)."""
         finished = [seq.target for seq, q in self.prefills if seq.computed + q >= seq.target]
         chunks, decodes = [(q, seq.computed) for seq, q in self.prefills], self.decodes
         sampled = len(finished)
@@ -121,7 +123,7 @@ class Batch:
         return step_shape(chunks, [s.computed + decode_query for s in decodes],
                           sampled=sampled + decode_query * len(decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                          prefix_groups=prefix_groups, finished=finished)
+                          prefix_groups=prefix_groups, finished=finished, layer_window=layer_window)
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
                      prefix_groups: list[int] | None = None, first_query: int = 1,
