@@ -7,6 +7,7 @@ import logging
 import shlex
 import time
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
@@ -49,8 +50,10 @@ it would write itself; the table's other rows are replaced.
 --cpu-preset OUT.yaml instead writes a device preset (kind cpu) of this machine: streaming bandwidth and
 the achieved fp32/bf16 GEMM rates of a few large GEMMs, timed on --threads threads in three rounds, each
 row kept at its fastest round (--kinds, --dtype and --quick do not apply); each section's source names
-this command, the date, the CPU, torch and threads. With -o as well, the rows it was fitted on are
-written to that table."""
+this command, the date, the CPU, torch and threads. Its rows reach the -o table (by default OUT.csv
+beside OUT.yaml) as they are timed, each round's; once the preset is written the table holds the rows it
+was fitted on (each shape's fastest round): an interrupted run resumes, and a rerun under the same settings
+times nothing (measured_as, as above)."""
 
 
 def add_measure_parser(add) -> argparse.ArgumentParser:
@@ -74,7 +77,8 @@ def add_measure_parser(add) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=20, help="timed runs per shape; the median is kept (default 20)")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU: intra-op threads (default torch's); 1 is steadier on a shared machine")
-    p.add_argument("-o", "--output", help="table path, .csv or .csv.gz (needed unless --cpu-preset is given)")
+    p.add_argument("-o", "--output", help="table path, .csv or .csv.gz (needed unless --cpu-preset is given; "
+                                              "its default is OUT.csv)")
     p.add_argument("--cpu-preset", metavar="OUT.yaml",
                    help="write a CPU device preset of this machine from its measured bandwidth and GEMM rates")
     return p
@@ -128,7 +132,8 @@ def _validate(args) -> None:
     if args.output is None and args.cpu_preset is None:
         raise InputError("-o: missing, allowed: a table path ending in .csv or .csv.gz (or give --cpu-preset)")
     # Checked before timing anything: a refused write afterwards would lose the measurement.
-    for flag, path, suffixes in (("-o", args.output, TABLE_SUFFIXES),
+    for flag, path, suffixes in (("-o", args.output if args.cpu_preset is None else _rows_table(args),
+                                  TABLE_SUFFIXES),
                                  ("--cpu-preset", args.cpu_preset, (".yaml", ".yml"))):
         if path is not None:
             check_out_file(flag, path, suffixes)
@@ -179,28 +184,15 @@ def cmd_measure(args) -> int:
     source = harness.harness_source(torch_device)
     print(f"provenance: {source}; command: {_command_line(args)}", flush=True)
     logging.getLogger(harness.__name__).setLevel(logging.INFO)  # one line per timed shape: the run's progress
+    setup = harness.harness_setup(torch_device)
     if args.cpu_preset is not None:
-        return _write_cpu_preset(args, source)
+        return _write_cpu_preset(args, source, setup)
     out, start = Path(args.output), time.perf_counter()
     grids = _grids(args.cuda, args.quick)
     cases = [(kind, case) for kind in kinds for case in grids[kind]]
-    setup = _settings(args, harness.harness_setup(torch_device))
-    keys = [_measured_as(kind, case, args.model, setup) for kind, case in cases]
-    rows_of, replaced = _stored(out, keys)
-    if out.exists():
-        print(f"{out}: {len(rows_of):,} of {count_label(len(keys), 'shape')} already measured under these settings"
-              + (f"; {count_label(replaced, 'row')} measured otherwise replaced" if replaced else ""), flush=True)
-    try:
-        for (kind, case), key in zip(cases, keys, strict=True):
-            if key in rows_of:
-                continue
-            rows = _measure_case(kind, case, args, config, torch_device, source)
-            if rows:  # a shape the op refuses (logged) has none: a rerun tries it again
-                _store(out, keys, {**rows_of, key: rows})
-                rows_of[key] = rows
-    except KeyboardInterrupt:
-        raise Interrupted(f"{len(rows_of):,} of {count_label(len(keys), 'shape')} stored") from None
-    _store(out, keys, rows_of)
+    settings = _settings(args, setup)
+    keys = [_measured_as(kind, case, args.model, settings) for kind, case in cases]
+    rows_of = _measure_resumably(out, keys, lambda i: _measure_case(*cases[i], args, config, torch_device, source))
     rows = [row for key in keys for row in rows_of.get(key, ())]
     counts = ", ".join(f"{n} {k}" for k, n in Counter(r.kernel for r in rows).items())
     print(f"{args.output}: {len(rows)} rows ({counts}) in {time.perf_counter() - start:.1f} s")
@@ -232,6 +224,28 @@ def _stored(path: Path, keys: list[str]) -> tuple[dict[str, list], int]:
         if key in wanted:
             by_key[key].append(row)
     return dict(by_key), len(rows) - sum(map(len, by_key.values()))
+
+
+def _measure_resumably(out: Path, keys: list[str], measure: Callable[[int], list]) -> dict[str, list]:
+    """The rows of each shape, by its measured_as cell (`keys`): those the table at `out` holds under that cell, and
+    `measure(i)` of the i-th shape for the others, the table rewritten after each. Its rows under other cells are
+    replaced."""
+    rows_of, replaced = _stored(out, keys)
+    if out.exists():
+        print(f"{out}: {len(rows_of):,} of {count_label(len(keys), 'shape')} already measured under these settings"
+              + (f"; {count_label(replaced, 'row')} measured otherwise replaced" if replaced else ""), flush=True)
+    try:
+        for i, key in enumerate(keys):
+            if key in rows_of:
+                continue
+            rows = measure(i)
+            if rows:  # a shape the op refuses (logged) has none: a rerun tries it again
+                _store(out, keys, {**rows_of, key: rows})
+                rows_of[key] = rows
+    except KeyboardInterrupt:
+        raise Interrupted(f"{len(rows_of):,} of {count_label(len(keys), 'shape')} stored") from None
+    _store(out, keys, rows_of)
+    return rows_of
 
 
 def _store(path: Path, keys: list[str], rows_of: dict[str, list]) -> None:
@@ -276,26 +290,52 @@ def _model_config(model: str):
     return config
 
 
-def _write_cpu_preset(args, source: str) -> int:
-    """Measure this machine's streaming bandwidth and GEMM rates, write the CPU preset (and the rows with -o)."""
+def _rows_table(args) -> str:
+    """Where --cpu-preset stores its rows: -o, or OUT.csv beside OUT.yaml."""
+    return args.output if args.output is not None else str(Path(args.cpu_preset).with_suffix(".csv"))
+
+
+def _write_cpu_preset(args, source: str, setup: str) -> int:
+    """Measure this machine's streaming bandwidth and GEMM rates, write the CPU preset and the rows it is fitted on.
+
+    Each round's rows of each shape reach the table as they are timed (_measure_resumably), then the table holds each
+    shape's fastest round; a rerun under the same settings reuses either."""
     import torch
 
     from hw_models import cpu_host
-    from kernels.measured import write_table
 
-    start = time.perf_counter()
-    rows = cpu_host.measure_host(name=args.device_name, repeats=args.repeats, source=source,
-                                 rounds=cpu_host.HOST_ROUNDS)
+    start, out, rounds = time.perf_counter(), Path(_rows_table(args)), cpu_host.HOST_ROUNDS
+    shapes = cpu_host.host_shapes()
+    settings = f"device {args.device_name}; repeats {args.repeats}; {setup}"
+
+    def key(shape, round_: int | None) -> str:
+        timed = f"round {round_ + 1} of {rounds}" if round_ is not None else f"fastest of {rounds} rounds"
+        flushed = "; inputs flushed" * (shape.kind == "streaming")
+        return _measured_as(shape.kind, shape.shape, None, f"dtype {shape.dtype}{flushed}; cpu preset {timed}; "
+                                                           f"{settings}")
+
+    fitted_keys = [key(shape, None) for shape in shapes]
+    fitted_of, _ = _stored(out, fitted_keys)
+    if len(fitted_of) < len(shapes):
+        round_keys = [key(shape, r) for r in range(rounds) for shape in shapes]
+        timed_of = _measure_resumably(out, round_keys, lambda i: cpu_host.measure_host_shape(
+            shapes[i % len(shapes)], name=args.device_name, repeats=args.repeats, source=source))
+        fitted_of = {key(shape, None): cpu_host.fastest([timed_of.get(key(shape, r), ()) for r in range(rounds)])
+                     for shape in shapes}
+    else:
+        print(f"{out}: the fastest of {rounds} rounds of all {count_label(len(shapes), 'shape')} already measured "
+              f"under these settings", flush=True)
+    # The rows name the preset file, so `explore validate` of the table scores the preset written beside it.
+    fitted_of = {k: [replace(row, device=args.cpu_preset) for row in rows] for k, rows in fitted_of.items()}
+    rows = [row for k in fitted_keys for row in fitted_of[k]]
     threads = torch.get_num_threads()
     data = cpu_host.cpu_preset(rows, cpu_host.host_facts(), name=args.device_name, threads=threads,
                                provenance=f"{source}; command: {_command_line(args)}")
     header = f"# Written by: {_command_line(args)}\n# {source}\n"
     Path(args.cpu_preset).write_text(header + cpu_host.preset_yaml(data))
-    if args.output is not None:
-        # The rows name the preset file, so `explore validate` of the table scores the preset written beside it.
-        write_table(args.output, [replace(row, device=args.cpu_preset) for row in rows])
+    _store(out, fitted_keys, fitted_of)
     fp32, bf16 = cpu_host.gemm_GFLOPs(rows, "fp32"), cpu_host.gemm_GFLOPs(rows, "bf16")
     print(f"{args.cpu_preset}: streaming {data['memory']['bandwidth_GBps']} GB/s, fp32 GEMM {fp32:.4g} GFLOP/s"
           + (f", bf16 GEMM {bf16:.4g} GFLOP/s" if bf16 else "") + f" on {threads} thread(s), from {len(rows)} rows"
-          f" in {time.perf_counter() - start:.1f} s")
+          f" ({out}) in {time.perf_counter() - start:.1f} s")
     return 0

@@ -126,26 +126,46 @@ def host_facts() -> HostFacts:
                      simd_isa=isa, caches=_caches(), memory_GB=physical_memory_GB())
 
 
+@dataclass(frozen=True)
+class HostShape:
+    """One thing measure_host times: a streaming size (rows, hidden) or a GEMM (m, n, k), in a dtype."""
+
+    kind: str  # "streaming" or "gemm", as explore measure's kinds
+    shape: tuple[int, ...]
+    dtype: str
+
+
+def host_shapes(dtypes: Sequence[str] = HOST_GEMM_DTYPES) -> list[HostShape]:
+    """What one round of measure_host times, in order: the streaming sizes and the GEMV (fp32), then the large GEMMs
+    in each dtype."""
+    return ([HostShape("streaming", size, "fp32") for size in HOST_STREAMING_SIZES]
+            + [HostShape("gemm", shape, "fp32") for shape in HOST_GEMV_SHAPES]
+            + [HostShape("gemm", shape, dtype) for dtype in dtypes for shape in HOST_GEMM_SHAPES])
+
+
+def measure_host_shape(shape: HostShape, *, name: str, repeats: int = 20,
+                       source: str | None = None) -> list[MeasuredKernel]:
+    """The rows of one of host_shapes, timed on the CPU with the harness."""
+    from kernels import harness
+
+    if shape.kind == "streaming":
+        # Flushed: the preset's bandwidth is memory's, the rate at which weights and KV caches stream in.
+        return harness.measure_streaming([shape.shape], device=name, dtype=shape.dtype, source=source,
+                                         repeats=repeats, flush=True)
+    return harness.measure_gemms([shape.shape], device=name, dtype=shape.dtype, source=source, repeats=repeats)
+
+
 def measure_host(*, name: str, repeats: int = 20, dtypes: Sequence[str] = HOST_GEMM_DTYPES,
                  source: str | None = None, rounds: int = 1) -> list[MeasuredKernel]:
-    """Time the streaming kernels (fp32) and the large GEMMs in each dtype with the harness, on the CPU.
+    """Time host_shapes(dtypes) with the harness, on the CPU.
 
     With rounds > 1 everything is timed that many times over and each row keeps its fastest round: each
     timing is already a median of its runs, and on a shared machine a neighbour only ever adds time.
     """
-    from kernels import harness
-
-    timed = []
-    for _ in range(rounds):
-        # Flushed: the preset's bandwidth is memory's, the rate at which weights and KV caches stream in.
-        rows = harness.measure_streaming(HOST_STREAMING_SIZES, device=name, dtype="fp32", source=source,
-                                         repeats=repeats, flush=True)
-        rows += harness.measure_gemms(HOST_GEMV_SHAPES, device=name, dtype="fp32", source=source, repeats=repeats)
-        for dtype in dtypes:
-            rows += harness.measure_gemms(HOST_GEMM_SHAPES, device=name, dtype=dtype, source=source,
-                                          repeats=repeats)
-        timed.append(rows)
-    return fastest(timed)
+    shapes = host_shapes(dtypes)
+    return fastest([[row for shape in shapes for row in measure_host_shape(shape, name=name, repeats=repeats,
+                                                                            source=source)]
+                    for _ in range(rounds)])
 
 
 def fastest(rounds: Sequence[Sequence[MeasuredKernel]]) -> list[MeasuredKernel]:

@@ -89,3 +89,36 @@ def test_a_table_whose_last_row_was_cut_times_that_shape_again(tmp_path, timer, 
     assert _measure(table) == 0 and len(timed) == 4
     assert f"{table}: 2 of 3 shapes already measured under these settings\n" in capsys.readouterr().out
     assert [r.time_s for r in read_table(table)] == [1e-3, 2e-3, 4e-3]
+
+
+def _cpu_preset(tmp_path, repeats: int = 3) -> int:
+    return main(["measure", "--device-name", "my-cpu", "--repeats", str(repeats), "--threads", "1", "--cpu-preset",
+                 str(tmp_path / "my-cpu.yaml")])
+
+
+def test_an_interrupted_cpu_preset_resumes_and_a_rerun_times_nothing(tmp_path, timer, capsys):
+    """--cpu-preset times each of its 8 shapes (a streaming size of 6 ops, a GEMV, 3 GEMMs in fp32 and in bf16: 13 ops)
+    in 3 rounds, storing each in OUT.csv as it goes; the preset is fitted on each shape's fastest round, the first
+    here (the n-th op takes n ms), and the table then holds those rows."""
+    timed, stop_at = timer
+    preset, table = tmp_path / "my-cpu.yaml", tmp_path / "my-cpu.csv"
+    stop_at[0] = 13 + 7  # round 2's GEMV: 1 of its 8 shapes stored
+    assert _cpu_preset(tmp_path) == 130
+    assert capsys.readouterr().err.endswith(
+        "explore: interrupted; 9 of 24 shapes stored: run the same command again to resume\n")
+    assert not preset.exists() and [r.time_s for r in read_table(table)] == [n * 1e-3 for n in range(1, 20)]
+
+    stop_at[0] = 0
+    assert _cpu_preset(tmp_path) == 0
+    assert len(timed) == 3 * 13  # the 20 ops of the 15 shapes not stored
+    assert f"{table}: 9 of 24 shapes already measured under these settings\n" in capsys.readouterr().out
+    fitted = read_table(table)
+    assert [r.time_s for r in fitted] == [n * 1e-3 for n in range(1, 14)]
+    assert {r.device for r in fitted} == {str(preset)}
+    written = preset.read_text()
+
+    assert _cpu_preset(tmp_path) == 0 and len(timed) == 39
+    assert f"{table}: the fastest of 3 rounds of all 8 shapes already measured under these settings\n" in (
+        capsys.readouterr().out)
+    assert preset.read_text() == written and read_table(table) == fitted
+    assert _cpu_preset(tmp_path, repeats=4) == 0 and len(timed) == 39 + 3 * 13

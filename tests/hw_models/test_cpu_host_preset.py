@@ -12,6 +12,10 @@ so GEMVs came out predicted too slow. 35% sits above the quiet runs' spread with
 below what a wrong preset gives: 10x the bandwidth puts the GEMVs at -90%, a tenth of it at +900%, a 10x
 clock the squares at -90%. Known miss, not in the held-out set: GEMMs of 2 to 8 rows (m=2, 4096 x 4096)
 run as small-m GEMMs at about half the GEMV bandwidth, -50% to -64% here.
+What the preset makes of given rows, and that this check misses a wrong preset by the margins above, is checked
+exactly on hand-made rows in the unit run (tests/hw_models/test_cpu_host.py); here, in the slow run, the real
+rows' rates are checked only for being positive and finite, and their timing against held-out shapes runs in
+bench/check_cpu_host_preset.sh (a busy or different machine misses it without anything in the code being wrong).
 Noise: every harness timing is the median of its runs; training and held-out shapes are timed in
 alternating rounds, and each shape keeps its fastest round (contention on a shared runner only adds time).
 A miss is measured once more from scratch before the test fails (see test_held_out_gemms_within_tolerance).
@@ -19,7 +23,7 @@ A miss is measured once more from scratch before the test fails (see test_held_o
 
 from __future__ import annotations
 
-import dataclasses
+import math
 import os
 import statistics
 from pathlib import Path
@@ -31,16 +35,14 @@ import torch
 from explore.cli import main
 from hw_models import cpu_host
 from hw_models.registry import load_device
+from hw_models.validation import plausible_range
 from kernels import harness
 from kernels.measured import MeasuredKernel, read_table
 from kernels.table import KernelTable
+from tests.hw_models.test_cpu_host import COMPUTE_BOUND, MEMORY_BOUND, NAME, TOLERANCE, regime_medians
 from workloads.errors import InputError
 
-NAME = "test-host-cpu"
-TOLERANCE = 0.35  # median |predicted / measured - 1|; see the module docstring for why 35%
 ROUNDS, REPEATS = 5, 3
-MEMORY_BOUND = [(1, 4096, 2048), (1, 2048, 4096), (1, 8192, 1024)]  # 32 MiB fp32 weights: beyond L2
-COMPUTE_BOUND = [(512, 512, 512), (768, 768, 768), (384, 1536, 1024)]
 
 
 # Set by bench/check_cpu_host_preset.sh: the held-out timing check runs only there, not in the unit run (a busy
@@ -76,25 +78,10 @@ def measured(tmp_path_factory):
     return _measure(tmp_path_factory.mktemp("preset"))
 
 
-def _errors(device, rows: list[MeasuredKernel]) -> np.ndarray:
-    """Signed relative errors predicted / measured - 1, one per row."""
-    predicted = device.cost_table(KernelTable.from_kernels([r.to_kernel() for r in rows]), "device").time_s
-    return predicted / np.array([r.time_s for r in rows]) - 1
-
-
-def _regime_medians(device, held: list[MeasuredKernel]) -> tuple[float, float, float, str]:
-    """(memory-bound, compute-bound, all) median absolute errors and a per-shape line for messages."""
-    errors = _errors(device, held)
-    n_memory = len(MEMORY_BOUND)
-    medians = [float(np.median(np.abs(e))) for e in (errors[:n_memory], errors[n_memory:], errors)]
-    detail = ", ".join(f"{r.m}x{r.n}x{r.k}: {e:+.0%}" for r, e in zip(held, errors, strict=True))
-    return medians[0], medians[1], medians[2], detail
-
-
 def _check_held_out(train, held, path, data) -> tuple[bool, str]:
     """(within tolerance, message) of the held-out shapes on the preset at path."""
     device = load_device(str(path))
-    memory, compute, overall, detail = _regime_medians(device, held)
+    memory, compute, overall, detail = regime_medians(device, held)
     # The regimes are what the test says they are: GEMVs priced by bandwidth, squares by math.
     costs = device.cost_table(KernelTable.from_kernels([r.to_kernel() for r in held]), "device")
     n_memory = len(MEMORY_BOUND)
@@ -106,9 +93,12 @@ def _check_held_out(train, held, path, data) -> tuple[bool, str]:
     return max(memory, compute, overall) <= TOLERANCE, message
 
 
-@pytest.mark.skipif(not os.environ.get(TIMING_ENV), reason=(
+machine_timing = pytest.mark.skipif(not os.environ.get(TIMING_ENV), reason=(
     f"machine timing (how fast this machine runs held-out GEMMs today) belongs in bench/: run "
     f"bench/check_cpu_host_preset.sh, which sets {TIMING_ENV}=1"))
+
+
+@machine_timing
 def test_held_out_gemms_within_tolerance(measured, tmp_path):
     ok, message = _check_held_out(*measured)
     if not ok:
@@ -122,11 +112,18 @@ def test_held_out_gemms_within_tolerance(measured, tmp_path):
 @pytest.mark.parametrize("field, factor, regime", [("memory.bandwidth_GBps", 10.0, 0),
                                                    ("memory.bandwidth_GBps", 0.1, 0),
                                                    ("compute.frequency_GHz", 10.0, 1)])
+@machine_timing
 def test_a_wrong_preset_misses(measured, field, factor, regime):
+    """The held-out timings of this machine miss a preset 10x off (on made-up timings: test_cpu_host.py)."""
     _, held, path, data = measured
     section, key = field.split(".")
-    device = load_device(str(path), overrides={field: data[section][key] * factor})
-    medians = _regime_medians(device, held)
+    wrong = data[section][key] * factor
+    rule = plausible_range(field)
+    if not rule.low <= wrong <= rule.high:
+        # A busy machine's 8.7 GB/s: a tenth of it is a preset load_device refuses, not one to score.
+        pytest.skip(f"{field} {wrong:g} is outside the {rule.low:g} to {rule.high:g} a preset may have")
+    device = load_device(str(path), overrides={field: wrong})
+    medians = regime_medians(device, held)
     assert medians[regime] > TOLERANCE, medians[3]
 
 
@@ -146,10 +143,11 @@ def test_training_rows_fit_and_rates_are_plausible(measured):
     # A GEMV reads its m x k input, k x n weights and writes m x n outputs, 4 bytes each.
     streams += [4 * (r.m * r.k + r.k * r.n + r.m * r.n) / r.time_s for r in train if r.kernel == "gemm" and r.m == 1]
     # The effective clock makes the fp32 peak the median achieved GEMM rate; the bandwidth is the best pass
-    # over memory (both written with four significant digits).
+    # over memory (both written with four significant digits). How fast they are is this machine's today (busy
+    # neighbours slow them): only the held-out check in bench/ judges them.
     assert device.peak_flops("fp32") == pytest.approx(statistics.median(rates), rel=1e-3)
     assert device.bandwidth_Bps == pytest.approx(max(streams), rel=1e-3)
-    assert 1e9 < device.peak_flops("fp32") < 1e13 and 1e8 < device.bandwidth_Bps < 1e12
+    assert all(math.isfinite(x) and x > 0 for x in (*rates, *streams))
     assert data["compute"]["cores"] == 1 and data["compute"]["simd_width_bits"] in (128, 256, 512)
 
 
@@ -175,24 +173,6 @@ def test_wrong_key_is_one_line(measured, tmp_path):
     assert "\n" not in str(err.value) and "bandwith_GBps" in str(err.value)
 
 
-def test_bf16_rate_sets_native_bf16():
-    facts = cpu_host.HostFacts(cpu_name="x", logical_cpus=2, simd_width_bits=512, simd_isa="AVX-512", caches=(),
-                               memory_GB=8.0)
-
-    def rows(bf16_time_s: float) -> list[MeasuredKernel]:
-        base = MeasuredKernel(device=NAME, kernel="gemm", dtype="fp32", time_s=0.01, source="s", m=1000, n=1000,
-                              k=1000)
-        stream = MeasuredKernel(device=NAME, kernel="elementwise", dtype="fp32", time_s=1e-3, source="s", bytes=1e7)
-        return [base, dataclasses.replace(base, dtype="bf16", time_s=bf16_time_s), stream]
-
-    # 2e9 FLOP in 10 ms = 200 GFLOP/s on one core of 2 pipes x 16 lanes: an effective 3.125 GHz.
-    slow = cpu_host.cpu_preset(rows(0.01), facts, name=NAME, threads=1, provenance="p")
-    assert slow["compute"]["frequency_GHz"] == 3.125 and "bf16" not in slow["compute"]["simd_dtypes"]
-    assert slow["memory"]["bandwidth_GBps"] == 10.0  # 1e7 B in 1 ms
-    fast = cpu_host.cpu_preset(rows(0.002), facts, name=NAME, threads=1, provenance="p")
-    assert "bf16" in fast["compute"]["simd_dtypes"] and "AMX" in fast["compute"]["source"]
-
-
 def test_committed_preset_loads_with_provenance():
     device = load_device("ci-host-cpu")
     assert device.kind == "cpu" and device.spec.compute.cores >= 1
@@ -205,7 +185,14 @@ def test_measure_command_writes_the_preset(measured, tmp_path, monkeypatch, caps
     from explore.measure_cmd import cmd_measure
 
     train, _, _, _ = measured
-    monkeypatch.setattr(cpu_host, "measure_host", lambda **_: train)  # the timing itself is tested above
+
+    def measure_host_shape(shape, **_) -> list[MeasuredKernel]:
+        """The shape's rows of the measurement above (the timing itself is tested there; it has no bf16 rows)."""
+        if shape.kind == "streaming":
+            return [r for r in train if r.kernel != "gemm"]
+        return [r for r in train if r.kernel == "gemm" and (r.m, r.n, r.k) == shape.shape and r.dtype == shape.dtype]
+
+    monkeypatch.setattr(cpu_host, "measure_host_shape", measure_host_shape)
     out, rows = tmp_path / "sub" / "host.yaml", tmp_path / "rows.csv"
     out.parent.mkdir()
     args = _command_parser().parse_args(["measure", "--device-name", "my-host", "--threads", "1",
