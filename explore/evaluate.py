@@ -59,7 +59,7 @@ from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
 from sim.kv_cache import shared_prefix_tokens
-from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason
+from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason, layer_kept
 from sim.offload import (
     HostLink,
     LinkTraffic,
@@ -529,10 +529,12 @@ class Evaluator:
         window = self.kv_window(point)
         # One token of every sequence, on every device (KV heads copied where tp exceeds them, as batch_memory holds).
         token_B = _kv_token_B(cfg, point.numeric_format) * point.batch * kv_replication(cfg, point.tp)
+        own = cfg.layer_windows  # each layer's own window caps its share (gpt-oss)
         traffic = offload_traffic(
-            plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * kept_tokens(point.prompt, window),
+            plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * layer_kept(kept_tokens(point.prompt, window), own),
             # Each step's attention reads the cache before its own token, whose KV it has just computed on the device.
-            step_kv_B=token_B * fetched_tokens(workload.decode_kv_lengths() - 1, window), token_kv_B=token_B,
+            step_kv_B=token_B * layer_kept(fetched_tokens(workload.decode_kv_lengths() - 1, window), own),
+            token_kv_B=token_B,
             experts=_routed_experts(cfg, point.numeric_format, point.batch, point.prompt),
             decode_layers=kept_layers(cfg.num_layers, point.knob("exit_depth")))
         return device_footprint(memory, plan), "", traffic

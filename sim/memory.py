@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from kernels.kv_policy import Window, kept_tokens
 
 
@@ -25,11 +27,17 @@ def batch_footprint(*, weight_bytes: float, kv_bytes_per_token: float, batch: in
                     layer_windows: tuple[int | None, ...] = ()) -> MemoryFootprint:
     """Footprint of `batch` sequences of `tokens_per_sequence` tokens (a sliding window or a KV policy caps the
     cache; `layer_windows`, each layer's own window where layers differ, caps each layer's share of it)."""
-    cached = float(kept_tokens(tokens_per_sequence, window))
-    if layer_windows:  # kv_bytes_per_token spread evenly over the layers, each keeping its window's last tokens
-        cached = sum(cached if w is None else min(cached, w) for w in layer_windows) / len(layer_windows)
+    cached = float(layer_kept(kept_tokens(tokens_per_sequence, window), layer_windows))
     return MemoryFootprint(weights_B=weight_bytes, kv_cache_B=kv_bytes_per_token * batch * cached,
                            activations_B=activation_bytes)
+
+
+def layer_kept(tokens, layer_windows: tuple[int | None, ...]):
+    """Tokens' worth of a KV cache of `tokens` tokens (a number or an array) whose bytes a token spreads evenly over
+    the layers, each layer keeping the last tokens of its own window (ModelConfig.layer_windows; none: all of them)."""
+    if not layer_windows:
+        return tokens
+    return sum(tokens if w is None else np.minimum(tokens, w) for w in layer_windows) / len(layer_windows)
 
 
 def infeasible_reason(footprint: MemoryFootprint, capacity_B: float, devices: int = 1) -> str:

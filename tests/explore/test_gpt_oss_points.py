@@ -1,4 +1,5 @@
-"""gpt-oss design points: a static batch's KV cache counts each layer's window; a serving run is refused in one line."""
+"""gpt-oss design points: a static batch's KV cache, held or offloaded, counts each layer's window; a serving run is
+refused in one line."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import json
 import pytest
 
 from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.evaluate import Evaluator
+from sim.workload import BatchWorkload
 
 RUN = ["run", "--model", "gpt-oss-20b", "--device", "h200", "--batch", "2", "--prompt", "512", "--execution", "engine",
        "--json"]
@@ -31,3 +35,20 @@ def test_a_serving_run_is_refused_in_one_line(capsys):
     err = capsys.readouterr().err
     assert err.startswith("explore: error: --model: found 'gpt-oss-20b', whose attention windows differ by layer")
     assert "allowed: a static batch" in err and err.count("\n") == 1
+
+
+def test_an_offloaded_cache_moves_each_layers_window():
+    """gpt-oss-20b, 16 sequences of 8,192 prompt tokens on an H100 cut to 46 GB: part of the KV cache lives in host
+    memory. The prefill sends it there as 4,160 tokens' worth of what one decode token sends, (12 full layers x
+    8,192 + 12 sliding layers x 128) / 24, and each decode step reads back as much (its full layers' share growing by
+    half a token a step), not 8,192 tokens' worth."""
+    evaluator = Evaluator()
+    point = DesignPoint(model="gpt-oss-20b", device="h100-sxm", batch=16, prompt=8192, output=4, execution="engine",
+                        knobs=(("offload", "kv"),), overrides=(("memory.capacity_GB", 46),))
+    device, workload = evaluator.point_device(point), BatchWorkload(batch=16, prompt_len=8192, output_len=4)
+    memory = evaluator.batch_memory(point, device, workload, evaluator.kv_window(point))
+    held, reason, traffic = evaluator.offloaded(point, device, workload, memory)
+    assert not reason and held.offloaded_B > 0
+    token_B = traffic.decode_to_host_B[0]
+    assert traffic.prefill_B[1] / token_B == pytest.approx((12 * 8192 + 12 * 128) / 24)
+    assert (traffic.decode_to_device_B / token_B).tolist() == pytest.approx([4160, 4160.5, 4161])
