@@ -557,9 +557,11 @@ register(Knob(name="prune_start", type=float, section="workload", default=PAPER_
 # choices depend on the prompts; the traces, step templates and expert offloading all route by it.
 register(Knob(name="moe_routing", type=str, section="workload", default=BALANCED, allowed=tuple(EXPERT_LOADS),
               label="MoE routing", help="how an MoE layer's tokens x top-k rows reach its E experts: balanced (spread "
-              "over min(E, tokens x top-k) experts, the most weights a step can read; aiconfigurator's measured rows) "
-              "or uniform (each token's top-k picked independently and uniformly: E (1 - (1 - k/E)^tokens) experts "
-              "in expectation, rounded); a model without routed experts reads none", only_for=ROUTED_EXPERTS))
+              "over min(E, tokens x top-k) experts, the most weights a step can read; aiconfigurator's measured rows), "
+              "uniform (each token's top-k picked independently and uniformly: E (1 - (1 - k/E)^tokens) experts "
+              "in expectation, rounded) or power_law (aiconfigurator's default skew: expert loads drawn from a power "
+              "law of exponent 1.01, the busiest expert-parallel device's experts and rows as its collector draws "
+              "them, in expectation); a model without routed experts reads none", only_for=ROUTED_EXPERTS))
 # The method behind a compressed format's published quality (explore/quality.py): the quality_delta metric reads
 # the rows of this method in explore/data/quality.csv; "any" takes the best published figure of any method.
 # It changes no price: the kernels of a format are the same whichever method chose its values.

@@ -35,8 +35,14 @@ layer and the step template both take their loads from workloads/model_config.py
   evenly over them. One token touches its k under both; skewed (power-law) routing touches fewer still. The count
   needs only each expert's chance k/E of being a token's pick, so DeepSeek's group-limited routing (its k within the
   best groups) touches as many in expectation.
-Both fill the experts in one order (the touched ones first), so a device of `held` experts is priced by the same
-share of that order (expert_parallel_share) under either model.
+- power_law: aiconfigurator's default skew (workloads/expert_skew.py): each expert's load drawn from a power law of
+  exponent 1.01 as its collector draws its measured power-law rows, the busiest expert-parallel device's experts and
+  rows taken in expectation over draws (e.g. 129 of DeepSeek-V3's 256 experts at 32 tokens; on 8 devices the busiest
+  holds 43 of the 256 rows on 19 experts, against 32 rows on 32 balanced). Below tokens x top-k = E the collector hands
+  the rows out one a device, so a decode step of a few tokens reaches about as many experts as balanced routing.
+Each fills the experts in an order whose every (E / held)-th expert from the first is the busiest device's share
+(expert_parallel_share): balanced and uniform fill the first experts, each device alike; the power law lays out the
+busiest device's share for each EP size 1, 2, 4, ... that divides E.
 
 Experts at two widths (NumericFormat.hot_experts): a grouped-GEMM kernel is built for one weight type (vLLM's
 fused_experts takes one quantization config per layer), so a layer whose hot experts keep more bits runs as two fused
@@ -106,7 +112,8 @@ def expert_parallel_share(experts: int, held: int) -> slice:
     experts t + i ceil(E / k), one on each device where E / k is a multiple of the devices, so a device's experts are
     not the first `held` the fill reaches (which would put a decode step's every expert on one device). Uniform routing
     reaches each device's experts alike, touched x held / E of them in expectation; the share gets that rounded up,
-    the busiest device's."""
+    the busiest device's. The power law's fill order puts its busiest device's expected share there
+    (workloads/expert_skew.py power_law_expert_load)."""
     return slice(0, None, max(int(experts) // max(int(held), 1), 1))
 
 

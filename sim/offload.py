@@ -32,7 +32,9 @@ What is modeled
   arXiv:2312.17238, and ExpertFlow keep attention on the GPU and cache experts there). Under the routing the kernel
   tables route by (balanced or uniform: ModelConfig.moe_routing), every expert is reached alike, so the device's
   share of them is the share of a step's reached experts it finds resident, whichever experts it holds: an expert
-  cache's hit rate, as an LRU cache's under routing with no locality.
+  cache's hit rate, as an LRU cache's under routing with no locality. Under power_law routing the hot experts draw
+  most rows and a cache holding them would hit more often; the share is taken as for the others (the reached experts
+  it finds resident, none preferred), which prices the cache's hits low.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
   experts its tokens reach (RoutedExperts: under the routing the kernel tables route by, kernels/moe.py

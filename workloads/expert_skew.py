@@ -21,6 +21,7 @@ loads in ascending order; steps 2-3 move whole levels of loads as the one-row-at
 
 from __future__ import annotations
 
+import functools
 import hashlib
 
 import numpy as np
@@ -113,3 +114,51 @@ def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str)
     rng = np.random.default_rng(seed)
     return power_law_ranks(tokens, topk, experts, ep, alpha, rng, DRAWS)
 
+
+# The skew aiconfigurator estimates serving with: its models' workload_distribution 'power_law' (sdk ModelConfig's
+# default) at alpha 1.01 (each MoE model's _power_law_alpha), looked up as its 'power_law_1.01' measurements.
+POWER_LAW_DEFAULT = f"{POWER_LAW}1.01"
+
+
+def _expert_parallel_sizes(experts: int) -> list[int]:
+    """The EP sizes 1, 2, 4, ... that divide `experts`: each one's devices hold every ep-th expert of a fill order,
+    and each's experts are a subset of the last's."""
+    sizes = [1]
+    while experts % (sizes[-1] * 2) == 0:
+        sizes.append(sizes[-1] * 2)
+    return sizes
+
+
+@functools.lru_cache(maxsize=4096)
+def _nested_loads(tokens: int, topk: int, experts: int, routing: str) -> tuple[int, ...]:
+    """power_law_expert_load's loads, found once a shape."""
+    loads = np.zeros(experts, dtype=np.int64)
+    total = tokens * topk
+    if total == 0:
+        return tuple(loads.tolist())
+    touched = rows = 0
+    sizes = _expert_parallel_sizes(experts)
+    for ep in reversed(sizes):
+        rank0 = power_law_draws(tokens, topk, experts, ep, routing)[:, 0]
+        want_touched = round(float((rank0 > 0).sum(axis=1).mean()))
+        want_rows = total if ep == 1 else round(float(rank0.sum(axis=1).mean()))
+        places = np.arange(0, experts, ep)
+        if ep != sizes[-1]:
+            places = places[places % (2 * ep) != 0]  # the finer sizes' experts hold their loads already
+        new_rows = min(max(want_rows - rows, 0), total - rows)
+        new_touched = min(max(want_touched - touched, 1 if new_rows else 0, -(-new_rows // tokens)), len(places),
+                          new_rows)
+        if new_touched:
+            base, extra = divmod(new_rows, new_touched)
+            loads[places[:new_touched]] = base + (np.arange(new_touched) < extra)
+        touched, rows = touched + new_touched, rows + new_rows
+    return tuple(loads.tolist())
+
+
+def power_law_expert_load(tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
+    """Tokens routed to each expert under aiconfigurator's power-law skew (POWER_LAW_DEFAULT), in expectation over
+    power_law_draws: laid out so that every ep-th expert from the first, for each EP size ep = 1, 2, 4, ... dividing
+    the experts, holds the busiest EP rank's expected touched experts and rows (rounded to whole experts and rows),
+    as expert_parallel_share takes a device's experts; the smaller sizes' shares nest in the larger ones'. Each share
+    adds the experts and rows of its size's busiest rank over those of the next finer one, spread evenly."""
+    return list(_nested_loads(tokens, experts_per_token, num_experts, POWER_LAW_DEFAULT))

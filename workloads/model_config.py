@@ -8,6 +8,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from workloads.errors import InputError, found_json
+from workloads.expert_skew import power_law_expert_load
 from workloads.layer_types import layer_windows
 from workloads.preset_files import bundled_names, read_preset
 
@@ -18,9 +19,9 @@ SUPPORTED_MODEL_TYPES = ("llama", "mistral", "qwen2", "qwen3", "mixtral", "qwen3
 # projection has a bias with attention_bias (Hugging Face modeling_qwen3.py, modeling_qwen3_moe.py).
 QWEN3_TYPES = ("qwen3", "qwen3_moe")
 MLA_DECOMPRESSED, MLA_ABSORBED = "decompressed", "absorbed"
-# MoE routing models (EXPERT_LOADS): every expert filled as evenly as the rows go, or each token's experts picked
-# independently and uniformly.
-BALANCED, UNIFORM = "balanced", "uniform"
+# MoE routing models (EXPERT_LOADS): every expert filled as evenly as the rows go, each token's experts picked
+# independently and uniformly, or aiconfigurator's power-law skew (workloads/expert_skew.py).
+BALANCED, UNIFORM, POWER_LAW = "balanced", "uniform", "power_law"
 # Families with multi-head latent attention (MLA), shared experts and dense first layers (Hugging Face
 # modeling_deepseek_v2.py, modeling_deepseek_v3.py).
 DEEPSEEK_TYPES = ("deepseek_v2", "deepseek_v3")
@@ -600,17 +601,21 @@ def uniform_expert_load(tokens: int, experts_per_token: int, num_experts: int) -
 
 
 # The routing models an MoE layer's expert load follows (ModelConfig.moe_routing), by name.
-EXPERT_LOADS = {BALANCED: balanced_expert_load, UNIFORM: uniform_expert_load}
+EXPERT_LOADS = {BALANCED: balanced_expert_load, UNIFORM: uniform_expert_load, POWER_LAW: power_law_expert_load}
 
 
 def expert_load(routing: str, tokens: int, experts_per_token: int, num_experts: int) -> list[int]:
-    """Tokens routed to each expert under the routing model `routing` (EXPERT_LOADS): the experts that get any are
-    the first ones, in the order both models fill them; none of a model without experts."""
+    """Tokens routed to each expert under the routing model `routing` (EXPERT_LOADS), in its fill order, whose every
+    (E / held)-th expert from the first is the busiest device's share (kernels/moe.py expert_parallel_share): balanced
+    and uniform fill the first experts, the power law lays its EP ranks' shares out; none of a model without
+    experts."""
     if num_experts == 0:
         return []
     return EXPERT_LOADS[routing](tokens, experts_per_token, num_experts)
 
 
 def experts_reached(tokens: int, experts_per_token: int, num_experts: int, routing: str = BALANCED) -> int:
-    """Experts that get tokens under a routing model: its loads fill the experts in order, so the first this many."""
-    return sum(1 for load in expert_load(routing, tokens, experts_per_token, num_experts) if load)
+    """The experts of the fill order through the last that gets tokens, those a layer builds: the experts that get
+    tokens under balanced and uniform routing, which fill the first ones."""
+    loads = expert_load(routing, tokens, experts_per_token, num_experts)
+    return max((i + 1 for i, load in enumerate(loads) if load), default=0)

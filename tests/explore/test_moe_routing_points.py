@@ -1,6 +1,7 @@
 """The moe_routing knob (explore/knobs.py) on design points: a sweep's points at the default keep their ids, a
-uniform point's passes, step template and drafts route uniformly (workloads/model_config.py expert_load), and a model
-without routed experts does not read it (Knob.only_for), as a knob whose switches are off is not read.
+uniform point's passes, step template and drafts route uniformly (workloads/model_config.py expert_load), a power-law
+point prices its busiest device's share, and a model without routed experts does not read it (Knob.only_for), as a
+knob whose switches are off is not read.
 
 The model is a tiny Mixtral of 16 experts, 2 a token: a decode step of 3 sequences routes 6 rows, which balanced
 routing spreads over 6 experts and uniform routing over 16 (1 - (14/16)^3) = 5.28 -> 5.
@@ -16,10 +17,11 @@ from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.sweep import load_sweep
 from kernels.kernel import KernelKind
+from kernels.moe import device_routing
 from kernels.table import KIND_CODE
 from sim.speculative import MTP
 from tests.explore.tiny_sweep import TINY_CONFIG, write_sweep, write_tiny_model
-from workloads.model_config import UNIFORM
+from workloads.model_config import POWER_LAW, UNIFORM
 
 TINY_MOE = {**TINY_CONFIG, "model_type": "mixtral", "num_local_experts": 16, "num_experts_per_tok": 2}
 MOE = KIND_CODE[KernelKind.MOE]
@@ -63,6 +65,20 @@ def test_a_uniform_static_point_reads_the_experts_its_decode_touches(tiny_moe):
     assert moe[UNIFORM].weight_bytes.sum() == pytest.approx(moe["balanced"].weight_bytes.sum() * 5 / 6, rel=1e-12)
     tpot = {r: evaluator.evaluate(_point(tiny_moe, r)).metrics["tpot_s"] for r in ("balanced", UNIFORM)}
     assert tpot[UNIFORM] < tpot["balanced"]
+
+
+@pytest.mark.parametrize("ep", [1, 2])
+def test_a_power_law_point_prices_its_busiest_devices_share(tiny_moe, ep):
+    """A power-law point's traced decode step (3 sequences, 6 rows), sharded over 2 devices with its experts split or
+    spread, prices the experts and rows kernels/moe.py device_routing gives the busiest device, as a step template
+    prices them; all 6 rows on the experts the routing reaches without expert parallelism."""
+    evaluator = Evaluator()
+    point = _point(tiny_moe, POWER_LAW, tp=2, ep=ep)
+    moe = evaluator.point_tables(point, evaluator.point_device(point)).decode
+    moe = moe.select(moe.kind == MOE)
+    touched, rows = device_routing(3, 2, 16, 16 // ep, POWER_LAW)
+    assert moe.batch.tolist() == [touched] * 2 and (moe.m * moe.batch).round(9).tolist() == [rows] * 2
+    assert (rows == 6) == (ep == 1)
 
 
 def test_a_uniform_point_routes_its_template_and_its_drafts_uniformly(tiny_moe):

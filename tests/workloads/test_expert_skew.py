@@ -1,5 +1,5 @@
 """aiconfigurator's power-law routing (workloads/expert_skew.py): the draw against a line-by-line port of its
-collector's loop, by hand, and seeded.
+collector's loop, by hand, seeded, and the power_law routing model's layout of the busiest EP device's share.
 
 The reference is aiconfigurator's collector/helper.py _generate_power_law_distribution and
 _round_robin_adjust_per_rank (ai-dynamo/aiconfigurator at 006afd781a07), transcribed below one row at a time as it
@@ -9,9 +9,12 @@ runs them; the module under test moves whole levels of rows at once.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from kernels.aiconfigurator_routing import routed_on_rank0
-from workloads.expert_skew import power_law_draws, power_law_ranks
+from kernels.moe import device_routing
+from workloads.expert_skew import POWER_LAW_DEFAULT, power_law_draws, power_law_expert_load, power_law_ranks
+from workloads.model_config import POWER_LAW, balanced_expert_load, expert_load, experts_reached
 
 
 def _collector(tokens: int, topk: int, experts: int, ep: int, alpha: float, u: np.ndarray) -> np.ndarray:
@@ -99,8 +102,42 @@ def test_few_rows_spread_over_the_ranks_as_balanced_routing_does():
 
 
 def test_draws_are_seeded_by_the_shape():
-    a = power_law_draws(32, 8, 256, 8, "power_law_1.01")
-    assert (a == power_law_draws(32, 8, 256, 8, "power_law_1.01")).all()
+    a = power_law_draws(32, 8, 256, 8, POWER_LAW_DEFAULT)
+    assert (a == power_law_draws(32, 8, 256, 8, POWER_LAW_DEFAULT)).all()
     assert not (a == power_law_draws(32, 8, 256, 8, "power_law_1.2")).all()
     assert (a.sum(axis=(1, 2)) == 32 * 8).all() and (a <= 32).all()
 
+
+CASES = [(t, 8, 256) for t in (1, 2, 4, 8, 32, 64, 1024)] + [(t, 8, 128) for t in (1, 16, 64)] + \
+        [(t, 2, 8) for t in (1, 3, 64, 4096)] + [(t, 8, 160) for t in (4, 32)]
+
+
+@pytest.mark.parametrize(("tokens", "k", "experts"), CASES)
+def test_power_law_routes_every_row_and_no_expert_twice_a_token(tokens, k, experts):
+    loads = np.array(expert_load(POWER_LAW, tokens, k, experts))
+    assert loads.sum() == tokens * k and (loads >= 0).all() and loads.max() <= tokens
+    # One token reaches exactly its k experts; no routing reaches more than balanced routing's min(E, tokens x k).
+    touched = int((loads > 0).sum())
+    assert touched <= min(experts, tokens * k) and (touched == k if tokens == 1 else touched >= k)
+    # The layer builds the experts through the last reached one.
+    assert experts_reached(tokens, k, experts, POWER_LAW) == int(np.flatnonzero(loads)[-1]) + 1
+
+
+@pytest.mark.parametrize(("tokens", "k", "experts"), CASES)
+def test_each_ep_share_is_the_busiest_ranks_expectation(tokens, k, experts):
+    """Every ep-th expert (the devices' shares device_routing takes) holds the collector's busiest rank's expected
+    experts and rows, within rounding and the nesting of the shares; skew never lightens the busiest device below
+    balanced routing's (the busiest rank holds at least the mean)."""
+    ep = 1
+    while experts % ep == 0:
+        touched, rows = device_routing(tokens, k, experts, experts // ep, POWER_LAW)
+        want_touched, want_rows = routed_on_rank0(tokens, k, experts, ep, POWER_LAW_DEFAULT)
+        assert abs(rows - want_rows) <= max(1.0, 0.02 * want_rows), (ep, rows, want_rows)
+        assert abs(touched - want_touched) <= max(1.5, 0.05 * want_touched), (ep, touched, want_touched)
+        balanced = np.array(balanced_expert_load(tokens, k, experts))[::ep]
+        assert rows >= balanced.sum() - 1
+        ep *= 2
+
+
+def test_power_law_expert_load_is_the_registrys():
+    assert expert_load(POWER_LAW, 32, 8, 256) == power_law_expert_load(32, 8, 256)
