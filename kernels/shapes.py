@@ -138,6 +138,12 @@ class StepShape:
     apart_seqs: int = 0
     apart_kv: int = 0
     apart_work: float | None = None
+    # What the layers of a model's layer window (StepTemplate.layer_window: gpt-oss's sliding layers beside its full
+    # ones) attend to, each sequence's capped at that window: the decodes' keys, the chunks' causal pairs and the keys
+    # they read back from the cache, summed (0 in a model without such layers).
+    window_kv: int = 0
+    window_pairs: int = 0
+    window_cached: int = 0
 
     def __post_init__(self) -> None:
         if self.decode_shared_seqs < 2 * self.decode_shared_groups or (self.decode_shared_seqs
@@ -187,6 +193,11 @@ class StepShape:
         """Query tokens of the sequences reading a shared prefix apart (cascade attention)."""
         return self.decode_shared_seqs * self.decode_query
 
+    def windowed(self) -> StepShape:
+        """The iteration as the layers of the model's layer window see it: their keys, pairs and cached keys."""
+        return replace(self, decode_kv=self.window_kv, prefill_pairs=self.window_pairs,
+                       prefill_cached=self.window_cached)
+
     def paged(self) -> StepShape:
         """The same iteration with every sequence reading its own copy of a shared prefix (no cascade attention)."""
         prefixes = self.decode_shared_kv * self.decode_shared_seqs
@@ -222,6 +233,9 @@ class StepShape:
                                 estimate_pairs=round(self.estimate_pairs * prefill),
                                 prefill_cached=round(self.prefill_cached * prefill), decode_seqs=decodes,
                                 decode_kv=round(self.decode_kv * decode), sampled=dealt(self.sampled, i),
+                                window_kv=round(self.window_kv * decode),
+                                window_pairs=round(self.window_pairs * prefill),
+                                window_cached=round(self.window_cached * prefill),
                                 decode_work=self._work_share(decode),
                                 positions=self.positions if prefills else self.decode_query))
         return tuple(made) or (self,)
@@ -269,7 +283,7 @@ class StepShape:
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
                shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None,
-               finished: Sequence[int] = ()) -> StepShape:
+               finished: Sequence[int] = (), layer_window: int | None = None) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
@@ -281,7 +295,9 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     more; one alone reads its copy, as paged attention does; none under a KV policy that keeps or reads tokens of its
     own choosing: KVPolicy.chooses_tokens). `prefix_groups`: of each decoding sequence, the group whose prefix it
     shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix.
-    `finished`: the context lengths of the chunks that end their prefill, past a D2O budget merging what it evicts."""
+    `finished`: the context lengths of the chunks that end their prefill, past a D2O budget merging what it evicts.
+    `layer_window`: the window of the model's windowed layers beside its full ones (StepTemplate.layer_window), whose
+    keys, pairs and cached keys the shape counts apart (StepShape.window_kv)."""
     shared, sharing, groups, work = 0, 0, 0, None
     if window is None and not shared_prefix:  # every sequence reads each of its keys: their sum (numpy's, exactly)
         read_kv = sum(decode_kv)
@@ -324,7 +340,17 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         decode_shared_groups=groups, decode_work=work, sampled=sampled,
         decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
+        **({} if layer_window is None else _windowed_work(chunks, decode_kv, layer_window)),
     )
+
+
+def _windowed_work(chunks: Sequence[tuple[int, int]], decode_kv: Sequence[int], window: int) -> dict[str, int]:
+    """StepShape's window_kv, window_pairs and window_cached: each decode reads its last `window` keys, each chunk's
+    query attends to its last `window` keys and the chunk reads back the cached ones of them (those of its first
+    query's window)."""
+    return dict(window_kv=int(np.minimum(np.asarray(decode_kv, dtype=np.int64), window).sum()),
+                window_pairs=round(sum(causal_pairs(q, q + cached, window) for q, cached in chunks)),
+                window_cached=sum(min(cached, window - 1) for _, cached in chunks))
 
 
 def template_batch(config: ModelConfig) -> int:
@@ -408,6 +434,20 @@ class StepTemplate:
     param_bytes: float  # the model's weights at the traced precision
     sliding_window: int | None = None  # the model's own attention window: what a prefill chunk's query attends to
     moe_routing: str = BALANCED  # how an iteration's tokens reach the experts (the traces' are balanced)
+    # Each decoder layer's attention window where they differ (ModelConfig.layer_windows; empty: every layer's is
+    # sliding_window): the layers of the one window (layer_window) attend to a shape's windowed() part.
+    layer_windows: tuple[int | None, ...] = ()
+
+    def __post_init__(self) -> None:
+        windows = set(self.layer_windows) - {None}
+        if len(windows) > 1 or (self.layer_windows and len(self.layer_windows) != self.attention_layers):
+            raise ValueError(f"layer_windows: found {len(self.layer_windows)} layers' windows {sorted(windows)} for "
+                             f"{self.attention_layers} layers, allowed: one window beside full layers, one a layer")
+
+    @property
+    def layer_window(self) -> int | None:
+        """The window of the layers that have one where windows differ by layer (None: layers do not differ)."""
+        return next((window for window in self.layer_windows if window is not None), None)
 
     @classmethod
     def from_traces(cls, traces: TemplateTraces) -> StepTemplate:
@@ -483,7 +523,8 @@ class StepTemplate:
             decode_activation_B=traces["decode", batch].peak_activation_bytes,
             prefill_activation_B=traced.peak_activation_bytes,
             param_bytes=config.param_count() * bytes_per_param, sliding_window=config.sliding_window))
-        return replace(template.with_layers(config.num_layers), moe_routing=config.moe_routing)
+        return replace(template.with_layers(config.num_layers), moe_routing=config.moe_routing,
+                       layer_windows=config.layer_windows)
 
     def with_layers(self, layers: int) -> StepTemplate:
         """The template of the same model with `layers` decoder layers (the traced layers' rows repeated)."""
@@ -543,7 +584,8 @@ class StepTemplate:
     def attention_table(self, shape: StepShape) -> KernelTable | None:
         """One decoder layer's attention kernels of an iteration (a row each, run in every layer): a block-sparse
         prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' and the merge of the two
-        where it has them; None where it has none."""
+        where it has them; None where it has none. Where windows differ by layer (layer_window), the full layers' rows
+        and then the windowed layers' (the same kernels at the shape's windowed() sizes)."""
         builders = ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
                     (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
                     (shape.prefill_cached and len(self._context_rows), self._context_up_projection),
@@ -552,6 +594,9 @@ class StepTemplate:
                     (shape.decode_shared_seqs, self._shared_prefix_attention),
                     (shape.decode_shared_seqs, self._prefix_merge))
         parts = [attention(shape) for present, attention in builders if present]
+        if parts and self.layer_window is not None:
+            windowed = shape.windowed()
+            parts += [attention(windowed) for present, attention in builders if present]
         if not parts:
             return None
         if len(parts) == 1:
@@ -588,16 +633,24 @@ class StepTemplate:
             linear = linear * self.count[rows]
         if not attention_rows:
             return linear
-        return np.concatenate([linear, np.repeat(layers[:, None], attention_rows, axis=1)], axis=1)
+        if self.layer_window is None:
+            return np.concatenate([linear, np.repeat(layers[:, None], attention_rows, axis=1)], axis=1)
+        # attention_table's full layers' rows, then as many of the windowed layers'.
+        windowed = self._stage_layers(stages, windowed=True)
+        half = attention_rows // 2
+        return np.concatenate([linear, np.repeat((layers - windowed)[:, None], half, axis=1),
+                               np.repeat(windowed[:, None], half, axis=1)], axis=1)
 
-    def _stage_layers(self, stages: int) -> np.ndarray:
-        """The decoder layers on each of `stages` pipeline stages (kernels/parallel.py stage_of_layer), kept per
-        stage count: every iteration reads them."""
+    def _stage_layers(self, stages: int, windowed: bool = False) -> np.ndarray:
+        """The decoder layers (`windowed`: those of layer_window alone) on each of `stages` pipeline stages
+        (kernels/parallel.py stage_of_layer), kept per stage count: every iteration reads them."""
         kept = self.__dict__.setdefault("_layers_by_stages", {})
-        if stages not in kept:
-            kept[stages] = np.bincount([stage_of_layer(layer, self.attention_layers, stages)
-                                        for layer in range(self.attention_layers)], minlength=stages).astype(float)
-        return kept[stages]
+        if (stages, windowed) not in kept:
+            layers = [layer for layer in range(self.attention_layers)
+                      if not windowed or self.layer_windows[layer] is not None]
+            kept[stages, windowed] = np.bincount([stage_of_layer(layer, self.attention_layers, stages)
+                                                  for layer in layers], minlength=stages).astype(float)
+        return kept[stages, windowed]
 
     def row_places(self, shape: StepShape, table_rows: int) -> np.ndarray:
         """Where each of the `table_rows` rows of stage_table(shape, 1) runs in the pass: PLACE_HEAD before the decoder
