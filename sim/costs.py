@@ -15,7 +15,7 @@ half computes (`overlap` token_split: TokenWeave), where that finishes sooner.
 
 With data-parallel attention (`experts`: sim/data_parallel.py) an iteration is the ranks' shapes run in lockstep
 (price_ranks): each rank's dense part on its device, the experts on every device, the tokens exchanged by all-to-alls;
-a single shape is one rank's iteration beside idle ranks.
+a single shape is one rank's iteration beside idle ranks, each running a dummy batch.
 
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
@@ -35,7 +35,7 @@ from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
-from sim.data_parallel import ExpertRanks
+from sim.data_parallel import DUMMY_BATCH, ExpertRanks
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
@@ -138,8 +138,7 @@ class IterationCostModel:
                     s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
                     s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored,
                     (s.apart_seqs, s.apart_kv, s.apart_work),
-                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B),
-                    (s.window_kv, s.window_pairs, s.window_cached))
+                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own = max(s.decode_seqs - s.apart_seqs, 1)
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
@@ -151,14 +150,11 @@ class IterationCostModel:
                 (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1)),
                  None if s.apart_work is None else self._round(s.apart_work, max(s.apart_seqs, 1))),
                 (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget,
-                 s.prefill_key_B),
-                (self._round(s.window_kv, max(s.decode_seqs, 1)), self._round(s.window_pairs, max(s.prefill_tokens, 1)),
-                 self._round(s.window_cached, max(s.prefill_seqs, 1))))
+                 s.prefill_key_B))
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
-         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B),
-         (window_kv, window_pairs, window_cached)) = key
+         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -173,8 +169,6 @@ class IterationCostModel:
             kv = value(kv, decodes - apart) + apart_kv
             work = None if work is None else value(work, decodes - apart) + (apart_work or 0.0)
             estimate = value(estimate, tokens)
-            window_kv, window_pairs = value(window_kv, decodes), value(window_pairs, tokens)
-            window_cached = value(window_cached, seqs)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          apart_seqs=apart, apart_kv=round(apart_kv), apart_work=apart_work, estimate_pairs=estimate,
                          decode_seqs=decodes, decode_kv=kv, sampled=sampled,
@@ -182,13 +176,14 @@ class IterationCostModel:
                          decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
                          prefill_scored_share=scored_share,
                          prefill_score_B=score_B, prefill_merges=merges, prefill_evicted=round(evicted),
-                         prefill_budget=budget, prefill_key_B=key_B, window_kv=round(window_kv),
-                         window_pairs=round(window_pairs), window_cached=round(window_cached))
+                         prefill_budget=budget, prefill_key_B=key_B)
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
         """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others
-        nothing): sim/data_parallel.py's bound. Each rank's part and the experts' are memoized by shape bucket."""
+        a dummy batch each): sim/data_parallel.py's bound. Each rank's part and the experts' are memoized by shape
+        bucket."""
         experts = self.experts
+        shapes = experts.rank_shapes(shapes)
         parts = [self._rank_part(shape) for shape in shapes]
         decode_only = not any(shape.prefill_seqs for shape in shapes)
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), decode_only)
@@ -212,11 +207,16 @@ class IterationCostModel:
     def _rank_part(self, shape: StepShape) -> tuple[_Priced, float]:
         """One rank's dense part (every row but the experts', on its device, its host's wait left out) and its kernel
         count; its groups' shared prefixes cascaded where that is the faster, its paged part priced by its own bucket
-        (as price weighs the two)."""
-        key = self._bucket(shape)
+        (as price weighs the two). A dummy batch runs no rows after the decoder's layers (its final norm, LM head and
+        sampling), as an engine's dummy forward returns hidden states."""
+        dummy = shape == DUMMY_BATCH
+        key = ("dummy",) if dummy else self._bucket(shape)
         if key not in self._rank_memo:
-            representative = self._representative(key)
+            representative = shape if dummy else self._representative(key)
             table, counts = self.template.stage_table(representative, 1)
+            if dummy:
+                kept = np.flatnonzero(self.template.row_places(shape, counts.shape[1]) != PLACE_TAIL)
+                table, counts = table.select(kept), counts[:, kept]
             mode = pass_execution(self.execution, decode_only=representative.prefill_seqs == 0)
             self._rank_memo[key] = (_price_rows_waitless(self.experts.system.device, table, counts, mode),
                                     float(counts.sum()))
@@ -240,7 +240,7 @@ class IterationCostModel:
 
     def _price(self, shape: StepShape) -> IterationCost:
         """An iteration's cost as its shape runs (its shared prefixes cascaded where it has any: price weighs its paged
-        iteration). A data-parallel replica's single shape is one rank's, the others idle."""
+        iteration). A data-parallel replica's single shape is one rank's, the others idle (each a dummy batch)."""
         if self.experts is not None:
             return self.price_ranks((shape,))
         return self._price_kernels(shape)

@@ -8,27 +8,37 @@ ranks (a reduce-scatter), as SGLang's DP attention runs a tensor-parallel MoE; e
 busiest rank's, as SGLang pads them.
 
 The ranks run their iterations in step (sim/replica.py run_lockstep), since every MoE layer exchanges tokens among all
-of them; a rank with nothing to run joins with an empty batch (an engine runs a dummy batch there, not priced). In an
-iteration of L MoE layers, rank r runs its sequences' dense part D_r; every device runs its experts on the tokens
-routed to them from every rank, X (the tokens of all ranks, balanced over the experts as ep = tp prices them); and each
-layer's two exchanges wait for the rank with the most tokens, c in all. The ranks meet at every exchange, so the
-iteration takes
+of them; a rank with nothing to run while another works runs a dummy batch (DUMMY_BATCH): one decode token without KV
+through every layer, its MoE layers' exchanges included, as vLLM's data-parallel engines do. In an iteration of L MoE
+layers, rank r runs its sequences' dense part D_r (an idle rank the dummy's); every device runs its experts on the
+tokens routed to them from every rank, X (the tokens of all ranks, the dummies' included, balanced over the experts as
+ep = tp prices them); and each layer's two exchanges wait for the rank with the most tokens, c in all. The ranks meet
+at every exchange, so the iteration takes
 
     max_r (D_r + w_r) + X + L c
 
 with w_r the rank's wait on its host where dispatching its kernels takes longer than they run. Its energy is every
-rank's dense part and every device's experts; its time by class the slowest rank's.
+rank's dense part (the dummies' included) and every device's experts; its time by class the slowest rank's. A rank's
+part runs its own tokens: vLLM under CUDA graphs pads every rank's pass, the dummy's too, to the busiest rank's tokens
+(vllm/v1/worker/dp_utils.py coordinate_batch_across_dp), which is not modeled.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from kernels.shapes import StepTemplate
+from kernels.shapes import StepShape, StepTemplate
 
 # How a layer's tokens reach the experts: spread experts' all-to-alls, or split experts' all-gather and
 # reduce-scatter.
 EXCHANGES = ("all_to_all", "gather")
+# What a rank with nothing to run computes while any other rank works. vLLM's DPEngineCoreProc.run_busy_loop runs
+# execute_dummy_batch in every pass of its loop that ran no step of its own while engines_running (any rank has
+# requests), and the worker's execute_dummy_batch is model_runner._dummy_run(1, uniform_decode=True): a forward of one
+# decode token through the whole decoder, its MoE layers' dispatch and combine among the ranks included, with no
+# attention metadata (no KV read) and no logits or sampling (vllm-project/vllm vllm/v1/engine/core.py at 00080ee,
+# vllm/v1/worker/gpu_worker.py at 35d5cda, vllm/v1/worker/gpu_model_runner.py at 4e17906).
+DUMMY_BATCH = StepShape(decode_seqs=1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +62,12 @@ class ExpertRanks:
     @property
     def ranks(self) -> int:
         return self.system.tp
+
+    def rank_shapes(self, shapes: tuple[StepShape, ...]) -> tuple[StepShape, ...]:
+        """Every rank's batch in an iteration whose working ranks run `shapes`: each other rank a DUMMY_BATCH."""
+        if not 0 < len(shapes) <= self.ranks:
+            raise ValueError(f"shapes: found {len(shapes)} working ranks, allowed: 1 to the {self.ranks} ranks")
+        return (*shapes, *(DUMMY_BATCH,) * (self.ranks - len(shapes)))
 
     def exchange_s(self, tokens: int) -> float:
         """One layer's two exchanges when the busiest rank has `tokens` tokens: its dispatch and combine all-to-alls

@@ -19,8 +19,8 @@ from hw_models.registry import load_device
 from hw_models.system import SystemModel
 from kernels.formats import NumericFormat
 from kernels.parallel import shard_tensor_parallel
-from kernels.shapes import StepShape, StepTemplate, step_shape
-from sim.costs import IterationCostModel
+from kernels.shapes import SPAN_MODEL, StepShape, StepTemplate, step_shape
+from sim.costs import IterationCost, IterationCostModel
 from sim.data_parallel import ExpertRanks
 from sim.schedulers import SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
@@ -152,6 +152,71 @@ def test_a_single_shape_is_one_rank_beside_idle_ranks(templates):
     costs = _costs(templates)
     shape = SHAPES["decodes"][0]
     assert costs.price(shape).time_s == pytest.approx(costs.price_ranks((shape,)).time_s, rel=1e-12)
+
+
+def _dummy(templates) -> IterationCost:
+    """An idle rank's dummy batch on one H100, as vLLM's DPEngineCoreProc runs it while another rank works
+    (execute_dummy_batch: the worker's _dummy_run(1, uniform_decode=True), vllm-project/vllm
+    vllm/v1/worker/gpu_worker.py at 35d5cda): one decode token that attends to no keys and samples nothing, through the
+    rank's rows of every decoder layer; the model's rows after the layers (final norm, LM head, sampling: the
+    template's whole-model rows past its first layer row) do not run, since the dummy forward returns hidden states."""
+    dense = templates[0]
+    past_layers = (dense.span == SPAN_MODEL) & (np.arange(len(dense.span)) > np.argmax(dense.span != SPAN_MODEL))
+    assert past_layers.sum() >= 2  # at least the LM head and the final norm
+    return IterationCostModel(load_device("h100-sxm"), dense.select_rows(~past_layers), execution="graphs").price(
+        StepShape(decode_seqs=1))
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_an_idle_rank_runs_a_one_token_dummy_batch_through_the_experts(templates, name):
+    """One rank working beside an idle one: the idle rank's dummy forward is a rank of its own in the lockstep (never
+    the slower here), its one token goes through the experts with the working rank's, and the exchanges still wait for
+    the working rank's tokens."""
+    shape = SHAPES[name][0]
+    cost = _costs(templates).price_ranks((shape,))
+    assert _dummy(templates).time_s < _dense_s(templates, shape)
+    expected_s = _dense_s(templates, shape) + _experts_s(templates, shape.tokens + 1) + \
+        2 * LAYERS * _exchange_s(shape.tokens)
+    assert cost.time_s == pytest.approx(expected_s, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_an_idle_ranks_dummy_batch_is_charged_its_energy(templates, name):
+    """The step's energy beside an idle rank is the sum of the parts: the working rank's own, the dummy's, and both
+    devices' experts on the tokens of both ranks."""
+    shape = SHAPES[name][0]
+    cost = _costs(templates).price_ranks((shape,))
+    dummy = _dummy(templates)
+    device = load_device("h100-sxm")
+    own = IterationCostModel(device, templates[0], execution="graphs").price(shape)
+    one_device = IterationCostModel(device, templates[1], execution="graphs").price(
+        StepShape(prefill_tokens=shape.tokens + 1, positions=1))
+    expected_J = sum(part.compute_J + part.memory_J for part in (own, dummy)) + \
+        RANKS * (one_device.compute_J + one_device.memory_J)
+    assert cost.compute_J + cost.memory_J == pytest.approx(expected_J, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_a_dummy_batch_never_makes_a_step_faster_nor_costs_more_than_a_real_token(templates, name):
+    """The idle rank's dummy batch adds work: the step takes at least the working rank's part, the experts on its
+    tokens alone and their exchanges, and costs more energy than those parts; and it is a lighter batch than one real
+    decode token (which also reads its KV, runs the LM head and samples), so giving the idle rank one real token never
+    makes the step faster or cheaper."""
+    shape = SHAPES[name][0]
+    costs = _costs(templates)
+    idle = costs.price_ranks((shape,))
+    without_dummy_s = _dense_s(templates, shape) + _experts_s(templates, shape.tokens) + \
+        2 * LAYERS * _exchange_s(shape.tokens)
+    assert idle.time_s >= without_dummy_s
+    device = load_device("h100-sxm")
+    own = IterationCostModel(device, templates[0], execution="graphs").price(shape)
+    one_device = IterationCostModel(device, templates[1], execution="graphs").price(
+        StepShape(prefill_tokens=shape.tokens, positions=1))
+    parts_J = own.compute_J + own.memory_J + RANKS * (one_device.compute_J + one_device.memory_J)
+    assert idle.compute_J + idle.memory_J > parts_J * (1 + 1e-6)
+    one_token = costs.price_ranks((shape, step_shape(decode_kv=[64], sampled=1)))
+    assert one_token.time_s >= idle.time_s
+    assert one_token.compute_J + one_token.memory_J > idle.compute_J + idle.memory_J
 
 
 def test_each_rank_cascades_its_own_groups_where_that_is_the_faster(templates):
