@@ -586,7 +586,7 @@ def _trace_s(trace: Trace) -> float:
     the layers like them (workloads/layer_replication.py layer_plan)."""
     config = trace[0]
     traced = layer_plan(config).config
-    return sum(TRACE_S + traced.moe_layers * _reached(config, tokens) * TRACE_S_PER_EXPERT_BUILT
+    return sum(TRACE_S + traced.moe_layers * _built(config, tokens) * TRACE_S_PER_EXPERT_BUILT
                + _dispatched_ops(traced, tokens) * TRACE_S_PER_OP
                + _copied_experts(traced, tokens) * TRACE_S_PER_EXPERT_COPIED
                + (_traced_ops(config, tokens) - _traced_ops(traced, tokens)) * TRACE_S_PER_OP_COPIED
@@ -683,7 +683,14 @@ def _copied_experts(config: ModelConfig, tokens: int) -> int:
 def _reached(config: ModelConfig, tokens: int) -> int:
     """The experts of each MoE layer a pass of `tokens` tokens reaches, routed as the trace routes them (the config's
     moe_routing: balanced, a decode step of one sequence reaches experts_per_token experts and a long prefill all;
-    uniform, fewer where tokens collide), none without experts."""
+    uniform and power_law, fewer where tokens collide or crowd), none without experts."""
+    loads = expert_load(config.moe_routing, tokens, config.experts_per_token, config.num_experts)
+    return sum(1 for load in loads if load)
+
+
+def _built(config: ModelConfig, tokens: int) -> int:
+    """The experts each MoE layer of a pass of `tokens` tokens builds: those of its routing's fill order through the
+    last it reaches (experts_reached; the experts reached themselves under balanced and uniform routing)."""
     return experts_reached(tokens, config.experts_per_token, config.num_experts, config.moe_routing)
 
 

@@ -383,18 +383,24 @@ def test_the_estimate_prices_the_layers_a_trace_copies_apart(tmp_path, capsys, m
 def _check_five_layer_moe(tmp_path, capsys, monkeypatch) -> str:
     """`explore check`'s output for the tiny Mixtral at 5 layers, batch 1, prompt 16, at 100 ops a layer and 10 an
     expert that gets tokens."""
-    import json
-
     from explore import commands
-    from tests.explore.tiny_sweep import TINY_CONFIG
 
     monkeypatch.setattr(commands, "OPS_PER_LAYER", 100)
     monkeypatch.setattr(commands, "OPS_PER_EXPERT", 10)
+    return _check_tiny_moe(tmp_path, capsys, {"num_hidden_layers": 5}, "batch: 1, prompt: 16, output: 2")
+
+
+def _check_tiny_moe(tmp_path, capsys, config: dict, workload: str) -> str:
+    """`explore check`'s output for a sweep of one point: the tiny Mixtral with `config`'s fields over its own, on an
+    H100, with the `workload` section's settings."""
+    import json
+
+    from tests.explore.tiny_sweep import TINY_CONFIG
+
     model = tmp_path / "moe" / "config.json"
     model.parent.mkdir()
-    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE | {"num_hidden_layers": 5}))
-    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\n"
-                                 f"workload: {{batch: 1, prompt: 16, output: 2}}\n")
+    model.write_text(json.dumps(TINY_CONFIG | TINY_MOE | config))
+    path = write_sweep(tmp_path, f"name: est\nmodel: {model}\ndevice: h100-sxm\nworkload: {{{workload}}}\n")
     assert main(["check", path]) == 0
     return capsys.readouterr().out
 
@@ -432,6 +438,27 @@ def test_a_uniform_point_s_traces_build_the_experts_its_routing_reaches(tmp_path
     assert "up to 2 traces to capture" in balanced and _estimate_s(balanced) == 468, balanced
     assert "up to 2 traces to capture" in uniform and _estimate_s(uniform) == 486, uniform
     assert "up to 4 traces to capture" in both and _estimate_s(both) == 944, both
+
+
+def test_a_power_law_point_s_traces_build_through_the_last_expert_reached_and_copy_the_reached(
+        tmp_path, capsys, monkeypatch):
+    """A power-law layer's loads are laid out so that every ep-th expert is the busiest device's share
+    (workloads/expert_skew.py), so the experts it reaches are not the first ones: a trace builds the experts through
+    the last reached one and copies the ops of the reached ones it does not run. A tiny Mixtral of 2 layers, 16
+    experts, 2 a token, at batch 2, prompt 16, output 2, priced at 1 s an expert built and 1 s an expert copied alone:
+    its decode step of 2 tokens routes rows 1, 1, 1 and 1 to experts 0, 1, 2 and 8 (power_law_expert_load(2, 2, 16)):
+    9 built, 4 reached, one row count run, 3 copied, 2 x (9 + 3) = 24 s; its prefill of 32 tokens reaches all 16 (12,
+    4 and 3 rows: three row counts), 2 x (16 + 13) = 58 s; 82 s in all (92 s counting the 5 built but unreached
+    experts as copied)."""
+    from workloads.expert_skew import power_law_expert_load
+
+    assert power_law_expert_load(2, 2, 16) == [1, 1, 1, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]
+    assert sorted(set(power_law_expert_load(32, 2, 16))) == [3, 4, 12]
+    _only(monkeypatch, TRACE_S_PER_EXPERT_BUILT=1.0, TRACE_S_PER_EXPERT_COPIED=1.0)
+    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
+    out = _check_tiny_moe(tmp_path, capsys, {"num_local_experts": 16},
+                          "batch: 2, prompt: 16, output: 2, moe_routing: power_law")
+    assert _estimate_s(out) == 82, out
 
 
 def test_check_finds_a_uniform_point_s_traces_in_the_cache_once_captured(tmp_path, monkeypatch, capsys):
