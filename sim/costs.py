@@ -138,7 +138,8 @@ class IterationCostModel:
                     s.sampled, s.positions, s.decode_query, s.decode_work, s.decode_shared_kv,
                     s.decode_shared_seqs, s.decode_shared_groups, s.estimate_pairs, scored,
                     (s.apart_seqs, s.apart_kv, s.apart_work),
-                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B))
+                    (s.prefill_merges, s.prefill_evicted, s.prefill_budget, s.prefill_key_B),
+                    (s.window_kv, s.window_pairs, s.window_cached))
         # The sequences apart and those the model's devices attend to, each rounded to the bucket.
         own = max(s.decode_seqs - s.apart_seqs, 1)
         return (s.prefill_seqs, s.prefill_tokens, self._round(s.prefill_pairs, max(s.prefill_tokens, 1)),
@@ -150,11 +151,14 @@ class IterationCostModel:
                 (s.apart_seqs, self._round(s.apart_kv, max(s.apart_seqs, 1)),
                  None if s.apart_work is None else self._round(s.apart_work, max(s.apart_seqs, 1))),
                 (s.prefill_merges, self._round(s.prefill_evicted, max(s.prefill_merges, 1)), s.prefill_budget,
-                 s.prefill_key_B))
+                 s.prefill_key_B),
+                (self._round(s.window_kv, max(s.decode_seqs, 1)), self._round(s.window_pairs, max(s.prefill_tokens, 1)),
+                 self._round(s.window_cached, max(s.prefill_seqs, 1))))
 
     def _representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
-         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B)) = key
+         estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B),
+         (window_kv, window_pairs, window_cached)) = key
         if self.kv_bucket_tokens:
             step = self.kv_bucket_tokens
 
@@ -169,6 +173,8 @@ class IterationCostModel:
             kv = value(kv, decodes - apart) + apart_kv
             work = None if work is None else value(work, decodes - apart) + (apart_work or 0.0)
             estimate = value(estimate, tokens)
+            window_kv, window_pairs = value(window_kv, decodes), value(window_pairs, tokens)
+            window_cached = value(window_cached, seqs)
         return StepShape(prefill_seqs=seqs, prefill_tokens=tokens, prefill_pairs=pairs, prefill_cached=cached,
                          apart_seqs=apart, apart_kv=round(apart_kv), apart_work=apart_work, estimate_pairs=estimate,
                          decode_seqs=decodes, decode_kv=kv, sampled=sampled,
@@ -176,7 +182,8 @@ class IterationCostModel:
                          decode_shared_kv=shared, decode_shared_seqs=sharing, decode_shared_groups=prefixes,
                          prefill_scored_share=scored_share,
                          prefill_score_B=score_B, prefill_merges=merges, prefill_evicted=round(evicted),
-                         prefill_budget=budget, prefill_key_B=key_B)
+                         prefill_budget=budget, prefill_key_B=key_B, window_kv=round(window_kv),
+                         window_pairs=round(window_pairs), window_cached=round(window_cached))
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
         """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others
