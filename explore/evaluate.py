@@ -58,6 +58,7 @@ from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_cap
 from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
+from sim.hybrid_kv import kv_groups
 from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason, layer_kept
 from sim.offload import (
@@ -864,6 +865,9 @@ class Evaluator:
         # rank holds its sequences' KV whole.
         kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
+        groups = kv_groups(cfg.layer_windows)
+        if groups is not None:  # a block is one group's: its layers' share of a token's KV (sim/hybrid_kv.py)
+            kv_per_token_B *= groups.layers / cfg.num_layers
         speculation = self._serving_speculation(point, fmt, role, device)
         if speculation is not None and role != "prefill":
             limits = replace(limits, lookahead_slots=speculation.lookahead_slots)
@@ -906,7 +910,7 @@ class Evaluator:
                     prefix_tokens=0 if role == "decode" and spec.groups > 1 else spec.prefix_tokens,
                     prefix_groups=spec.system_prompts if spec.rooted else spec.groups, root=spec.rooted,
                     cascade=spec.cascade,
-                    window=self.kv_window(point),
+                    window=self.kv_window(point), kv_groups=groups,
                     # A data-parallel rank swaps its own sequences over its own device's host link.
                     host_link_Bps=None if (swap := self._host_link_Bps(point, device)) is None else
                     swap / ranks, host_cache_blocks=host_blocks,
@@ -967,14 +971,12 @@ class Evaluator:
     def _check_serving(self, point: DesignPoint) -> None:
         """What a serving run does not model (InputError): offloading, layer skipping, cascade attention under a KV
         policy (which keeps tokens of its own choosing, the shared prefix perhaps not among them); and what the
-        model's context allows of its requests (ServingSpec.check_context); a model whose attention windows differ by
-        layer (gpt-oss), whose iterations a step template of one kind of layer cannot price."""
+        model's context allows of its requests (ServingSpec.check_context); beside a model whose attention windows
+        differ by layer (gpt-oss, its KV in vLLM's hybrid groups: sim/hybrid_kv.py), what shares cached prefixes or
+        reshapes its iterations (_check_layer_windows)."""
         point.serving.check_context(self.config(point.model).max_positions, point.model)
         if self.config(point.model).layer_windows:
-            raise InputError(f"model: found {point.model!r}, whose attention windows differ by layer (layer_types), "
-                             f"with serving:, allowed: a static batch (a serving iteration prices every layer's "
-                             f"attention as one layer's; vLLM's hybrid KV cache, which frees a sliding layer's blocks "
-                             f"past its window, is not modeled)")
+            self._check_layer_windows(point)
         window = self.kv_window(point)
         if point.serving.cascade and isinstance(window, KVPolicy) and window.chooses_tokens:
             raise InputError("prefix_attention: found 'cascade' with a KV policy (retrieval_heads, topk_fraction or a "
@@ -988,6 +990,25 @@ class Evaluator:
         for _, _, name, own, node_link in serving_pools(point):
             on_pool = pool_point(point, name, own, node_link)
             self._host_link_Bps(on_pool, self.point_device(on_pool))  # a pool's link to swap over
+
+    def _check_layer_windows(self, point: DesignPoint) -> None:
+        """A model whose attention windows differ by layer serves without what is not modeled beside its hybrid KV
+        cache groups: prefix caching (vLLM's cache hits of a sliding-window group), a KV window or policy of the
+        point's, speculation, attention devices of their own and token splitting (InputError otherwise)."""
+        spec = point.serving
+        window = self.kv_window(point)
+        beside = (("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
+                  ("conversation_turns", spec.conversation_turns, spec.conversations),
+                  ("trace", spec.trace, spec.traced_tree), ("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
+                  ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB), ("kv_budget", window, window is not None),
+                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft")),
+                  ("attention_device", spec.attention_device, spec.attends_apart),
+                  ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
+        for name, value, on in beside:
+            if on:
+                raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
+                                 f"layer, allowed: none (beside vLLM's hybrid KV cache groups, prefix caching, a KV "
+                                 f"budget, speculation, attention devices and token_split are not modeled)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their
@@ -1049,7 +1070,8 @@ class Evaluator:
             for pool in pools:
                 scheduler = make_scheduler(pool.scheduler, pool.limits)
                 memory_reason = serving_memory_reason(pool.memory, requests, scheduler, spec.prefix_tokens,
-                                                      self.kv_window(point), engines=pool.engines)
+                                                      self.kv_window(point), engines=pool.engines,
+                                                      groups=pool.kv_groups)
                 cached = shared_prefix_tokens(spec.prefix_tokens, pool.memory.block_tokens)
                 reason = memory_reason or serving_budget_reason(requests, scheduler, cached)
                 if reason:

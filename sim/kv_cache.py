@@ -58,6 +58,7 @@ from collections import OrderedDict
 from collections.abc import Hashable, Iterable
 
 from kernels.kv_policy import Window, kept_tokens
+from sim.hybrid_kv import KVGroups
 from sim.kv_store import KVStore, take_from_tails
 
 ROOT = -1  # the key of the root (system prompt) 0; root r > 0 is keyed ("root", r)
@@ -94,7 +95,7 @@ class PagedKVCache:
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
                  window: Window = None, device_blocks: int | None = None, root: bool = False,
-                 host_blocks: int = 0, store: KVStore | None = None):
+                 host_blocks: int = 0, store: KVStore | None = None, groups: KVGroups | None = None):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
         of each of the `prefix_groups` groups cached at the start, or with `root` the `prefix_groups` roots the groups'
         chains start with (a group's, its sequences' `assign` names), each held once and cached at the start while
@@ -104,7 +105,9 @@ class PagedKVCache:
         attention devices (sim/attention_pool.py; None: no such split); `host_blocks`: a tier of host memory that
         keeps blocks the device evicts, loaded back when a sequence finds them (0: evicted blocks are gone); `store`:
         the KV store the pool's replicas share (sim/kv_store.py), which keeps the blocks they compute and lends them
-        to a sequence that finds them there and not here (None: none)."""
+        to a sequence that finds them there and not here (None: none); `groups`: vLLM's hybrid KV cache groups of a
+        model whose attention windows differ by layer (sim/hybrid_kv.py), a block then one group's, a sequence holding
+        blocks in every group (no prefix shared, no other window)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -116,6 +119,10 @@ class PagedKVCache:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
         self.window = window
+        if groups is not None and (prefix_tokens or window is not None):
+            raise ValueError(f"groups: found hybrid KV cache groups with prefix_tokens {prefix_tokens} and window "
+                             f"{window}, allowed: neither")
+        self.groups = groups
         if host_blocks < 0:
             raise ValueError(f"host_blocks: found {host_blocks}, allowed: an integer >= 0")
         self.host_capacity_blocks = host_blocks
@@ -297,6 +304,8 @@ class PagedKVCache:
         """Tokens' worth of KV sequence `seq` of `tokens` cached tokens holds apart from a cached prefix it shares
         (under the window): what moves when its KV leaves or enters this cache, by a swap or a hand-over between
         pools."""
+        if self.groups is not None:
+            return self.groups.tokens(tokens)
         return int(kept_tokens(max(0, tokens - self._cached_blocks(seq) * self.block_tokens), self.window))
 
     @property
@@ -322,7 +331,9 @@ class PagedKVCache:
 
     def _own_blocks(self, tokens: int, shared_blocks: int) -> int:
         """Blocks of a sequence of `tokens` cached tokens past the `shared_blocks` it shares, of which a window keeps
-        the last (a window's sinks lie in the prefix)."""
+        the last (a window's sinks lie in the prefix); of hybrid groups, its blocks in every group."""
+        if self.groups is not None:
+            return self.groups.blocks(tokens, self.block_tokens)
         if self.window is None:  # whole blocks shared: the blocks of all its tokens, less those
             return max(0, -(-tokens // self.block_tokens) - shared_blocks)
         own = kept_tokens(max(tokens - shared_blocks * self.block_tokens, 0), self.window)
@@ -360,7 +371,7 @@ class PagedKVCache:
         sequence (most decode steps: one whose blocks already hold its tokens, or that adds a block every block_tokens
         tokens) is answered without the general path."""
         held_of, shared_of, block_tokens = self._held.get, self._shared.get, self.block_tokens
-        paged = self.window is None
+        paged = self.window is None and self.groups is None
         for done, (seq, tokens) in enumerate(wants):
             held = held_of(seq)
             if held is None:  # holding nothing here yet
@@ -375,6 +386,8 @@ class PagedKVCache:
                 if extra > self.capacity_blocks - self.used_blocks + self._idle_blocks:
                     return done
                 self._add_own(seq, held, extra)
+            elif extra < 0 and self.groups is not None:  # a sliding group frees the blocks its window left
+                self._add_own(seq, held, extra)
         return len(wants)
 
     def hold(self, seq: int, tokens: int) -> None:
@@ -384,7 +397,7 @@ class PagedKVCache:
         held = self._held.get(seq)
         if held is not None:  # admitted (a swapped-out sequence holds nothing here): it grows its own blocks alone
             extra = self._own_blocks(tokens, self._shared.get(seq, 0)) - held
-            if extra > 0:
+            if extra > 0 or (extra < 0 and self.groups is not None):  # a sliding group frees what its window left
                 self._add_own(seq, held, extra)
             return
         extra, room = self._growth(seq, tokens)
@@ -413,8 +426,8 @@ class PagedKVCache:
         self.used_blocks += own
 
     def _add_own(self, seq: int, held: int, extra: int) -> None:
-        """Give admitted `seq`, holding `held` blocks of its own, `extra` more, evicting idle nodes where too few are
-        free."""
+        """Give admitted `seq`, holding `held` blocks of its own, `extra` more (fewer where negative), evicting idle
+        nodes where too few are free."""
         free = self.capacity_blocks - self.used_blocks
         if extra > free + self._idle_blocks:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {free} free")
@@ -549,7 +562,10 @@ class PagedKVCache:
     def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
         """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its path's cached blocks,
         up to its shareable tokens or those its group's next request shares (or `limit` blocks), extend its path's
-        nodes, shared by it, where it shares all its path has cached (or its path has none cached)."""
+        nodes, shared by it, where it shares all its path has cached (or its path has none cached). A hybrid cache
+        (groups) shares no prefix: vLLM's prefix-cache hits of sliding-window groups are not modeled."""
+        if self.groups is not None:
+            return
         path = self._path_of(seq)
         if limit is None:
             limit = max(self._shareable.get(seq, self.prefix_blocks), self._leaves.get(seq, 0))
@@ -615,7 +631,8 @@ class PagedKVCache:
         re-admission: those of its path it shares on their nodes, its own as an idle node behind them (the module's
         docstring)."""
         shared = self._shared.get(seq, 0)
-        own = min(computed // self.block_tokens - shared, self._held.get(seq, 0)) if self.window is None else 0
+        own = (min(computed // self.block_tokens - shared, self._held.get(seq, 0))
+               if self.window is None and self.groups is None else 0)
         path = self._parts(self._path_of(seq), shared)
         self.release(seq)
         if own <= 0:

@@ -20,6 +20,7 @@ from kernels.kv_policy import Window, kept_tokens
 from sim.admission import Admission
 from sim.autoscalers import Autoscaler, Autoscaling, Traffic, held_timeline, make_autoscaler
 from sim.costs import TIME_CLASS_NAMES, IterationCost, IterationCostModel
+from sim.hybrid_kv import KVGroups
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
 from sim.replica import ROLES, CopyQueue, Replica, run_lockstep
@@ -138,9 +139,11 @@ def serving_budget_reason(requests: RequestSet, scheduler: Scheduler, cached_tok
 
 
 def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler: Scheduler,
-                          prefix_tokens: int = 0, window: Window = None, engines: int = 1) -> str:
+                          prefix_tokens: int = 0, window: Window = None, engines: int = 1,
+                          groups: KVGroups | None = None) -> str:
     """Empty when the replica's memory holds its weights, an iteration's activations and the longest request's KV
-    blocks (in the share of one of its `engines`: Pool.engines), else why not."""
+    blocks (in the share of one of its `engines`: Pool.engines; its blocks in every group of a hybrid KV cache,
+    sim/hybrid_kv.py), else why not."""
     if memory.kv_devices and memory.weights_B + memory.activations_B > memory.usable_B:
         return (f"needs {(memory.weights_B + memory.activations_B) / 1e9:.1f} GB for weights "
                 f"({memory.weights_B / 1e9:.1f}) and the activations of a {scheduler.token_budget()}-token "
@@ -159,6 +162,8 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     # The cached prefix, and the request's own tokens past it, of which a sliding window keeps the last only.
     own = math.ceil(kept_tokens(max(longest - shared, 1), window))
     needed = math.ceil(own / memory.block_tokens) + shared // memory.block_tokens
+    if groups is not None:
+        needed = groups.blocks(longest, memory.block_tokens)
     # Attention devices split every block by its heads: a sequence's cache spans them all, as it spans tp devices.
     blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)
@@ -318,6 +323,9 @@ class Pool:
     # for all groups (sim/kv_cache.py), not each group's own.
     root: bool = False
     window: Window = None  # a sliding window or KV policy (kernels/kv_policy.py)
+    # vLLM's hybrid KV cache groups of a model whose windows differ by layer (sim/hybrid_kv.py; None: one group), a
+    # KV block then one group's.
+    kv_groups: KVGroups | None = None
     # What a replica moves between device and host memory per second (swaps, and prefix blocks loaded from its host
     # cache): over every device's host link at once (each stage moves its layers' share of the blocks before it
     # computes, in that time).
@@ -497,7 +505,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                                              prefix_groups=pool.prefix_groups, window=pool.window,
                                                              device_blocks=pool.memory.device_kv_blocks,
                                                              root=pool.root, host_blocks=pool.host_cache_blocks,
-                                                             store=store)
+                                                             store=store, groups=pool.kv_groups)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,

@@ -1,9 +1,10 @@
-"""gpt-oss design points: a static batch's KV cache, held or offloaded, counts each layer's window; a serving run is
-refused in one line."""
+"""gpt-oss design points: a static batch's KV cache, held or offloaded, counts each layer's window; a serving run
+holds vLLM's hybrid KV groups and prices each layer's attention at its window, prefix caching beside them refused."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,7 @@ from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from sim.workload import BatchWorkload
+from tests.explore.tiny_sweep import PRESETS, write_tiny_model
 
 RUN = ["run", "--model", "gpt-oss-20b", "--device", "h200", "--batch", "2", "--prompt", "512", "--execution", "engine",
        "--json"]
@@ -29,12 +31,38 @@ def test_more_output_tokens_grow_the_full_layers_kv_alone(capsys):
     assert grown == pytest.approx(2 * 1024 * 12 * 8 * 64 * 2 * 2, rel=1e-12)
 
 
-def test_a_serving_run_is_refused_in_one_line(capsys):
+def _tiny_gpt_oss(folder: Path, layer_types: list[str]) -> str:
+    """A config.json of gpt-oss-20b's architecture at toy sizes: 4 layers, a 32-token window where a layer has one."""
+    data = json.loads((PRESETS / "gpt-oss-20b.json").read_text()) | dict(
+        hidden_size=64, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+        num_local_experts=4, experts_per_token=2, num_experts_per_tok=2, vocab_size=128, num_hidden_layers=4,
+        layer_types=layer_types, sliding_window=32)
+    return write_tiny_model(folder / "_".join(sorted(set(layer_types))), data)
+
+
+def _served(capsys, model: str, *extra: str) -> dict:
+    assert main(["run", "--model", model, "--device", "h100-sxm", "--serving", "--rate", "200", "--requests", "24",
+                 "--prompt", "256", "--output", "64", "--execution", "engine", "--json", *extra]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_a_tiny_gpt_oss_serves_in_less_kv_and_attention_than_full_layers(tmp_path, capsys):
+    """Served (before: refused in one line), sliding layers beside full ones hold less KV at their busiest (vLLM's
+    hybrid KV groups: sim/hybrid_kv.py) and spend less time in attention than the same model with every layer full,
+    the requests alike."""
+    windowed = _served(capsys, _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2))
+    full = _served(capsys, _tiny_gpt_oss(tmp_path, ["full_attention"] * 4))
+    assert 0 < windowed["kv_utilization_max"] < full["kv_utilization_max"]
+    assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
+
+
+def test_prefix_caching_beside_layer_windows_is_refused_in_one_line(capsys):
     assert main(["run", "--model", "gpt-oss-20b", "--device", "h200", "--serving", "--rate", "10", "--requests", "4",
-                 "--prompt", "64", "--output", "8"]) == 2
+                 "--prompt", "64", "--output", "8", "--prefix-tokens", "32"]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("explore: error: --model: found 'gpt-oss-20b', whose attention windows differ by layer")
-    assert "allowed: a static batch" in err and err.count("\n") == 1
+    assert err.startswith("explore: error: --prefix-tokens: found 32 with 'gpt-oss-20b', whose attention windows "
+                          "differ by layer, allowed: none")
+    assert err.count("\n") == 1
 
 
 def test_an_offloaded_cache_moves_each_layers_window():

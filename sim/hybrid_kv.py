@@ -1,0 +1,57 @@
+"""vLLM v1's hybrid KV cache for a model whose attention windows differ by layer (gpt-oss): its groups of layers and
+the blocks a request holds in each.
+
+vLLM groups the layers by their attention spec and splits each kind into groups of one size
+(_get_kv_cache_groups_uniform_page_size, vllm/v1/core/kv_cache_utils.py): the fewest layers of a kind, or the most
+where that is under 1.5 times the fewest (padding the short kind), each kind taking ceil(layers / size) groups
+(gpt-oss-20b: 12 sliding and 12 full layers, two groups of 12). Every group's block is block_tokens tokens of its
+layers, the same bytes in every group, and the groups draw their blocks from one pool, a block table each
+(HybridKVCacheCoordinator, vllm/v1/core/kv_cache_coordinator.py): a request holds blocks in every group. A full group
+holds the blocks of all its tokens; a sliding-window group frees, before each allocation, the blocks wholly before
+the window of the next token (SlidingWindowManager.get_num_skipped_tokens: computed - window + 1 tokens skipped,
+remove_skipped_blocks frees their whole blocks; vllm/v1/core/single_type_kv_cache_manager.py, commit 129ab7c6 of
+vllm-project/vllm). A sequence of t tokens then holds ceil(t / B) blocks in a full group and ceil(t / B) -
+floor((t - w) / B) in a group of window w (t > w), as it does at every decode step (t - 1 computed, one scheduled).
+
+Not modeled: during a prefill chunk vLLM holds the chunk's blocks of a sliding group too (its skipped blocks are
+counted from the tokens computed before the chunk) and frees those left behind at the request's next step; here a
+chunk holds what its last token's window needs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KVGroups:
+    """vLLM's KV cache groups of a model: each group's window (None: full attention), and the layers of each group."""
+
+    windows: tuple[int | None, ...]
+    layers: int
+
+    def blocks(self, tokens: int, block_tokens: int) -> int:
+        """Blocks of `block_tokens` tokens a sequence of `tokens` tokens holds over every group (module docstring)."""
+        whole = -(-tokens // block_tokens)
+        return sum(whole - (max(0, tokens - window) // block_tokens if window is not None else 0)
+                   for window in self.windows)
+
+    def tokens(self, tokens: int) -> int:
+        """A sequence's cached tokens summed over the groups (each of `layers` layers), each group's within its
+        window: its KV in tokens' worth of one group's layers, what moves when it leaves or enters a cache."""
+        return sum(tokens if window is None else min(tokens, window) for window in self.windows)
+
+
+def kv_groups(layer_windows: tuple[int | None, ...]) -> KVGroups | None:
+    """The groups of a model whose layers have these windows (None where every layer is alike: one group, the cache
+    paged as it is)."""
+    kinds: dict[int | None, int] = {}
+    for window in layer_windows:
+        kinds[window] = kinds.get(window, 0) + 1
+    if len(kinds) < 2:
+        return None
+    fewest, most = min(kinds.values()), max(kinds.values())
+    size = most if most < 1.5 * fewest else fewest
+    return KVGroups(windows=tuple(window for window, count in kinds.items() for _ in range(math.ceil(count / size))),
+                    layers=size)

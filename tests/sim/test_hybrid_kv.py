@@ -1,0 +1,68 @@
+"""vLLM v1's hybrid KV cache groups (sim/hybrid_kv.py) and a paged cache holding blocks in each, by hand."""
+
+from __future__ import annotations
+
+import pytest
+
+from sim.hybrid_kv import KVGroups, kv_groups
+from sim.kv_cache import PagedKVCache
+from workloads.model_config import load_model_config
+
+GPT_OSS_20B = KVGroups(windows=(128, None), layers=12)
+
+
+@pytest.mark.parametrize("windows,groups", [
+    ((128, None) * 12, GPT_OSS_20B),  # gpt-oss-20b: 12 sliding, 12 full
+    ((128, None) * 18, KVGroups(windows=(128, None), layers=18)),  # gpt-oss-120b
+    # vLLM's docstring case, gpt-oss-20b with an EAGLE layer: 12 sliding + 13 full, under 1.5 x: two groups of 13.
+    ((128, None) * 12 + (None,), KVGroups(windows=(128, None), layers=13)),
+    # Gemma-3-like 5:1 (30 sliding, 6 full): groups of 6, five sliding.
+    (((1024,) * 5 + (None,)) * 6, KVGroups(windows=(1024,) * 5 + (None,), layers=6)),
+    ((None,) * 4, None), ((64,) * 4, None),  # one kind of layer: one group, paged as it is
+])
+def test_groups_as_vllm_splits_the_layers(windows, groups):
+    """_get_kv_cache_groups_uniform_page_size (vllm/v1/core/kv_cache_utils.py): groups of the fewest layers of a kind,
+    or of the most where that is under 1.5 x the fewest."""
+    assert kv_groups(windows) == groups
+
+
+def test_gpt_oss_20b_at_4096_tokens_by_hand():
+    """Block 16: the full group holds 4,096 / 16 = 256 blocks; the sliding group skips the 4,096 - 128 = 3,968 tokens
+    before the next token's window, 248 whole blocks, and holds 8. 264 blocks of 16 tokens x 12 layers x 2,048 B (8
+    KV heads x 64 x K and V x 2 bytes) are the (12 x 4,096 + 12 x 128) x 2,048 B its config's KV takes. One token more:
+    257 full blocks, 257 - 248 sliding."""
+    assert GPT_OSS_20B.blocks(4096, 16) == 256 + 8
+    assert GPT_OSS_20B.blocks(4097, 16) == 257 + 9
+    assert GPT_OSS_20B.blocks(100, 16) == 2 * 7  # inside the window both groups hold every token
+    config = load_model_config("gpt-oss-20b")
+    assert kv_groups(config.layer_windows) == GPT_OSS_20B
+    assert 264 * 16 * 12 * 2048 == config.kv_bytes_per_sequence(4096) == 103_809_024
+    assert GPT_OSS_20B.tokens(4096) == 4096 + 128
+
+
+def test_windowed_groups_never_hold_more_than_full_layers():
+    """Bytes held (blocks x layers a block) never exceed those of every layer full, for any length."""
+    for tokens in range(1, 5000):
+        assert GPT_OSS_20B.blocks(tokens, 16) * 12 <= -(-tokens // 16) * 24
+
+
+def test_a_paged_cache_holds_each_groups_blocks():
+    """A cache of 20 blocks of 16 tokens, a full group and one of a 64-token window: 200 tokens hold 13 full blocks
+    and 13 - floor(136 / 16) = 5 sliding ones (18); at 208 the window has left a ninth whole block, freed (17); at 209
+    each group starts a block (14 + 5 = 19), and a second sequence of 40 tokens (3 + 3 blocks) no longer fits until the
+    first is released. Its KV moves as 209 + 64 tokens' worth of a group's layers."""
+    kv = PagedKVCache(capacity_blocks=20, block_tokens=16, groups=KVGroups(windows=(64, None), layers=12))
+    kv.hold(0, 200)
+    assert kv.used_blocks == 18
+    assert kv.grow_each([(0, 208)]) == 1 and kv.used_blocks == 17
+    assert kv.grow_each([(0, 209)]) == 1 and kv.used_blocks == 19
+    assert kv.own_tokens(0, 209) == 209 + 64
+    assert not kv.can_hold(1, 40) and kv.extra_blocks(1, 40) == 6
+    kv.release(0)
+    assert kv.used_blocks == 0 and kv.can_hold(1, 40)
+
+
+def test_a_paged_cache_of_groups_shares_no_prefix():
+    """Prefix caching beside hybrid groups is not modeled: a cache of groups refuses a shared prefix."""
+    with pytest.raises(ValueError, match="groups: found hybrid KV cache groups with prefix_tokens 32"):
+        PagedKVCache(capacity_blocks=20, block_tokens=16, prefix_tokens=32, groups=GPT_OSS_20B)
