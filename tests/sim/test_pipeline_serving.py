@@ -156,7 +156,7 @@ def test_each_stage_swaps_its_share_before_it_computes():
     from sim.schedulers import Batch, EngineState, Sequence
 
     class Costs:
-        template = type("T", (), {"sliding_window": None})()
+        template = type("T", (), {"sliding_window": None, "layer_window": None})()
 
         def price(self, shape):
             return IterationCost(time_s=3.0, compute_J=0.0, memory_J=0.0, class_time_s=np.zeros(1),
@@ -201,7 +201,7 @@ def test_two_engines_copy_over_their_stages_links_in_turn():
     from sim.schedulers import Batch, EngineState, Sequence
 
     class Costs:
-        template = type("T", (), {"sliding_window": None})()
+        template = type("T", (), {"sliding_window": None, "layer_window": None})()
 
         def price(self, shape):
             return IterationCost(time_s=1.0, compute_J=0.0, memory_J=0.0, class_time_s=np.zeros(1),
