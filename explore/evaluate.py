@@ -31,10 +31,10 @@ from kernels.block_sparse import PrefillSelection
 from kernels.data_parallel import dispatch_bytes_per_token, replicated_weight_share
 from kernels.early_exit import decode_kv_share, kept_layers, skip_layers
 from kernels.formats import NumericFormat
-from kernels.fusion import ENGINE, fuse
+from kernels.fusion import ENGINE, fused_rows
 from kernels.kv_eviction import D2O, Eviction, eviction, merged_prefill, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
-from kernels.layer_kernels import stored_table
+from kernels.layer_kernels import LayerTable, layer_table
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
@@ -44,6 +44,7 @@ from kernels.parallel import (
     kv_replication,
     pipeline_sends,
     shard_tensor_parallel,
+    sharded_rows,
     stage_send_bytes_per_token,
 )
 from kernels.shapes import StepTemplate, template_layers
@@ -185,6 +186,7 @@ class Evaluator:
         self._traces: dict[tuple, Trace] = {}
         self._stored_traces: dict[tuple, Trace | LayerTrace] = {}
         self._lowered: dict[tuple, KernelTable] = {}
+        self._layer_tables: dict[tuple, LayerTable] = {}
         self._tables: dict[tuple, PassTables] = {}
         self._devices: dict[tuple, Any] = {}
         self._templates: dict[tuple, StepTemplate] = {}
@@ -246,15 +248,25 @@ class Evaluator:
         per sequence where query > 1, with logits at the last `sampled` of them."""
         key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled)
         if key not in self._lowered:
-            if tp == 1 and pp == 1:
-                eager = stored_table(self._stored(self.config(model), phase, batch, prompt, query, sampled))
-                self._lowered[key] = fuse(eager, fusion)
-            else:
-                cfg = self.config(model)
-                whole = self.lowered(model, phase, batch, prompt, query=query, sampled=sampled)
-                sharded = fuse(shard_tensor_parallel(whole, tp, cfg, ep), fusion)
-                self._lowered[key] = pipeline_sends(sharded, pp, cfg, residual_apart=fusion == ENGINE)
+            table = self._layer_table(model, phase, batch, prompt, tp, ep, fusion, query, sampled).expanded()
+            self._lowered[key] = pipeline_sends(table, pp, self.config(model), residual_apart=fusion == ENGINE)
         return self._lowered[key]
+
+    def _layer_table(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, tp: int, ep: int,
+                     fusion: str, query: int, sampled: int) -> LayerTable:
+        """lowered's kernels before pipeline sends, sharded and fused on the model cut short (kernels/layer_kernels.py
+        LayerTable), memoized."""
+        key = (model, phase, batch, prompt, tp, ep, fusion, query, sampled)
+        if key not in self._layer_tables:
+            if tp == 1 and not fusion:
+                table = layer_table(self._stored(self.config(model), phase, batch, prompt, query, sampled))
+            else:
+                eager = self._layer_table(model, phase, batch, prompt, 1, 1, "", query, sampled)
+                cfg = self.config(model)
+                table = eager.transformed(lambda t: sharded_rows(t, tp, cfg, ep)).transformed(
+                    lambda t: fused_rows(t, fusion))
+            self._layer_tables[key] = table
+        return self._layer_tables[key]
 
     def tables(self, model: str | ModelConfig, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
                tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "") -> PassTables:

@@ -96,6 +96,11 @@ class _Kernel:
 
 def fuse_engine(table: KernelTable) -> KernelTable:
     """The kernels a serving engine launches for the pass whose eager kernels are `table`, in order."""
+    return _engine_rows(table)[0]
+
+
+def _engine_rows(table: KernelTable) -> tuple[KernelTable, np.ndarray]:
+    """fuse_engine's table, and for each of its rows the eager row it runs at."""
     fusion = _Fusion(table)
     fused = fusion.kernels()
     covered = set(fusion.dropped()).union(*(kernel.rows for kernel in fused))
@@ -123,14 +128,22 @@ def fuse_engine(table: KernelTable) -> KernelTable:
                                  kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
                                  batch=columns["batch"][i], reduce_rows=0, reduce_length=0, general_layout=False,
                                  **{name: columns[name][i] for name in _WORK_COLUMNS})
-    return replace(result, kernels=tuple(kernels), kind=kinds, general_layout=general_layout, **columns, **reductions)
+    return (replace(result, kernels=tuple(kernels), kind=kinds, general_layout=general_layout, **columns,
+                    **reductions), np.array([k.position for k in out], dtype=int))
 
 
-FUSIONS: dict[str, Callable[[KernelTable], KernelTable]] = {"": lambda table: table, ENGINE: fuse_engine}
+# Each fusion's kernels, with the eager row each runs at.
+FUSIONS: dict[str, Callable[[KernelTable], tuple[KernelTable, np.ndarray]]] = {
+    "": lambda table: (table, np.arange(len(table))), ENGINE: _engine_rows}
 
 
 def fuse(table: KernelTable, fusion: str) -> KernelTable:
     """`table` under a fusion ('' keeps the eager kernels, 'engine' fuses them as a serving engine does)."""
+    return fused_rows(table, fusion)[0]
+
+
+def fused_rows(table: KernelTable, fusion: str) -> tuple[KernelTable, np.ndarray]:
+    """fuse's table, and for each of its rows the eager row it runs at."""
     if fusion not in FUSIONS:
         raise ValueError(f"fusion: found {fusion!r}, allowed: {', '.join(repr(name) for name in FUSIONS)}")
     return FUSIONS[fusion](table)

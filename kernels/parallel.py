@@ -82,20 +82,27 @@ def check_expert_parallel(config: ModelConfig, ep: int, tp: int) -> None:
 
 
 def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) -> KernelTable:
+    """The kernels one device of `tp` runs (sharded_rows)."""
+    return sharded_rows(table, tp, config, ep)[0]
+
+
+def sharded_rows(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) -> tuple[KernelTable, np.ndarray]:
     """The kernels one device of `tp` runs, in order, with an all-reduce after each row-parallel projection
     (after each MoE layer). With ep = tp, an MoE layer's experts are spread whole over the devices instead of
     each being split (expert parallelism inside the tensor-parallel group, as vLLM runs it without data-parallel
     attention): every device routes all tokens, runs its own experts' share of them, and the layer's all-reduce
     sums the experts' outputs; the busiest device under the trace's routing, whose experts are every ep-th the
-    trace fills (kernels/moe.py expert_parallel_share), is the one priced. tp = 1 returns the table unchanged."""
+    trace fills (kernels/moe.py expert_parallel_share), is the one priced. tp = 1 returns the table unchanged. With
+    each row returned, the row of `table` it runs at (a collective at the row it follows)."""
+    kept = np.arange(len(table))
     if tp == 1:
-        return table
+        return table, kept
     if ep > 1:
         # The busiest device's experts of the trace's fill order: 0, ep, 2 ep, ... (kernels/moe.py
         # expert_parallel_share).
-        table = table.select(np.array([not ((m := _EXPERT.search(k.module)) and
-                                            int(k.module[m.start():].split(".")[2]) % ep)
-                                       for k in table.kernels]))
+        kept = np.flatnonzero([not ((m := _EXPERT.search(k.module)) and int(k.module[m.start():].split(".")[2]) % ep)
+                               for k in table.kernels])
+        table = table.select(kept)
     kv_share = kv_replication(config, tp) / tp  # a device's share of the KV heads (whole heads)
     scale = {name: getattr(table, name).astype(float).copy()
              for name in ("flops", "weight_bytes", "act_bytes", "kv_bytes", "n", "k", "heads")}
@@ -148,7 +155,8 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
                       heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0),
                       kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0),
                       expert_parallel=spread)
-    return _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
+    sharded, positions = _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
+    return sharded, kept[positions]
 
 
 def _first_rows(table: KernelTable) -> dict[str, int]:
@@ -205,7 +213,7 @@ def pipeline_sends(table: KernelTable, pp: int, config: ModelConfig, residual_ap
         first_row = int(np.flatnonzero(layers == first_layer)[0])
         tokens = table.m[gemm_rows[gemm_rows > first_row][0]]  # the stage's first projection takes every token
         after.append((first_row - 1, float(tokens * stage_send_bytes_per_token(config, residual_apart))))
-    return _with_collectives(table, after, KernelKind.SEND_RECV, 2)
+    return _with_collectives(table, after, KernelKind.SEND_RECV, 2)[0]
 
 
 def collective_kernel(kind: KernelKind, after: Kernel, message_B: float, devices: int) -> Kernel:
@@ -215,17 +223,11 @@ def collective_kernel(kind: KernelKind, after: Kernel, message_B: float, devices
 
 
 def _with_collectives(table: KernelTable, after: list[tuple[int, float]], kind: KernelKind,
-                      devices: int) -> KernelTable:
+                      devices: int) -> tuple[KernelTable, np.ndarray]:
     """`table` with a collective row inserted after each given row (message bytes in act_bytes, the device
-    count in batch)."""
+    count in batch), `after` in row order; and for each row, the row of `table` it is or follows."""
     collectives = KernelTable.from_kernels([collective_kernel(kind, table.kernels[i], message, devices)
                                             for i, message in after])
-    order, inserted = [], 0
-    for i in range(len(table)):
-        order.append(("t", i))
-        while inserted < len(after) and after[inserted][0] == i:
-            order.append(("c", inserted))
-            inserted += 1
-    merged = KernelTable.concat([table, collectives])
-    index = np.array([i if source == "t" else len(table) + i for source, i in order])
-    return merged.select(index)
+    rows = np.array([i for i, _ in after], dtype=int)
+    index = np.insert(np.arange(len(table)), rows + 1, len(table) + np.arange(len(after)))
+    return KernelTable.concat([table, collectives]).select(index), np.insert(np.arange(len(table)), rows + 1, rows)
