@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields
+from dataclasses import fields, replace
 
 import numpy as np
 
@@ -79,6 +79,13 @@ def main() -> None:
         full_s, want = timed(lambda: fuse(shard_tensor_parallel(stored_table(layers), TP, config, ep), ENGINE))  # noqa: B023
         print(f"{name:<22} {len(want):>9,} {full_s:>13.2f} {short_s:>14.2f} {full_s / short_s:>6.1f}x  "
               f"{'yes' if same_table(got, want) else 'NO'}", flush=True)
+    print(f"\n{'pass':<22} {'expanded s':>11} {'outline s':>10} {'ratio':>9}  same figures")
+    for name, _, layers in rows:
+        outline_s, got = timed(layers.outline)
+        expanded_s, want = timed(layers.expanded)
+        same = replace(want, ops=()) == got
+        print(f"{name:<22} {expanded_s:>11.3f} {outline_s:>10.5f} {expanded_s / max(outline_s, 1e-6):>8.0f}x  "
+              f"{'yes' if same else 'NO'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -233,6 +233,11 @@ class Evaluator:
             self._stored_traces[key] = cached_stored(cfg, **trace_args(phase, batch, prompt, query, sampled))
         return self._stored_traces[key]
 
+    def outline(self, model: str | ModelConfig, phase: str, batch: int, prompt: int) -> Trace:
+        """trace's parameters, peak and windows without its ops (a full model's fake trace not expanded for them)."""
+        stored = self._stored(self.config(model), phase, batch, prompt)
+        return stored.outline() if isinstance(stored, LayerTrace) else stored
+
     def is_traced(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, query: int = 1,
                   sampled: int = 1) -> bool:
         """Whether the disk cache holds the trace `trace` would load (so no capture, and no torch, is needed)."""
@@ -282,7 +287,7 @@ class Evaluator:
                     fmt, kv_head_dim=kv_head_dim),
                 decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep, fusion).with_format(
                     fmt, kv_head_dim=kv_head_dim),
-                attention_window=self.trace(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
+                attention_window=self.outline(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
 
@@ -826,7 +831,7 @@ class Evaluator:
         """What a static-batch point (running `workload`) holds in each device's memory: weights, KV cache and
         activations; `window`: the point's KV window (kv_window), as its tables carry it (point_tables)."""
         fmt, cfg = point.numeric_format, self.config(point.model)
-        prefill_trace = self.trace(self.point_model(point), "prefill", point.batch, point.prompt)
+        prefill_trace = self.outline(self.point_model(point), "prefill", point.batch, point.prompt)
         memory = batch_footprint(
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),
             # The prompt and every output token but the last, which is never fed back into the model; a decode
@@ -847,7 +852,7 @@ class Evaluator:
             return replace(memory, weights_B=memory.weights_B + heads_B)
         # A draft model (or MTP module) holds its weights and a KV cache of its own as long as the target's.
         draft_cfg = self.config(self.draft_model(point))
-        draft_trace = self.trace(draft_cfg, "prefill", point.batch, point.prompt)
+        draft_trace = self.outline(draft_cfg, "prefill", point.batch, point.prompt)
         held = batch_footprint(weight_bytes=_weight_bytes(_own_param_bytes(draft_trace.param_bytes, draft_cfg), fmt,
                                                           device, draft_cfg),
                                kv_bytes_per_token=_kv_token_B(draft_cfg, fmt) * kv_replication(

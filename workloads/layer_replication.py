@@ -48,6 +48,10 @@ class LayerTrace:
         """The full model's trace (replicated)."""
         return replicated(self.traced, self.sources, self.layer_sizes)
 
+    def outline(self) -> Trace:
+        """expanded() without its ops: the full model's parameters, peak and windows, no op copied."""
+        return _outline(self.traced, self.sources, self.layer_sizes)
+
 
 def _kind(config: ModelConfig, index: int) -> tuple[bool, int | None]:
     """Whether layer `index` is an MoE layer (decoder.py DecoderLayer's choice), and its attention window."""
@@ -109,8 +113,13 @@ def replicated(trace: Trace, sources: tuple[int, ...], layer_sizes: tuple[tuple[
             else:
                 ops.extend(_renumbered(runs[source], source, layer))
     ops.extend(after)
+    return replace(_outline(trace, sources, layer_sizes), ops=tuple(ops))
+
+
+def _outline(trace: Trace, sources: tuple[int, ...], layer_sizes: tuple[tuple[int, int], ...]) -> Trace:
+    """replicated's trace without its ops."""
     # The traced model's parameters less its layers' are those outside the stack (embedding, norm, head), once each.
     count = trace.param_count + sum(layer_sizes[s][0] for s in sources) - sum(n for n, _ in layer_sizes)
     nbytes = trace.param_bytes + sum(layer_sizes[s][1] for s in sources) - sum(b for _, b in layer_sizes)
     windows = tuple(trace.layer_windows[s] for s in sources) if trace.layer_windows else ()
-    return replace(trace, ops=tuple(ops), param_count=count, param_bytes=nbytes, layer_windows=windows)
+    return replace(trace, ops=(), param_count=count, param_bytes=nbytes, layer_windows=windows)

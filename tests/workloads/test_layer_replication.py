@@ -57,3 +57,17 @@ def test_a_full_size_trace_weighs_every_layer():
     trace = trace_model(load_model_config("deepseek-v3"), phase="decode", batch=1, seq_len=1, context_len=8)
     assert trace.param_count == 671_026_419_200
     assert {op.layer for op in trace.ops} == set(range(61)) | {None}
+
+
+@pytest.mark.parametrize("name", ["deepseek-v3", "gpt-oss-20b"])
+def test_a_layer_traces_outline_is_its_expanded_trace_without_the_ops(name):
+    """LayerTrace.outline (what a point's memory reads: parameters, peak, windows) is expanded()'s every field but
+    the ops, none: DeepSeek-V3's 671,026,419,200 parameters (above) from its 3 distinct layers, gpt-oss's window of
+    each layer."""
+    from workloads.capture import trace_layers
+
+    layers = trace_layers(load_model_config(name), phase="decode", batch=1, seq_len=1, context_len=8)
+    outline = layers.outline()
+    assert outline.ops == () and outline == replace(layers.expanded(), ops=())
+    assert name != "deepseek-v3" or outline.param_count == 671_026_419_200
+    assert name != "gpt-oss-20b" or outline.layer_windows == load_model_config(name).layer_windows
