@@ -144,6 +144,9 @@ class StepShape:
     window_kv: int = 0
     window_pairs: int = 0
     window_cached: int = 0
+    # Tokens run beyond the sequences' own, which attend to nothing and sample nothing (a data-parallel rank padded to
+    # the busiest rank's tokens, as vLLM pads them under CUDA graphs): they run the kernels outside attention alone.
+    padding: int = 0
 
     def __post_init__(self) -> None:
         if self.decode_shared_seqs < 2 * self.decode_shared_groups or (self.decode_shared_seqs
@@ -156,7 +159,7 @@ class StepShape:
 
     @property
     def tokens(self) -> int:
-        return self.prefill_tokens + self.decode_queries
+        return self.prefill_tokens + self.decode_queries + self.padding
 
     @property
     def decode_queries(self) -> int:

@@ -35,7 +35,7 @@ from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
-from sim.data_parallel import DUMMY_BATCH, ExpertRanks
+from sim.data_parallel import ExpertRanks, is_dummy
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
 
@@ -132,6 +132,10 @@ class IterationCostModel:
         return round(total / per / step)
 
     def _bucket(self, s: StepShape) -> tuple:
+        """A shape's memo key: what its sequences compute, bucketed (_sequences_bucket), and its padding."""
+        return self._sequences_bucket(s), s.padding
+
+    def _sequences_bucket(self, s: StepShape) -> tuple:
         scored = (s.prefill_scored_share, s.prefill_score_B)  # a KV policy's, the same for every iteration of a run
         if not self.kv_bucket_tokens:
             return (s.prefill_seqs, s.prefill_tokens, s.prefill_pairs, s.prefill_cached, s.decode_seqs, s.decode_kv,
@@ -156,6 +160,10 @@ class IterationCostModel:
                  self._round(s.window_cached, max(s.prefill_seqs, 1))))
 
     def _representative(self, key: tuple) -> StepShape:
+        sequences, padding = key
+        return replace(self._sequences_representative(sequences), padding=padding)
+
+    def _sequences_representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,
          estimate, (scored_share, score_B), (apart, apart_kv, apart_work), (merges, evicted, budget, key_B),
          (window_kv, window_pairs, window_cached)) = key
@@ -187,10 +195,10 @@ class IterationCostModel:
 
     def price_ranks(self, shapes: tuple[StepShape, ...]) -> IterationCost:
         """The cost of one lockstep iteration of a data-parallel replica whose working ranks run `shapes` (the others
-        a dummy batch each): sim/data_parallel.py's bound. Each rank's part and the experts' are memoized by shape
-        bucket."""
+        a dummy batch each, every rank padded where vLLM pads: ExpertRanks.rank_shapes): sim/data_parallel.py's
+        bound. Each rank's part and the experts' are memoized by shape bucket."""
         experts = self.experts
-        shapes = experts.rank_shapes(shapes)
+        shapes = experts.rank_shapes(shapes, self.execution)
         parts = [self._rank_part(shape) for shape in shapes]
         decode_only = not any(shape.prefill_seqs for shape in shapes)
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), decode_only)
@@ -216,8 +224,8 @@ class IterationCostModel:
         count; its groups' shared prefixes cascaded where that is the faster, its paged part priced by its own bucket
         (as price weighs the two). A dummy batch runs no rows after the decoder's layers (its final norm, LM head and
         sampling), as an engine's dummy forward returns hidden states."""
-        dummy = shape == DUMMY_BATCH
-        key = ("dummy",) if dummy else self._bucket(shape)
+        dummy = is_dummy(shape)
+        key = ("dummy", shape.padding) if dummy else self._bucket(shape)
         if key not in self._rank_memo:
             representative = shape if dummy else self._representative(key)
             table, counts = self.template.stage_table(representative, 1)

@@ -18,16 +18,28 @@ at every exchange, so the iteration takes
     max_r (D_r + w_r) + X + L c
 
 with w_r the rank's wait on its host where dispatching its kernels takes longer than they run. Its energy is every
-rank's dense part (the dummies' included) and every device's experts; its time by class the slowest rank's. A rank's
-part runs its own tokens: vLLM under CUDA graphs pads every rank's pass, the dummy's too, to the busiest rank's tokens
-(vllm/v1/worker/dp_utils.py coordinate_batch_across_dp), which is not modeled.
+rank's dense part (the dummies' included) and every device's experts; its time by class the slowest rank's.
+
+Where every rank's pass, the dummies' included, runs from a CUDA graph (sim/step_costs.py pass_execution: all passes
+under `graphs`, decode-only ones under `engine`), each rank runs as many tokens as the busiest (rank_shapes): vLLM's
+ranks agree on one graph mode, the least of theirs, and under a graph mode pad their token counts to the largest
+(vllm-project/vllm vllm/v1/worker/dp_utils.py at 0074614, coordinate_batch_across_dp: _post_process_cudagraph_mode,
+_post_process_dp_padding); each rank's model runner feeds the padded count to every layer and computes logits for its
+real tokens alone (vllm/v1/worker/gpu_model_runner.py at 000fc94, execute_model: num_tokens_padded, logits_indices).
+A padding token (StepShape.padding) thus runs the kernels outside attention, the experts' included (which take every
+rank's padded tokens); attention runs the real sequences alone, as a full graph's padded requests attend to no keys
+(pad_attn). Where any rank's pass is launched from the host, no rank pads (the least mode is none). Not modeled: vLLM
+pads to the largest of the ranks' captured graph sizes (each rank's tokens rounded up to a size it captured), as the
+sim prices no pass at a captured size; and it runs a mixed pass within its largest captured size from piecewise
+graphs, padded too, where the sim launches an engine's mixed passes from the host.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from kernels.shapes import StepShape, StepTemplate
+from sim.step_costs import pass_execution
 
 # How a layer's tokens reach the experts: spread experts' all-to-alls, or split experts' all-gather and
 # reduce-scatter.
@@ -39,6 +51,17 @@ EXCHANGES = ("all_to_all", "gather")
 # attention metadata (no KV read) and no logits or sampling (vllm-project/vllm vllm/v1/engine/core.py at 00080ee,
 # vllm/v1/worker/gpu_worker.py at 35d5cda, vllm/v1/worker/gpu_model_runner.py at 4e17906).
 DUMMY_BATCH = StepShape(decode_seqs=1)
+
+
+def padded(shape: StepShape, tokens: int) -> StepShape:
+    """`shape` run as `tokens` tokens, the rest its padding."""
+    return replace(shape, padding=shape.padding + tokens - shape.tokens)
+
+
+def is_dummy(shape: StepShape) -> bool:
+    """Whether `shape` is a dummy batch, padded or not: decode tokens that read no KV and sample nothing (a real
+    decode reads its sequence's KV and samples)."""
+    return shape.decode_seqs > 0 and not (shape.prefill_seqs or shape.decode_kv or shape.sampled)
 
 
 @dataclass(frozen=True)
@@ -63,11 +86,16 @@ class ExpertRanks:
     def ranks(self) -> int:
         return self.system.tp
 
-    def rank_shapes(self, shapes: tuple[StepShape, ...]) -> tuple[StepShape, ...]:
-        """Every rank's batch in an iteration whose working ranks run `shapes`: each other rank a DUMMY_BATCH."""
+    def rank_shapes(self, shapes: tuple[StepShape, ...], execution: str) -> tuple[StepShape, ...]:
+        """Every rank's batch in an iteration whose working ranks run `shapes` under `execution`: each other rank a
+        DUMMY_BATCH, and each padded to the busiest rank's tokens where every rank's pass runs from a CUDA graph."""
         if not 0 < len(shapes) <= self.ranks:
             raise ValueError(f"shapes: found {len(shapes)} working ranks, allowed: 1 to the {self.ranks} ranks")
-        return (*shapes, *(DUMMY_BATCH,) * (self.ranks - len(shapes)))
+        ranks = (*shapes, *(DUMMY_BATCH,) * (self.ranks - len(shapes)))
+        if any(pass_execution(execution, decode_only=not shape.prefill_seqs) != "graphs" for shape in ranks):
+            return ranks
+        tokens = max(shape.tokens for shape in ranks)
+        return tuple(padded(shape, tokens) for shape in ranks)
 
     def exchange_s(self, tokens: int) -> float:
         """One layer's two exchanges when the busiest rank has `tokens` tokens: its dispatch and combine all-to-alls

@@ -4,7 +4,10 @@ run_lockstep) against hand compositions of their parts and the laws of ranks in 
 The tiny Mixtral (2 layers, hidden 64, 4 experts, 2 per token) on two H100s joined by NVLink 4: each rank runs every
 row but the experts' for its own sequences, each device its 2 experts on the tokens of both ranks, and each MoE layer
 two all-to-alls. Expected values are sums of parts priced by the public cost models and the link's own collective
-model, with the dispatch's bytes counted by hand.
+model, with the dispatch's bytes counted by hand. Under CUDA graphs every rank runs as many tokens as the busiest, the
+rest padding that reads no KV and samples nothing (vllm-project/vllm vllm/v1/worker/dp_utils.py at 0074614
+coordinate_batch_across_dp pads every rank to the largest token count where the ranks' least graph mode is not none;
+gpu_model_runner.py at 000fc94 execute_model feeds that count to every layer and computes logits for the real tokens).
 """
 
 from __future__ import annotations
@@ -66,22 +69,29 @@ def _system(bandwidth_GBps: float | None = None) -> SystemModel:
     return SystemModel(load_device("h100-sxm"), RANKS, link)
 
 
-def _costs(templates, system: SystemModel | None = None) -> IterationCostModel:
+def _costs(templates, system: SystemModel | None = None, execution: str = "graphs") -> IterationCostModel:
     dense, experts = templates
     system = system or _system()
-    return IterationCostModel(system, dense, execution="graphs",
+    return IterationCostModel(system, dense, execution=execution,
                               experts=ExpertRanks(system, experts, DISPATCH_B_PER_TOKEN, LAYERS))
 
 
-def _dense_s(templates, shape: StepShape) -> float:
+def _dense_s(templates, shape: StepShape, execution: str = "graphs") -> float:
     """One rank's part alone: the rows but the experts' on one H100."""
-    return IterationCostModel(load_device("h100-sxm"), templates[0], execution="graphs").price(shape).time_s
+    return IterationCostModel(load_device("h100-sxm"), templates[0], execution=execution).price(shape).time_s
 
 
-def _experts_s(templates, tokens: int) -> float:
+def _experts_s(templates, tokens: int, execution: str = "graphs") -> float:
     """Every device's experts on `tokens` tokens of all ranks (2 of the 4 experts on each device)."""
-    return IterationCostModel(_system(), templates[1], execution="graphs").price(
+    return IterationCostModel(_system(), templates[1], execution=execution).price(
         StepShape(prefill_tokens=tokens, positions=1)).time_s
+
+
+def _padded(shapes: tuple[StepShape, ...]) -> tuple[StepShape, ...]:
+    """Each rank's batch run as the busiest rank's token count, as vLLM pads them under CUDA graphs: the added tokens
+    run every kernel outside attention, and attend to nothing and sample nothing."""
+    tokens = max(shape.tokens for shape in shapes)
+    return tuple(replace(shape, padding=tokens - shape.tokens) for shape in shapes)
 
 
 def _exchange_s(tokens: int) -> float:
@@ -95,10 +105,13 @@ SHAPES = {"decodes": (step_shape(decode_kv=[100] * 6, sampled=6), step_shape(dec
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_an_iteration_is_the_slowest_rank_then_the_experts_and_the_exchanges(templates, name):
+    """Under CUDA graphs each rank runs the busiest rank's token count, and the experts every rank's padded tokens
+    (2 x 48 beside the prefill, 2 x 6 of the decodes)."""
     shapes = SHAPES[name]
     cost = _costs(templates).price_ranks(shapes)
-    tokens = [shape.tokens for shape in shapes]
-    expected = (max(_dense_s(templates, shape) for shape in shapes) + _experts_s(templates, sum(tokens))
+    tokens = [shape.tokens for shape in _padded(shapes)]
+    assert tokens == ([48, 48] if name == "prefill beside decodes" else [6, 6])
+    expected = (max(_dense_s(templates, shape) for shape in _padded(shapes)) + _experts_s(templates, sum(tokens))
                 + 2 * LAYERS * _exchange_s(max(tokens)))
     assert cost.time_s == pytest.approx(expected, rel=1e-9)
     assert cost.class_time_s.sum() == pytest.approx(cost.time_s, rel=1e-9)  # the slowest rank's time by class
@@ -108,11 +121,12 @@ def test_an_iteration_is_the_slowest_rank_then_the_experts_and_the_exchanges(tem
 def test_split_experts_gather_every_ranks_tokens_and_scatter_their_outputs(templates, split_experts, name):
     """Experts split over the devices (SGLang's DP attention beside a tensor-parallel MoE): every device runs its half
     of every expert on the tokens of both ranks, gathered by an all-gather and summed back by a reduce-scatter, each
-    of the gathered tensor: both ranks' tokens, each padded to the busiest rank's, x 64 x 2 B."""
+    of the gathered tensor: both ranks' tokens, each padded to the busiest rank's, x 64 x 2 B. Under CUDA graphs each
+    rank's part and the experts run the padded tokens too."""
     system = _system()
     costs = IterationCostModel(system, templates[0], execution="graphs",
                                experts=ExpertRanks(system, split_experts, HIDDEN * 2.0, LAYERS, exchange="gather"))
-    shapes = SHAPES[name]
+    shapes = _padded(SHAPES[name])
     tokens = [shape.tokens for shape in shapes]
     gathered_B = max(tokens) * RANKS * HIDDEN * 2.0
     link = load_link_model("nvlink4")
@@ -121,17 +135,58 @@ def test_split_experts_gather_every_ranks_tokens_and_scatter_their_outputs(templ
     experts_s = IterationCostModel(system, split_experts, execution="graphs").price(
         StepShape(prefill_tokens=sum(tokens), positions=1)).time_s
     expected = max(_dense_s(templates, shape) for shape in shapes) + experts_s + LAYERS * exchange_s
-    assert costs.price_ranks(shapes).time_s == pytest.approx(expected, rel=1e-9)
+    assert costs.price_ranks(SHAPES[name]).time_s == pytest.approx(expected, rel=1e-9)
 
 
 def test_energy_is_every_ranks_part_and_every_devices_experts(templates):
-    shapes = SHAPES["decodes"]
-    cost = _costs(templates).price_ranks(shapes)
+    """Under CUDA graphs, of the ranks' padded batches: the 2-sequence rank runs 4 padding tokens."""
+    cost = _costs(templates).price_ranks(SHAPES["decodes"])
+    shapes = _padded(SHAPES["decodes"])
+    assert [shape.tokens for shape in shapes] == [6, 6]
     dense = [IterationCostModel(load_device("h100-sxm"), templates[0], execution="graphs").price(s) for s in shapes]
     one_device = IterationCostModel(load_device("h100-sxm"), templates[1], execution="graphs").price(
         StepShape(prefill_tokens=sum(s.tokens for s in shapes), positions=1))
     expected = sum(d.compute_J + d.memory_J for d in dense) + RANKS * (one_device.compute_J + one_device.memory_J)
     assert cost.compute_J + cost.memory_J == pytest.approx(expected, rel=1e-9)
+
+
+def _energy_J(cost: IterationCost) -> float:
+    return cost.compute_J + cost.memory_J
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_an_engine_pads_the_ranks_only_where_every_rank_decodes(templates, name):
+    """A serving engine replays decode-only passes from CUDA graphs and launches the others from its host: vLLM's
+    ranks take the least of their graph modes, so two decoding ranks pad to the busier's 6 tokens, while a rank's
+    prefill leaves every rank unpadded (48 + 4 tokens through the experts, launched from the host). Energy, which no
+    host's wait adds to: each rank's part and both devices' experts."""
+    shapes = SHAPES[name]
+    cost = _costs(templates, execution="engine").price_ranks(shapes)
+    device = load_device("h100-sxm")
+    decodes = name == "decodes"
+    run = _padded(shapes) if decodes else shapes
+    assert [shape.tokens for shape in run] == ([6, 6] if decodes else [48, 4])
+    parts_J = sum(_energy_J(IterationCostModel(device, templates[0], execution="engine").price(s)) for s in run)
+    experts = IterationCostModel(device, templates[1], execution="graphs" if decodes else "eager").price(
+        StepShape(prefill_tokens=sum(shape.tokens for shape in run), positions=1))
+    assert _energy_J(cost) == pytest.approx(parts_J + RANKS * _energy_J(experts), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_padding_never_makes_a_step_faster_nor_cheaper(templates, name):
+    """The ranks' padding adds tokens that read no KV and sample nothing: the step takes no less than the ranks run
+    unpadded (the slowest rank's part, the experts on the real tokens, the exchanges), and costs more energy."""
+    shapes = SHAPES[name]
+    cost = _costs(templates).price_ranks(shapes)
+    tokens = [shape.tokens for shape in shapes]
+    unpadded_s = max(_dense_s(templates, shape) for shape in shapes) + _experts_s(templates, sum(tokens)) + \
+        2 * LAYERS * _exchange_s(max(tokens))
+    assert cost.time_s >= unpadded_s
+    device = load_device("h100-sxm")
+    unpadded_J = sum(_energy_J(IterationCostModel(device, templates[0], execution="graphs").price(s)) for s in shapes) \
+        + RANKS * _energy_J(IterationCostModel(device, templates[1], execution="graphs").price(
+            StepShape(prefill_tokens=sum(tokens), positions=1)))
+    assert _energy_J(cost) > unpadded_J * (1 + 1e-6)
 
 
 def test_spreading_sequences_over_the_ranks_is_never_slower_than_one_rank_holding_them(templates):
@@ -154,43 +209,44 @@ def test_a_single_shape_is_one_rank_beside_idle_ranks(templates):
     assert costs.price(shape).time_s == pytest.approx(costs.price_ranks((shape,)).time_s, rel=1e-12)
 
 
-def _dummy(templates) -> IterationCost:
+def _dummy(templates, tokens: int) -> IterationCost:
     """An idle rank's dummy batch on one H100, as vLLM's DPEngineCoreProc runs it while another rank works
     (execute_dummy_batch: the worker's _dummy_run(1, uniform_decode=True), vllm-project/vllm
-    vllm/v1/worker/gpu_worker.py at 35d5cda): one decode token that attends to no keys and samples nothing, through the
-    rank's rows of every decoder layer; the model's rows after the layers (final norm, LM head, sampling: the
-    template's whole-model rows past its first layer row) do not run, since the dummy forward returns hidden states."""
+    vllm/v1/worker/gpu_worker.py at 35d5cda): one decode token that attends to no keys and samples nothing, padded
+    under CUDA graphs to the busiest rank's `tokens` like it, through the rank's rows of every decoder layer; the
+    model's rows after the layers (final norm, LM head, sampling: the template's whole-model rows past its first layer
+    row) do not run, since the dummy forward returns hidden states."""
     dense = templates[0]
     past_layers = (dense.span == SPAN_MODEL) & (np.arange(len(dense.span)) > np.argmax(dense.span != SPAN_MODEL))
     assert past_layers.sum() >= 2  # at least the LM head and the final norm
     return IterationCostModel(load_device("h100-sxm"), dense.select_rows(~past_layers), execution="graphs").price(
-        StepShape(decode_seqs=1))
+        StepShape(decode_seqs=1, padding=tokens - 1))
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_an_idle_rank_runs_a_one_token_dummy_batch_through_the_experts(templates, name):
     """One rank working beside an idle one: the idle rank's dummy forward is a rank of its own in the lockstep (never
-    the slower here), its one token goes through the experts with the working rank's, and the exchanges still wait for
-    the working rank's tokens."""
+    the slower here), padded under CUDA graphs to the working rank's tokens, which go through the experts with the
+    working rank's, and the exchanges still wait for the working rank's tokens."""
     shape = SHAPES[name][0]
     cost = _costs(templates).price_ranks((shape,))
-    assert _dummy(templates).time_s < _dense_s(templates, shape)
-    expected_s = _dense_s(templates, shape) + _experts_s(templates, shape.tokens + 1) + \
+    assert _dummy(templates, shape.tokens).time_s < _dense_s(templates, shape)
+    expected_s = _dense_s(templates, shape) + _experts_s(templates, 2 * shape.tokens) + \
         2 * LAYERS * _exchange_s(shape.tokens)
     assert cost.time_s == pytest.approx(expected_s, rel=1e-9)
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
 def test_an_idle_ranks_dummy_batch_is_charged_its_energy(templates, name):
-    """The step's energy beside an idle rank is the sum of the parts: the working rank's own, the dummy's, and both
-    devices' experts on the tokens of both ranks."""
+    """The step's energy beside an idle rank is the sum of the parts: the working rank's own, the dummy's (padded to
+    the working rank's tokens), and both devices' experts on the tokens of both ranks."""
     shape = SHAPES[name][0]
     cost = _costs(templates).price_ranks((shape,))
-    dummy = _dummy(templates)
+    dummy = _dummy(templates, shape.tokens)
     device = load_device("h100-sxm")
     own = IterationCostModel(device, templates[0], execution="graphs").price(shape)
     one_device = IterationCostModel(device, templates[1], execution="graphs").price(
-        StepShape(prefill_tokens=shape.tokens + 1, positions=1))
+        StepShape(prefill_tokens=2 * shape.tokens, positions=1))
     expected_J = sum(part.compute_J + part.memory_J for part in (own, dummy)) + \
         RANKS * (one_device.compute_J + one_device.memory_J)
     assert cost.compute_J + cost.memory_J == pytest.approx(expected_J, rel=1e-9)
