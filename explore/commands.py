@@ -187,13 +187,15 @@ OPTUNA_S_PER_POINT = 0.02
 # least squares without a constant, 11 us an op.
 PREPARE_S_PER_OP = 0.00004
 # An op of a layer a fake trace copies from a traced one: since 9eea46d its kernels are the source layer's renumbered,
-# not lowered, and since 2cae472 the cache stores the traced layers only. Evaluator.tables of a 512-token prefill and a
-# decode step, batch 1, engine fusion, the traces cached (process_time, the faster of two fresh Evaluators, the quiet
-# 2-core machine, 2026-12-07 at fd02374): llama-2-7b 0.037 s, mixtral-8x7b 0.058, qwen3-30b-a3b 0.593, llama-2-70b
-# 0.081; least squares on what 40 us an op of the traced layers leaves (a step template, whose layers are all traced,
-# still took 22-37 us an op here): 3.8 us an op copied, those 4 within 0.79-1.10x. Held out: deepseek-v2-lite 0.206 s,
-# estimated 0.227 (1.10x), deepseek-v3 1.792 s, estimated 1.29 (0.72x); 6.5x and 5.7x at 40 us every op.
-PREPARE_S_PER_OP_COPIED = 0.0000038
+# not lowered, since 2cae472 the cache stores the traced layers only, and since e79c64b the tables are sharded and fused
+# on a model of a few of its layers (kernels/layer_kernels.py LayerTable) and only then copied. Evaluator.tables of a
+# 512-token prefill and a decode step, batch 1, engine fusion, the traces cached (process_time, the faster of two fresh
+# Evaluators, 2-core machine under load 7, 2026-12-07 at bd5e28b): llama-2-7b 0.016 s, mixtral-8x7b 0.023,
+# qwen3-30b-a3b 0.162, llama-2-70b 0.018, deepseek-v2-lite 0.102, deepseek-v3 0.350 (at 3a7c4b8 in the same session
+# 0.034, 0.056, 0.553, 0.082, 0.211, 1.625: fd02374's figures within 0.91-1.03x). Least squares on what 40 us an op of
+# the traced layers leaves of the first four puts a copied op below zero (-0.23 us): nothing measurable, so none; 40 us
+# an op traced alone is 0.76-1.16x of all six (it was 3.8 us an op copied, fitted at fd02374).
+PREPARE_S_PER_OP_COPIED = 0.0
 PREPARE_S_PER_COMBINATION = 0.002
 TEMPLATE_S_PER_OP = 0.000011
 # Drawing the report, per figure (explore/report.py figures_drawn counts those a sweep draws): on the same machine
