@@ -10,12 +10,10 @@ layers, the same bytes in every group, and the groups draw their blocks from one
 holds the blocks of all its tokens; a sliding-window group frees, before each allocation, the blocks wholly before
 the window of the next token (SlidingWindowManager.get_num_skipped_tokens: computed - window + 1 tokens skipped,
 remove_skipped_blocks frees their whole blocks; vllm/v1/core/single_type_kv_cache_manager.py, commit 129ab7c6 of
-vllm-project/vllm). A sequence of t tokens then holds ceil(t / B) blocks in a full group and ceil(t / B) -
-floor((t - w) / B) in a group of window w (t > w), as it does at every decode step (t - 1 computed, one scheduled).
-
-Not modeled: during a prefill chunk vLLM holds the chunk's blocks of a sliding group too (its skipped blocks are
-counted from the tokens computed before the chunk) and frees those left behind at the request's next step; here a
-chunk holds what its last token's window needs.
+vllm-project/vllm). A sequence growing to t tokens with c of them computed then holds ceil(t / B) blocks in a full
+group and ceil(t / B) - floor((c - w + 1) / B) in a group of window w (c >= w): at a decode step (c = t - 1) the blocks
+of its window, and a prefill chunk's blocks besides (c counted before it), those behind the window freed at the
+request's next allocation.
 """
 
 from __future__ import annotations
@@ -31,10 +29,21 @@ class KVGroups:
     windows: tuple[int | None, ...]
     layers: int
 
-    def blocks(self, tokens: int, block_tokens: int) -> int:
-        """Blocks of `block_tokens` tokens a sequence of `tokens` tokens holds over every group (module docstring)."""
+    def blocks(self, tokens: int, block_tokens: int, computed: int | None = None) -> int:
+        """Blocks of `block_tokens` tokens a sequence growing to `tokens` tokens holds over every group, `computed` of
+        them computed before (None: all but the last, a decode step's) (module docstring)."""
+        computed = tokens - 1 if computed is None else computed
         whole = -(-tokens // block_tokens)
-        return sum(whole - (max(0, tokens - window) // block_tokens if window is not None else 0)
+        return sum(whole - (max(0, computed - window + 1) // block_tokens if window is not None else 0)
+                   for window in self.windows)
+
+    def most_blocks(self, tokens: int, block_tokens: int, chunk_tokens: int) -> int:
+        """The most blocks a request of `tokens` tokens holds at once, prefilled in chunks of at most `chunk_tokens`:
+        every block in a full group, in a window-w group those of w - 1 computed tokens and a chunk, and one more where
+        the window starts inside a block (SlidingWindowSpec.max_memory_usage_bytes, vllm/v1/kv_cache_interface.py),
+        never more than all of its blocks."""
+        whole = -(-tokens // block_tokens)
+        return sum(whole if window is None else min(whole, -(-(window - 1 + chunk_tokens) // block_tokens) + 1)
                    for window in self.windows)
 
     def tokens(self, tokens: int) -> int:

@@ -123,6 +123,7 @@ class PagedKVCache:
             raise ValueError(f"groups: found hybrid KV cache groups with prefix_tokens {prefix_tokens} and window "
                              f"{window}, allowed: neither")
         self.groups = groups
+        self._tokens: dict[int, int] = {}  # of hybrid groups: a sequence's tokens computed at its next allocation
         if host_blocks < 0:
             raise ValueError(f"host_blocks: found {host_blocks}, allowed: an integer >= 0")
         self.host_capacity_blocks = host_blocks
@@ -329,11 +330,12 @@ class PagedKVCache:
         (`shared` False) all of them."""
         return self._own_blocks(tokens, self.prefix_blocks if shared else 0)
 
-    def _own_blocks(self, tokens: int, shared_blocks: int) -> int:
+    def _own_blocks(self, tokens: int, shared_blocks: int, seq: int | None = None) -> int:
         """Blocks of a sequence of `tokens` cached tokens past the `shared_blocks` it shares, of which a window keeps
-        the last (a window's sinks lie in the prefix); of hybrid groups, its blocks in every group."""
+        the last (a window's sinks lie in the prefix); of hybrid groups, its blocks in every group, sequence `seq`'s
+        counted from the tokens it has computed (computed_before; without `seq`, all but the last)."""
         if self.groups is not None:
-            return self.groups.blocks(tokens, self.block_tokens)
+            return self.groups.blocks(tokens, self.block_tokens, None if seq is None else self._tokens.get(seq, 0))
         if self.window is None:  # whole blocks shared: the blocks of all its tokens, less those
             return max(0, -(-tokens // self.block_tokens) - shared_blocks)
         own = kept_tokens(max(tokens - shared_blocks * self.block_tokens, 0), self.window)
@@ -346,7 +348,7 @@ class PagedKVCache:
         room = self.capacity_blocks - self.used_blocks + self._idle_blocks
         held = self._held.get(seq)
         if held is not None:  # admitted: it shares what it shares, and no more
-            return max(0, self._own_blocks(tokens, self._shared.get(seq, 0)) - held), room
+            return max(0, self._own_blocks(tokens, self._shared.get(seq, 0), seq) - held), room
         shares = self._cached_blocks(seq)
         loads = 0
         if shares and seq not in self._shared:
@@ -354,7 +356,7 @@ class PagedKVCache:
                 if part and node in self._idle:
                     room -= self._chain[node]  # an idle node it will share is not room
                 loads += max(0, part - self._chain.get(node, 0))
-        return self._own_blocks(tokens, shares) + loads, room
+        return self._own_blocks(tokens, shares, seq) + loads, room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
         """Blocks sequence `seq` must add to hold `tokens` tokens."""
@@ -381,13 +383,15 @@ class PagedKVCache:
                 continue
             # Its own blocks (_own_blocks, inlined where no window keeps fewer: below its shared ones it needs none).
             shared = shared_of(seq, 0)
-            extra = (-(-tokens // block_tokens) - shared if paged else self._own_blocks(tokens, shared)) - held
+            extra = (-(-tokens // block_tokens) - shared if paged else self._own_blocks(tokens, shared, seq)) - held
             if extra > 0:
                 if extra > self.capacity_blocks - self.used_blocks + self._idle_blocks:
                     return done
                 self._add_own(seq, held, extra)
             elif extra < 0 and self.groups is not None:  # a sliding group frees the blocks its window left
                 self._add_own(seq, held, extra)
+            if self.groups is not None:
+                self._tokens[seq] = tokens
         return len(wants)
 
     def hold(self, seq: int, tokens: int) -> None:
@@ -395,9 +399,12 @@ class PagedKVCache:
         path's cached nodes as far as its shareable tokens reach, and idle nodes with none after them give up blocks
         (the least recently shared first, each from its tail) for room."""
         held = self._held.get(seq)
+        if self.groups is not None:
+            self._hold_groups(seq, tokens, held)
+            return
         if held is not None:  # admitted (a swapped-out sequence holds nothing here): it grows its own blocks alone
             extra = self._own_blocks(tokens, self._shared.get(seq, 0)) - held
-            if extra > 0 or (extra < 0 and self.groups is not None):  # a sliding group frees what its window left
+            if extra > 0:
                 self._add_own(seq, held, extra)
             return
         extra, room = self._growth(seq, tokens)
@@ -424,6 +431,19 @@ class PagedKVCache:
             self._evict(self.used_blocks + own - self.capacity_blocks)
         self._held[seq] = self._held.get(seq, 0) + own
         self.used_blocks += own
+
+    def _hold_groups(self, seq: int, tokens: int, held: int | None) -> None:
+        """hold() of hybrid groups (no prefix shared): `seq` grows to its blocks in every group at `tokens`, a sliding
+        group giving back those its window has left, and has computed `tokens` at its next allocation."""
+        self._add_own(seq, held or 0, self._own_blocks(tokens, 0, seq) - (held or 0))
+        self._swapped_out.discard(seq)
+        self._tokens[seq] = tokens
+
+    def computed_before(self, seq: int, computed: int) -> None:
+        """Of hybrid groups: `seq`, holding nothing here yet, has `computed` tokens computed (elsewhere, or before a
+        swap), from which its first hold counts the blocks a sliding group skips."""
+        if self.groups is not None and seq not in self._held:
+            self._tokens[seq] = computed
 
     def _add_own(self, seq: int, held: int, extra: int) -> None:
         """Give admitted `seq`, holding `held` blocks of its own, `extra` more (fewer where negative), evicting idle
@@ -611,6 +631,7 @@ class PagedKVCache:
         if seq in self._continues and computed:
             self.publish(seq, computed, limit=computed // self.block_tokens)
         self.used_blocks -= self._held.pop(seq, 0)
+        self._tokens.pop(seq, None)
         if not keep_prefix:
             self._device_reserved -= self._on_device.pop(seq, 0)
             self._apart.discard(seq)

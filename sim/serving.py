@@ -163,7 +163,7 @@ def serving_memory_reason(memory: ServingMemory, requests: RequestSet, scheduler
     own = math.ceil(kept_tokens(max(longest - shared, 1), window))
     needed = math.ceil(own / memory.block_tokens) + shared // memory.block_tokens
     if groups is not None:
-        needed = groups.blocks(longest, memory.block_tokens)
+        needed = groups.most_blocks(longest, memory.block_tokens, scheduler.token_budget())
     # Attention devices split every block by its heads: a sequence's cache spans them all, as it spans tp devices.
     blocks = memory.kv_blocks // engines
     usable = blocks - math.ceil(scheduler.limits.watermark * blocks)

@@ -348,6 +348,7 @@ class Scheduler:
         """Hold `tokens` of `seq` if the KV cache can, leaving the watermark free (but where its blocks are held
         already: a pulled sequence's whose KV landed)."""
         kv = state.kv
+        kv.computed_before(seq.index, seq.computed)  # a handed-over one's KV computed elsewhere
         if not kv.can_hold(seq.index, tokens, 0 if seq.kv_pull == "landed" else self._reserve_blocks(state)):
             return False
         kv.hold(seq.index, tokens)
@@ -429,6 +430,7 @@ class Scheduler:
         moved = 0
         while state.swapped and len(state.running) < self.limits.max_seqs:
             seq = state.swapped[0]
+            state.kv.computed_before(seq.index, seq.computed)
             if not state.kv.can_hold(seq.index, seq.computed + 1, self._reserve_blocks(state)):
                 break
             state.kv.hold(seq.index, seq.computed)
