@@ -1090,8 +1090,8 @@ def _calibration_text(device, fused_moe: bool = False) -> str:
     parts = []
     if cal.provenance:
         parts.append(f"calibrated on {cal.provenance['rows_used']:,} measured kernels ({cal.provenance['date']})")
-    if borrowed := [c for c in cal.borrowed if c in cal.pricing_classes]:
-        parts.append(f"{', '.join(borrowed)} fitted on sibling {cal.sibling}")
+    if cal.borrowed:
+        parts.append(f"{', '.join(cal.borrowed)} fitted on sibling {cal.sibling}")
     roofline = [c for c in FITTABLE_CLASSES if c not in cal.fitted_classes]
     if roofline:
         parts.append(f"{', '.join(roofline)} on the datasheet roofline")

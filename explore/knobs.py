@@ -41,9 +41,11 @@ from kernels.formats import (
     ALLOWED_BITS,
     ALLOWED_SPARSITY,
     DENSE,
+    ENGINE_MOE_KERNEL,
     GRANULARITIES,
     GROUP_SIZES,
     MAX_OUTLIER_FRACTION,
+    MOE_KERNELS,
     OVERRIDE_BITS,
     SCALE_BITS,
     SCALE_GROUP_SIZES,
@@ -401,6 +403,13 @@ register(Knob(name="outlier_fraction", type=float, section="format", default=0.0
               "0.0005-0.0045), multiplied by a sparse kernel of its own (with scale_type spqr3 inside the quantized "
               "GEMM, as SpQR's fused kernel does)", allowed_text=f"a fraction from 0 to "
               f"{MAX_OUTLIER_FRACTION}"))
+# The fused-MoE kernel of quantized experts (kernels/formats.py NumericFormat.moe_kernel, hw_models/gpu_moe.py).
+register(Knob(name="moe_kernel", type=str, section="format", default=_FORMAT.moe_kernel,
+              allowed=(ENGINE_MOE_KERNEL, *MOE_KERNELS), applies="format", label="MoE kernel",
+              help="fused-MoE kernel of quantized experts: engine (vLLM's choice on the device: for MXFP4 weights "
+              "FlashInfer's TensorRT-LLM MoE on Blackwell, OpenAI's Triton MoE on Hopper, Marlin's below; Marlin's "
+              "for other weight-only formats), or marlin, oaitriton or trtllm (the last two MXFP4 weights only); a "
+              "kernel with no MoE fit for the device is refused"))
 register(Knob(name="weight_coding", type=str, section="format", default=_FORMAT.weight_coding, allowed=WEIGHT_CODINGS,
               applies="format", help="entropy coding of 16-bit weights: none, or dfloat11 (Huffman-coded bf16 at "
               "~11 bits, decompressed per transformer block and pass)"))

@@ -31,7 +31,8 @@ import yaml
 from hw_models.gpu import GPUModel
 from hw_models.gpu_efficiency import AttentionFit, Calibration, GemmFit, MoeFit, StreamFit
 from hw_models.gpu_gemm_configs import tile_policy
-from hw_models.gpu_moe import ALIGNMENT, moe_kernel, quantized_weight_key
+from hw_models.gpu_moe import ALIGNMENT, quantized_weight_key
+from kernels.formats import named_moe_kernel
 from kernels.measured import GENERAL_LAYOUT, MOE, TORCH_SDPA_BACKEND, MeasuredKernel
 from kernels.moe import MATRICES
 from kernels.table import KernelTable
@@ -140,7 +141,8 @@ def gemm_key(row: MeasuredKernel) -> str:
     'w4a16:group32'); other 16-bit rows share the default fit, key ''."""
     if _quantized_moe(row):
         fmt = row.numeric_format
-        return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"), moe_kernel(row.backend))
+        return quantized_weight_key(fmt.weight_bits, fmt.weight_type, fmt.gemm_dtype("bf16"),
+                                    named_moe_kernel(row.backend))
     if quantized_gemm(row):
         return f"{row.dtype}:{row.variant}" if row.variant else row.dtype
     if row.dtype not in LOW_PRECISION_DTYPES:

@@ -60,6 +60,7 @@ from hw_models.gpu_efficiency import (
     stream_memory_s,
     tile_counts,
 )
+from hw_models.gpu_moe import POINT_MOE_KERNEL, named_kernel
 from hw_models.gpu_power import DVFS_EXPONENT, capped_busy_s, capped_clock
 from hw_models.gpu_quant import MIXED_INPUT_TILES, QuantPlan, dequant_ops, lane_ops_per_s, quant_plan
 from hw_models.gpu_reduction import serial_steps
@@ -170,7 +171,8 @@ class GPUModel(DeviceModel):
             return hit[1]
         plans = self.__dict__.setdefault("_quant_plans", {})
         if fmt not in plans:
-            plans[fmt] = quant_plan(fmt, self.spec.compute.peak_TFLOPS, self.spec.name)
+            plans[fmt] = quant_plan(fmt, self.spec.compute.peak_TFLOPS, self.spec.name,
+                                    compute_capability=self.spec.compute.compute_capability)
         if len(by_id) >= _FORMATS_KEPT:  # a mixed format's widths are new objects per table (at_bits): bounded
             by_id.clear()
         by_id[id(fmt)] = (fmt, plans[fmt])  # the format kept alive with its id
@@ -237,14 +239,31 @@ class GPUModel(DeviceModel):
     def _moe_parts(self, cal: Calibration, plans: list[tuple[QuantPlan, np.ndarray]],
                    moe: np.ndarray) -> list[tuple[Calibration, np.ndarray]]:
         """(calibration, rows) of a table's fused MoE rows: each weight-only width's rows on the calibration of its
-        variant (the measured weight-only MoE fit, gpu_moe.quantized_weight_key), every other row on `cal`."""
+        variant (the measured weight-only MoE fit, gpu_moe.quantized_weight_key), every other row on `cal`.
+        InputError where the variant names a kernel (the engine's or the point's moe_kernel) with no fit here."""
         parts, rest = [], moe
         for plan, rows in plans:
             own = moe & rows if plan.mixed_input and plan.variant else None
             if own is not None and own.any():
+                self._check_moe_kernel_fit(cal, plan.variant)
                 parts.append((self._calibration_for(plan), own))
                 rest = rest & ~own
         return [*parts, (cal, rest)] if rest.any() else parts
+
+    def _check_moe_kernel_fit(self, cal: Calibration, variant: str) -> None:
+        """InputError (one line) where an MoE fit key names a kernel (gpu_moe.named_kernel) that no fit of this GPU's
+        calibration (its sibling's included) prices while other kernels on the same weights have fits: the layers
+        would be priced on another kernel's. Where no kernel on those weights has a fit (an A100, a fit in progress)
+        the layers take the MoE fit of their math dtype, as every quantized MoE layer without a fit does."""
+        kernel = named_kernel(variant)
+        weights = variant.rsplit("/", 1)[0]  # 'bf16/w4fp4': the fits of every kernel on these weights
+        fitted = sorted(named_kernel(key) or POINT_MOE_KERNEL[key.split("/")[0]] for key in cal.moe_dtypes or {}
+                        if key.startswith(weights))
+        if not kernel or variant in (cal.moe_dtypes or {}) or not fitted:
+            return
+        raise InputError(f"format.moe_kernel: the MoE layers' kernel is {kernel!r} on {self.spec.name}, which has no "
+                         f"MoE fit of it ({variant}); allowed: a kernel fitted for {self.spec.name}: "
+                         f"{', '.join(fitted)} (moe_kernel: engine picks vLLM's kernel for the device)")
 
     @staticmethod
     def _vector_ops(table: KernelTable, plans: list[tuple[QuantPlan, np.ndarray]]) -> np.ndarray | None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from hw_models.gpu_attention import ATTENTION_Q_TILE, AttentionFit, attention_times, smooth_max  # noqa: F401 (re-exported)
 from hw_models.gpu_gemm_configs import policy_tiles
-from hw_models.gpu_moe import MoeFit, moe_times, scores_only  # noqa: F401 (re-exported)
+from hw_models.gpu_moe import MoeFit, moe_times  # noqa: F401 (re-exported)
 
 # Thread-block tile shapes (rows x columns of C) of CUTLASS's SM80/SM90 tensor-core GEMM kernels, which
 # cuBLAS's heuristics choose among; the model picks the one with the least padded work.
@@ -197,13 +197,6 @@ class Calibration:
         return (*(("gemm",) if self.gemm else ()), *(f"gemm {k}" for k in self.gemm_dtypes or {}),
                 *(("attention",) if self.attention else ()), *(("moe",) if self.moe else ()),
                 *(f"moe {k}" for k in self.moe_dtypes or {}), *(self.streams or {}))
-
-    @cached_property
-    def pricing_classes(self) -> tuple[str, ...]:
-        """The fitted classes a design point's kernels are priced on: all but the MoE fits of kernels no point runs
-        (gpu_moe.scores_only)."""
-        return tuple(c for c in self.fitted_classes
-                     if not (c.startswith("moe ") and scores_only(c.removeprefix("moe "))))
 
     def filled_from(self, sibling: Calibration) -> Calibration:
         """This calibration with the classes it lacks taken from a sibling preset's (its own fits win)."""

@@ -42,8 +42,9 @@ Weight-only layers (4-bit weights, 16-bit activations: Marlin's int4 MoE, MXFP4 
 math (`vector_s`, hw_models/gpu_quant.py); they have fits of their own, keyed by quantized_weight_key ('bf16/w4int',
 'bf16/w4fp4': Marlin's MoE, POINT_MOE_KERNEL), which a point with that weight format prices its MoE layers on
 (gpu_quant.quant_plan's variant), as does a point of fp4 weights and activations on a GPU without fp4 tensor cores,
-which runs them weight-only. The kernels gpt-oss's own MXFP4 checkpoint runs instead have fits keyed apart
-('bf16/w4fp4/oaitriton', 'bf16/w4fp4/trtllm'), which score those kernels' measured layers and price no point.
+which runs them weight-only. MXFP4 experts (gpt-oss's checkpoint) run the kernel vLLM picks for them on the device
+(engine_moe_kernel), or the one a point names (NumericFormat.moe_kernel), whose fits are keyed apart
+('bf16/w4fp4/oaitriton', 'bf16/w4fp4/trtllm'); a kernel with no fit for the device is refused.
 Their kernels issue other instructions than the 16-bit ones the bf16 fit saw (Marlin: Ampere's mma.sync on every
 GPU), so the 16-bit fit does not carry over: their achieved fraction of the 16-bit peak is what the fit measures.
 
@@ -63,6 +64,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from hw_models.gpu_attention import smooth_max
+from kernels.formats import MOE_KERNELS
 from kernels.moe import MATRICES
 
 # Row tile of a grouped MoE GEMM: the power of two at or above an expert's rows, from 16 to 64. FlashInfer's
@@ -77,22 +79,45 @@ MOE_TILE_K = 64.0
 # Triton's divisibility specialization (see the module docstring), in elements.
 ALIGNMENT = 16
 # The fused-MoE kernels that measured layers of quantized weights name in their backend (aiconfigurator's
-# kernel_source: vLLM's quantization method and experts class, lowercased): Marlin's MoE (MarlinExperts), OpenAI's
-# Triton MoE (OAITritonMxfp4Experts, the triton_kernels package) and FlashInfer's TensorRT-LLM MoE (TrtLlm*Experts).
-MOE_KERNELS = ("marlin", "oaitriton", "trtllm")
-# The kernel a design point's quantized-weight MoE layers run, by their math dtype. A point names a format, not a
-# checkpoint, so it runs the kernel of the general case, compressed-tensors' and ModelOpt's fp4 and int4
-# checkpoints: weight-only layers (bf16 math) run Marlin's MoE. vLLM picks a fused-MoE backend in priority order
+# kernel_source: vLLM's quantization method and experts class, lowercased), the names a format's moe_kernel takes
+# (kernels/formats.py MOE_KERNELS).
+# The kernel a design point's quantized-weight MoE layers run, by their math dtype, where the engine picks no other
+# (engine_moe_kernel); its fit is keyed without a kernel (quantized_weight_key). The general case is compressed-
+# tensors' and ModelOpt's fp4 and int4 checkpoints: weight-only layers (bf16 math) run Marlin's MoE. vLLM picks a
+# fused-MoE backend in priority order
 # (vllm/model_executor/layers/fused_moe/oracle/nvfp4.py select_nvfp4_moe_backend); the FlashInfer and CUTLASS fp4
 # backends ahead of Marlin support only compute capability 10.x to 12.x (CutlassExpertsFp4._supports_current_device),
 # so an H100, H200, L40S or A100 runs Marlin (utils/marlin_utils_fp4.py prepare_nvfp4_moe_layer_for_marlin), and
 # aiconfigurator's compressed-tensors MXFP4 layers (vLLM 0.24.0) ran MarlinExperts on H200 and B200 alike. gpt-oss's
-# own MXFP4 checkpoint (vLLM's Mxfp4Config: oracle/mxfp4.py select_mxfp4_moe_backend) runs FlashInfer's TensorRT-LLM
-# MXFP4 x bf16 MoE on sm_100, OpenAI's Triton MoE from capability 9.0 to 10.x (Hopper) and Marlin below (Ada,
-# Ampere), as aiconfigurator's gpt-oss layers ran on B200, H200 and L40S: the first two kernels' fits are keyed apart
-# (quantized_weight_key). MXFP4 x MXFP8 layers (fp8 math) run FlashInfer's TensorRT-LLM MoE, the one kernel measured
-# for the format (hw_models/gpu_quant.py).
+# own MXFP4 checkpoint runs other kernels (engine_moe_kernel). MXFP4 x MXFP8 layers (fp8 math) run FlashInfer's
+# TensorRT-LLM MoE, the one kernel measured for the format (hw_models/gpu_quant.py).
 POINT_MOE_KERNEL = {"bf16": "marlin", "fp8": "trtllm"}
+# vLLM's MXFP4 MoE backend for MXFP4 experts meeting bf16 activations (gpt-oss's checkpoint, Mxfp4Config), by compute
+# capability (vllm-project/vllm 007d50058a06dec0f82472d63c819244d460c40d, vllm/model_executor/layers/quantization/
+# mxfp4.py get_mxfp4_backend, without LoRA): the 10.x family with FlashInfer installed runs SM100_FI_MXFP4_BF16,
+# FlashInfer's TensorRT-LLM MXFP4 x bf16 MoE; otherwise 9.0 <= capability < 11.0 with the triton_kernels package runs
+# TRITON, OpenAI's Triton MoE; anything else MARLIN ("universal fallback"). The env flags move off these defaults:
+# VLLM_MXFP4_USE_MARLIN=1 (Marlin), VLLM_USE_FLASHINFER_MOE_MXFP4_MXFP8=1 on 10.x (MXFP8 activations: the W4A8
+# format's 'fp8/w4fp4'), VLLM_USE_FLASHINFER_MOE_MXFP4_BF16=1 on 9.0 (FlashInfer's CUTLASS MoE, measured nowhere
+# here). The later oracle (vllm/model_executor/layers/fused_moe/oracle/mxfp4.py select_mxfp4_moe_backend, commit
+# 001eda31e3d032e9dc864e97f3630358b2ff8b5a) keeps the order: FLASHINFER_TRTLLM_MXFP4_BF16 first, TRITON while
+# 9.0 <= capability < 11.0, MARLIN last. aiconfigurator's gpt-oss layers ran these kernels on B200, H200 and L40S.
+# (lowest capability, kernel) tiers, the highest tier at or below a capability winning.
+ENGINE_MXFP4_MOE_KERNELS = ((9.0, "oaitriton"), (10.0, "trtllm"), (11.0, "marlin"))
+
+
+def engine_moe_kernel(dtype: str, *, mxfp4: bool, chosen: str, compute_capability: float | None) -> str:
+    """The MOE_KERNELS name a point's quantized-weight MoE layers computing in `dtype` run: `chosen` where it names
+    one, else the engine's choice (ENGINE_MXFP4_MOE_KERNELS for MXFP4 weights under bf16 math on a GPU of known
+    capability, POINT_MOE_KERNEL otherwise)."""
+    if chosen in MOE_KERNELS:
+        return chosen
+    kernel = POINT_MOE_KERNEL.get(dtype, "")
+    if dtype == "bf16" and mxfp4 and compute_capability is not None:
+        for lowest, tier in ENGINE_MXFP4_MOE_KERNELS:
+            if compute_capability >= lowest:
+                kernel = tier
+    return kernel
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,15 +145,10 @@ def quantized_weight_key(weight_bits: int, weight_type: str, dtype: str, kernel:
     return f"{dtype}/w{weight_bits}{element}{own}"
 
 
-def scores_only(key: str) -> bool:
-    """Whether an MoE fit key is that of a kernel no design point runs ('bf16/w4fp4/oaitriton': quantized_weight_key
-    names only such kernels): its fit scores that kernel's measured layers and prices no point."""
-    return key.rsplit("/", 1)[-1] in MOE_KERNELS
-
-
-def moe_kernel(backend: str) -> str:
-    """The MOE_KERNELS name a measured MoE layer's backend names ('' where it names none of them)."""
-    return next((kernel for kernel in MOE_KERNELS if kernel in backend.lower()), "")
+def named_kernel(key: str) -> str:
+    """The kernel an MoE fit key names ('oaitriton' of 'bf16/w4fp4/oaitriton'), '' for a key that names none."""
+    kernel = key.rsplit("/", 1)[-1]
+    return kernel if kernel in MOE_KERNELS else ""
 
 
 def _row_tile(rows: np.ndarray) -> np.ndarray:

@@ -123,8 +123,10 @@ model runs each GEMM the faster way (GPUModel._cost_table): the GEMV at one toke
 Fused MoE layers of a weight-only format pay the same dequantization, each touched expert's weights once per
 M-tile pass of its rows, in series with the grouped GEMMs' math (hw_models/gpu_moe.py moe_times). Their MoE fit is
 the one of the measured weight-only MoE layers of that element type and width on the kernel vLLM runs a point's
-experts on, Marlin's MoE (the plan's variant, gpu_moe.quantized_weight_key and POINT_MOE_KERNEL: aiconfigurator's
-Marlin int4 and MXFP4 MoE layers on H200, L40S and B200), else the 16-bit one. Marlin issues the sm_80 mma.sync on
+experts on (the plan's variant, gpu_moe.quantized_weight_key and engine_moe_kernel, by the GPU's compute capability
+or the format's moe_kernel): Marlin's MoE for int4 and for fp4 run weight-only (aiconfigurator's Marlin int4 and
+MXFP4 MoE layers on H200, L40S and B200), OpenAI's Triton or TensorRT-LLM's MoE for MXFP4 experts on Hopper or
+Blackwell; else the 16-bit one. Marlin issues the sm_80 mma.sync on
 every GPU, and Hopper and Blackwell reach the tensor-core peak the 16-bit fit was measured at only through wgmma /
 tcgen05: no published rate of mma.sync on those GPUs was found, and the weight-only fit's achieved fraction of the
 16-bit peak is the measured rate (tests/hw_models/test_moe_weight_only.py).
@@ -137,9 +139,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from hw_models.gpu_moe import quantized_weight_key
+from hw_models.gpu_moe import engine_moe_kernel, quantized_weight_key
 from hw_models.spec_common import fallback_dtype
-from kernels.formats import CODEBOOK_TYPES, FLOAT_TYPES, INT, SPQR, NumericFormat
+from kernels.formats import CODEBOOK_TYPES, ENGINE_MOE_KERNEL, FLOAT_TYPES, INT, SPQR, NumericFormat
 
 # Lane instructions per element to turn stored values into 16-bit (or 8-bit) math operands; see the docstring.
 UNPACK_OPS = {8: 1.0, 4: 9 / 8, 2: 9 / 8}
@@ -257,8 +259,10 @@ def _scale_ops(fmt: NumericFormat) -> float:
     return SCALE_OPS + (SPQR_GROUP_OPS / fmt.group_size if fmt.scale_type == SPQR else 0.0)
 
 
-def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: str = "bf16") -> QuantPlan | None:
-    """The plan for a format's weight GEMMs on a GPU with these peak rates; None when the weights are 16-bit."""
+def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: str = "bf16",
+               compute_capability: float | None = None) -> QuantPlan | None:
+    """The plan for a format's weight GEMMs on a GPU with these peak rates and this compute capability (which picks
+    the engine's MoE kernel, gpu_moe.engine_moe_kernel); None when the weights are 16-bit."""
     if fmt is None or fmt.weight_bits >= 16:
         return None
     dtype = fmt.gemm_dtype(traced_dtype)
@@ -268,11 +272,13 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                          apart_ops=unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt))
     if fmt.weight_only:
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
-        # Its fused MoE layers take the fit of the measured weight-only MoE kernels where one exists (gpu_moe.py).
-        # An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer from 256 tokens,
-        # vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION).
+        # Its fused MoE layers take the fit of the measured weight-only MoE kernel they run where one exists
+        # (gpu_moe.py). An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer
+        # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION).
+        kernel = engine_moe_kernel(dtype, mxfp4=fmt.mxfp4_weights, chosen=fmt.moe_kernel,
+                                   compute_capability=compute_capability)
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
-                         variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype), notice="",
+                         variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype, kernel), notice="",
                          mixed_input=True, apart_ops=ops)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
@@ -286,8 +292,9 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
                                  passes=passes)
             ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
         elif mx_fp4 and "fp4" in peak_TFLOPS:  # Blackwell's mxf8f6f4 MMA takes them
+            kernel = engine_moe_kernel(dtype, mxfp4=True, chosen=fmt.moe_kernel, compute_capability=compute_capability)
             return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=0.0, act_ops=0.0, notice="",
-                             variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype),
+                             variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype, kernel),
                              gemm_variant=fmt.block_scaled_variant)
         elif dtype in FLOAT_TYPES.values() and FLOAT_TYPES.get(fmt.weight_type) != dtype:
             # e.g. int4 weights, fp8 math; fp8 weights of either element type meet fp8 activations as they are (the
@@ -320,7 +327,10 @@ def _weight_only_fallback(fmt: NumericFormat, dtype: str, peak_TFLOPS, gpu: str,
     kernel" (model_executor/layers/quantization/utils/marlin_utils_fp4.py). Its GEMMs read their input at 16 bits,
     not at the format's act_bits (a mixed_input plan: GPUModel prices its rows' tables with_16bit_inputs), as
     apply_fp4_marlin_linear and apply_fp8_marlin_linear pass the 16-bit input to the Marlin GEMM."""
-    weight_only = quant_plan(replace(fmt, act_bits=16, act_type=INT), peak_TFLOPS, gpu, traced_dtype)
+    # Such a checkpoint is no gpt-oss one: its experts run Marlin's MoE unless a point names another kernel.
+    kernel = "marlin" if fmt.moe_kernel == ENGINE_MOE_KERNEL else fmt.moe_kernel
+    weight_only = quant_plan(replace(fmt, act_bits=16, act_type=INT, moe_kernel=kernel), peak_TFLOPS, gpu,
+                             traced_dtype)
     # A GPU without bf16 tensor cores (Turing, Volta) runs the 16-bit math in fp16, as engines load models there.
     math = fallback_dtype(peak_TFLOPS, weight_only.math_dtype)
     notice = (f"{dtype} GEMMs run weight-only on {gpu}: no {dtype} tensor cores, so the activations stay 16-bit and "
@@ -343,8 +353,7 @@ def _qserve_kernel(fmt: NumericFormat) -> tuple[float, tuple[PassTile, ...]] | N
 def _mx_fp4_weights_on_fp8(fmt: NumericFormat, dtype: str) -> bool:
     """MXFP4 weights (e2m1 with an e8m0 scale per 32, OCP MX v1.0 Table 1) under fp8 math: the operand pair the
     block-scaled MMA of kind mxf8f6f4 multiplies (hw_models/gpu_moe.py)."""
-    return (dtype == "fp8" and fmt.weight_type == "fp4_e2m1" and fmt.scale_type == "e8m0"
-            and fmt.scale_granularity == "group" and fmt.group_size == 32)
+    return dtype == "fp8" and fmt.mxfp4_weights
 
 
 def dequant_ops(plan: QuantPlan, *, m, n, k, batch, quantized) -> np.ndarray:

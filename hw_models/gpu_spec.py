@@ -39,6 +39,10 @@ class ComputeSpec:
     source: Source
     # Weight-sparsity patterns the tensor cores skip zeros of (Ampere and later: 2:4 at twice the dense rate).
     structured_sparsity: tuple[SparsityPattern, ...] = ()
+    # CUDA compute capability (major.minor: 9.0 Hopper, 10.0 B200), NVIDIA's "CUDA GPU Compute Capability" table
+    # (developer.nvidia.com/cuda-gpus): engines pick kernels by it, as vLLM its MXFP4 MoE kernel
+    # (hw_models/gpu_moe.py engine_moe_kernel). None: not known (a device file's own chip), the engines' fallback.
+    compute_capability: Positive | None = None
 
     @model_validator(mode="after")
     def _needs_fp32_and_16bit(self):

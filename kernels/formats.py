@@ -170,6 +170,19 @@ MAX_OUTLIER_FRACTION = 0.05
 # 2504.11651 v3, Table 2): 67.7% of 16 bits.
 WEIGHT_CODINGS = ("none", "dfloat11")
 DFLOAT11_BITS = 16.0 * 10.9 / 16.1
+# The fused-MoE kernel a format's quantized experts run on (hw_models/gpu_moe.py): the serving engine's own choice for
+# the format on the device (ENGINE_MOE_KERNEL), or one named: Marlin's MoE (MarlinExperts), OpenAI's Triton MoE
+# (OAITritonMxfp4Experts, the triton_kernels package) or FlashInfer's TensorRT-LLM MoE (TrtLlm*Experts). The last two
+# take MXFP4 weights only (vLLM's Mxfp4MoEMethod: e2m1 values, an e8m0 scale per 32).
+ENGINE_MOE_KERNEL = "engine"
+MOE_KERNELS = ("marlin", "oaitriton", "trtllm")
+MXFP4_ONLY_MOE_KERNELS = ("oaitriton", "trtllm")
+
+
+def named_moe_kernel(backend: str) -> str:
+    """The MOE_KERNELS name an implementation's name holds (a measured MoE layer's backend: aiconfigurator's
+    kernel_source, vLLM's quantization method and experts class lowercased), '' where it holds none."""
+    return next((kernel for kernel in MOE_KERNELS if kernel in backend.lower()), "")
 # Decoder-layer modules by role (HF module paths): attention projections; everything else in a layer is the MLP
 # (its experts and router in MoE models).
 _ATTENTION_MODULE = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)(\.|$)")
@@ -247,6 +260,8 @@ class NumericFormat:
     # Unstructured KV-cache sparsity (kernels/kv_sparsity.py, Mustafar): the share of each token's Key and Value
     # elements pruned, the rest stored in a bitmap-compressed layout that decode attention reads directly (0: dense).
     kv_sparsity: float = 0.0
+    # The fused-MoE kernel of quantized experts (MOE_KERNELS, or ENGINE_MOE_KERNEL: the engine's choice per device).
+    moe_kernel: str = ENGINE_MOE_KERNEL
 
     def __post_init__(self) -> None:
         for name, allowed in ALLOWED_BITS.items():
@@ -277,9 +292,28 @@ class NumericFormat:
                              f"group, channel or tensor (2-D weight blocks are DeepSeek-V3's block fp8: weight_type "
                              f"{' or '.join(BLOCK_WEIGHT_TYPES)})")
         self._check_spqr()
+        self._check_moe_kernel()
         if self.act_bits < 16:
             self._check_math_pair()
         self._check_mixed()
+
+    def _check_moe_kernel(self) -> None:
+        """A named MoE kernel is one of MOE_KERNELS, and OpenAI's Triton and TensorRT-LLM's take MXFP4 weights only."""
+        kernel = self.moe_kernel
+        if kernel != ENGINE_MOE_KERNEL and kernel not in MOE_KERNELS:
+            raise ValueError(f"moe_kernel: found {kernel!r}, allowed: {ENGINE_MOE_KERNEL}, {', '.join(MOE_KERNELS)}")
+        if kernel in MXFP4_ONLY_MOE_KERNELS and self.weight_bits < 16 and not self.mxfp4_weights:
+            raise ValueError(f"moe_kernel: found {kernel!r} with {self.weight_bits}-bit {self.weight_type} weights "
+                             f"(scale_type {self.scale_type}, group_size {self.group_size}), allowed: "
+                             f"{ENGINE_MOE_KERNEL} or marlin ({kernel} takes MXFP4 weights: weight_type fp4_e2m1, "
+                             f"scale_type e8m0, group_size 32)")
+
+    @property
+    def mxfp4_weights(self) -> bool:
+        """Whether the weights are MXFP4's: fp4 e2m1 values with an e8m0 scale per group of 32 (OCP MX v1.0
+        Table 1)."""
+        return (self.weight_type == "fp4_e2m1" and self.scale_type == "e8m0" and self.scale_granularity == "group"
+                and self.group_size == 32)
 
     def _check_spqr(self) -> None:
         """Scales with zero points (two_level, spqr3) take integer weights; SpQR's bilevel statistics (spqr3) take
@@ -394,6 +428,8 @@ class NumericFormat:
             idle.append("edge_layers")
         if self.act_kept >= 1.0:
             idle.append("act_predictor")
+        if self.weight_bits >= 16:
+            idle.append("moe_kernel")
         return tuple(idle)
 
     @cached_property
@@ -629,7 +665,8 @@ class NumericFormat:
                  self.weight_coding if self.weight_coding != "none" else "",
                  f"act{self.act_kept:g}" if self.act_kept < 1.0 else "",
                  f"kvsp{self.kv_sparsity:g}" if self.kv_sparsity else "",
-                 self.act_predictor if self.act_predictor != "none" and self.act_kept < 1.0 else ""]
+                 self.act_predictor if self.act_predictor != "none" and self.act_kept < 1.0 else "",
+                 f"moe:{self.moe_kernel}" if self.moe_kernel != ENGINE_MOE_KERNEL else ""]
         return "-".join([base, *(p for p in parts if p)])
 
     @property
@@ -646,7 +683,8 @@ class NumericFormat:
 
 _FIELDS = NumericFormat.__dataclass_fields__
 # The fields NumericFormat.idle_fields may name.
-IDLE_FIELDS = ("group_size", "scale_type", "scale_granularity", "scale_group_size", "edge_layers", "act_predictor")
+IDLE_FIELDS = ("group_size", "scale_type", "scale_granularity", "scale_group_size", "edge_layers", "act_predictor",
+               "moe_kernel")
 # Where each of NumericFormat.idle_fields changes nothing, and where NumericFormat itself normalizes a field (a bit
 # override equal to weight_bits, hot_expert_bits without hot experts), as a note says it ('group_size changes nothing
 # where ...').
@@ -656,6 +694,7 @@ IDLE_WHERE = {
     "scale_type": "where weights are 16-bit", "scale_granularity": "where weights are 16-bit",
     "scale_group_size": "where weights are 16-bit or scale_type is not spqr3",
     "edge_layers": "where edge_layer_bits is 0", "act_predictor": "where act_kept is 1",
+    "moe_kernel": "where weights are 16-bit",
     "hot_expert_bits": "where hot_experts is 0 or the experts' own bits",
     "hot_experts": "where hot_expert_bits is the experts' own bits",
     **{name: "at weight_bits' own width (which 0, the default, gives)" for name in BIT_OVERRIDES}}

@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
-from kernels.formats import DTYPE_BITS, NumericFormat
+from kernels.formats import DTYPE_BITS, NumericFormat, named_moe_kernel
 from kernels.kernel import TORCH_SDPA_OP, Kernel, KernelKind
 from kernels.parallel import ALLREDUCE_IMPLEMENTATIONS
 from workloads.atomic_write import replacing
@@ -128,9 +128,13 @@ class MeasuredKernel:
 
     @property
     def numeric_format(self) -> NumericFormat | None:
-        """The format of a quantized 'wXaY' row, its WEIGHT_VARIANTS storage applied (None for other dtypes)."""
+        """The format of a quantized 'wXaY' row, its WEIGHT_VARIANTS storage applied and, for a fused MoE layer, the
+        kernel its backend names (None for other dtypes)."""
         fmt = quantized_format(self.dtype)
-        return replace(fmt, **WEIGHT_VARIANTS[self.variant]) if fmt and self.variant in WEIGHT_VARIANTS else fmt
+        if fmt and self.variant in WEIGHT_VARIANTS:
+            fmt = replace(fmt, **WEIGHT_VARIANTS[self.variant])
+        kernel = named_moe_kernel(self.backend) if fmt and self.kernel == MOE else ""
+        return replace(fmt, moe_kernel=kernel) if kernel else fmt
 
     @property
     def run_format(self) -> NumericFormat | None:

@@ -94,19 +94,15 @@ def test_the_run_header_counts_the_measured_kernels_with_thousands_separators(ti
     assert f"on h100-sxm: calibrated on {rows // 1000},{rows % 1000:03d} measured kernels (" in header, header
 
 
-def test_the_run_header_lists_no_fit_that_prices_no_point(tiny_config, capsys):
-    """H100 SXM borrows H200's fits, among them the fused-MoE fit of OpenAI's Triton kernel, which gpt-oss's own
-    MXFP4 checkpoint runs on Hopper: it scores those measured layers and prices no design point (a point's 4-bit
-    experts run Marlin's MoE: hw_models/gpu_moe.py POINT_MOE_KERNEL), so the header, naming the fits that price the
-    device's kernels, leaves it out (it listed 'moe bf16/w4fp4/oaitriton' among them)."""
-    from hw_models.registry import load_device
-
-    assert "moe bf16/w4fp4/oaitriton" in load_device("h100-sxm").calibration.borrowed  # borrowed all the same
+def test_the_run_header_lists_the_borrowed_moe_fits_of_the_kernels_points_run(tiny_config, capsys):
+    """H100 SXM borrows H200's fused-MoE fits, among them OpenAI's Triton kernel's, which a point's MXFP4 experts run
+    on Hopper (vLLM's choice: hw_models/gpu_moe.py engine_moe_kernel), and Marlin's, which they run when the point
+    names it: the header, naming the fits that price the device's kernels, lists both (it left the Triton fit out
+    while no point ran that kernel)."""
     assert main(["run", "--model", tiny_config, "--device", "h100-sxm", "--prompt", "16", "--output", "4"]) == 0
     header = capsys.readouterr().out.splitlines()[0]
-    # Marlin's MoE fit, which prices 4-bit points, is listed.
     assert "moe bf16/w4fp4, " in header and "fitted on sibling h200" in header, header
-    assert "oaitriton" not in header, header
+    assert "moe bf16/w4fp4/oaitriton" in header, header
 
 
 def test_the_run_header_names_a_model_file_by_its_name(tmp_path, tiny_config, capsys):

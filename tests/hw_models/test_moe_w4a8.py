@@ -7,6 +7,7 @@ layouts no fit saw. The fitter's recovery of known parameters through that path 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_w4a8_rows_are_keyed_by_math_dtype_and_weight_element():
     matrices of 7168 x 3072 for one token."""
     row = MeasuredKernel(device="b200", kernel="moe", dtype="w4a8", variant="mxfp4_mxfp8", time_s=1e-4, source="s",
                          m=1, n=3072, k=7168, topk=6, experts=384, backend="trtllm")
-    assert row.numeric_format == W4A8_MX
+    assert row.numeric_format == replace(W4A8_MX, moe_kernel="trtllm")  # the kernel its backend names
     assert gemm_key(row) == "fp8/w4fp4"
     assert gemm_key(MeasuredKernel(**{**row.__dict__, "dtype": "w4a16", "variant": "mxfp4", "backend": "marlin"})
                     ) == "bf16/w4fp4"
