@@ -14,6 +14,20 @@ vllm-project/vllm). A sequence growing to t tokens with c of them computed then 
 group and ceil(t / B) - floor((c - w + 1) / B) in a group of window w (c >= w): at a decode step (c = t - 1) the blocks
 of its window, and a prefill chunk's blocks besides (c counted before it), those behind the window freed at the
 request's next allocation.
+
+Not modeled: prefix caching (explore refuses it beside the groups). vLLM takes a hybrid cache hit at the longest
+prefix every group hits (HybridKVCacheCoordinator.find_longest_cache_hit, vllm/v1/core/kv_cache_coordinator.py): the
+full group's cached blocks from the first, then, right to left from there, the last point whose k = cdiv(w - 1, B)
+blocks before it are cached in the sliding group (SlidingWindowManager.find_longest_cache_hit; where no point has
+them, the sliding group's cached blocks from the first), the full group cut back to that point. A hit holds of a
+sliding group only those k blocks; the blocks before them were freed, still cached, as the request that computed
+them moved on (remove_skipped_blocks, the blocks one allocation skips highest first), so they are evicted before the
+full group's blocks of the same prefix while it is still shared, in the order they were freed (BlockPool: freed
+blocks join the free queue's end, allocation evicts from its front, vllm/v1/core/block_pool.py), and once one of the
+k blocks before a hit point is evicted the hit falls to an earlier point whose k blocks are cached, or to none.
+PagedKVCache keeps a node's blocks as one count, shared whole and evicted from its tail once idle; these hits need
+each group's cached blocks of a node apart (a sliding group's as a set with holes, idle while the node is shared), a
+hit holding k of them, and evictions in the order blocks were freed.
 """
 
 from __future__ import annotations
