@@ -222,8 +222,10 @@ class QuantPlan:
     passes: tuple[PassTile, ...] = MARLIN_PASSES  # how many times a GEMM of m rows unpacks each weight
     gemm_variant: str = ""  # variant of its GEMMs where no GEMM fit has `variant` ('': as variant)
     # The engine's other path, taken per GEMM where it is faster (GPUModel): a kernel of its own that writes the
-    # weights at 16 bits, apart_ops lane instructions a weight, then the 16-bit GEMM on them (0: no other path).
+    # weights at 16 bits, apart_ops lane instructions a weight, then the 16-bit GEMM on them (0: no other path);
+    # its fused MoE layers take it too unless moe_apart is False (they run their MoE kernel at every size).
     apart_ops: float = 0.0
+    moe_apart: bool = True
 
     @property
     def emulated(self) -> bool:
@@ -274,12 +276,14 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernel they run where one exists
         # (gpu_moe.py). An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer
-        # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION).
+        # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION), but not
+        # MXFP4 experts: vLLM's Mxfp4MoEMethod.apply calls its backend's kernel (Marlin's, OpenAI's Triton MoE,
+        # TensorRT-LLM's) for any number of tokens (vllm/model_executor/layers/quantization/mxfp4.py at 007d50058a06).
         kernel = engine_moe_kernel(dtype, mxfp4=fmt.mxfp4_weights, chosen=fmt.moe_kernel,
                                    compute_capability=compute_capability)
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
                          variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype, kernel), notice="",
-                         mixed_input=True, apart_ops=ops)
+                         mixed_input=True, apart_ops=ops, moe_apart=not fmt.mxfp4_weights)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
         notice = ""
