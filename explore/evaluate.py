@@ -1011,21 +1011,25 @@ class Evaluator:
     def _check_layer_windows(self, point: DesignPoint) -> None:
         """A model whose attention windows differ by layer serves without what is not modeled beside its hybrid KV
         cache groups: prefix caching (vLLM's cache hits of a sliding-window group), a KV window or policy of the
-        point's, speculation, attention devices of their own and token splitting (InputError otherwise)."""
+        point's, a draft model or MTP module (its layers would join the target's in vLLM's KV cache groups:
+        _get_kv_cache_groups_uniform_page_size groups every layer of the engine), attention devices of their own and
+        token splitting (InputError otherwise). Medusa's heads write no KV: its verifications attend at each layer's
+        window (kernels/shapes.py step_shape)."""
         spec = point.serving
         window = self.kv_window(point)
         beside = (("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
                   ("conversation_turns", spec.conversation_turns, spec.conversations),
                   ("trace", spec.trace, spec.traced_tree), ("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
                   ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB), ("kv_budget", window, window is not None),
-                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft")),
+                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") not in ("", MEDUSA)),
                   ("attention_device", spec.attention_device, spec.attends_apart),
                   ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
         for name, value, on in beside:
             if on:
                 raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
-                                 f"layer, allowed: none (beside vLLM's hybrid KV cache groups, prefix caching, a KV "
-                                 f"budget, speculation, attention devices and token_split are not modeled)")
+                                 f"layer, allowed: none{' or medusa' if name == 'spec_draft' else ''} (beside vLLM's "
+                                 f"hybrid KV cache groups, prefix caching, a KV budget, a draft model's KV, attention "
+                                 f"devices and token_split are not modeled)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their

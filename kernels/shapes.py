@@ -139,8 +139,9 @@ class StepShape:
     apart_kv: int = 0
     apart_work: float | None = None
     # What the layers of a model's layer window (StepTemplate.layer_window: gpt-oss's sliding layers beside its full
-    # ones) attend to, each sequence's capped at that window: the decodes' keys, the chunks' causal pairs and the keys
-    # they read back from the cache, summed (0 in a model without such layers).
+    # ones) attend to, each sequence's capped at that window (a verification's decode at its queries' windows): the
+    # decodes' keys, the chunks' causal pairs and the keys they read back from the cache, summed (0 in a model without
+    # such layers).
     window_kv: int = 0
     window_pairs: int = 0
     window_cached: int = 0
@@ -343,15 +344,19 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         decode_shared_groups=groups, decode_work=work, sampled=sampled,
         decode_query=decode_query,
         positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
-        **({} if layer_window is None else _windowed_work(chunks, decode_kv, layer_window)),
+        **({} if layer_window is None else _windowed_work(chunks, decode_kv, layer_window, decode_query)),
     )
 
 
-def _windowed_work(chunks: Sequence[tuple[int, int]], decode_kv: Sequence[int], window: int) -> dict[str, int]:
-    """StepShape's window_kv, window_pairs and window_cached: each decode reads its last `window` keys, each chunk's
-    query attends to its last `window` keys and the chunk reads back the cached ones of them (those of its first
-    query's window)."""
-    return dict(window_kv=int(np.minimum(np.asarray(decode_kv, dtype=np.int64), window).sum()),
+def _windowed_work(chunks: Sequence[tuple[int, int]], decode_kv: Sequence[int], window: int,
+                   decode_query: int = 1) -> dict[str, int]:
+    """StepShape's window_kv, window_pairs and window_cached: each decode reads the keys of its `decode_query` queries'
+    windows, its last window + decode_query - 1 keys (a speculative verification's queries each attend to the
+    `window` keys ending at their own, the first query's window reaching decode_query - 1 keys behind the last's;
+    each query is priced against every key read, as in a full layer), each chunk's query attends to its last `window`
+    keys and the chunk reads back the cached ones of them (those of its first query's window)."""
+    reach = window + decode_query - 1
+    return dict(window_kv=int(np.minimum(np.asarray(decode_kv, dtype=np.int64), reach).sum()),
                 window_pairs=round(sum(causal_pairs(q, q + cached, window) for q, cached in chunks)),
                 window_cached=sum(min(cached, window - 1) for _, cached in chunks))
 

@@ -440,9 +440,11 @@ class PagedKVCache:
         self._tokens[seq] = tokens
 
     def computed_before(self, seq: int, computed: int) -> None:
-        """Of hybrid groups: `seq`, holding nothing here yet, has `computed` tokens computed (elsewhere, or before a
-        swap), from which its first hold counts the blocks a sliding group skips."""
-        if self.groups is not None and seq not in self._held:
+        """Of hybrid groups: `seq` has `computed` tokens computed (elsewhere, before a swap, or in a speculative step
+        that accepted fewer tokens than it held slots for), from which its next hold counts the blocks a sliding group
+        skips, as vLLM counts them from the request's num_computed_tokens (a hold takes the tokens it holds as
+        computed by the next)."""
+        if self.groups is not None:
             self._tokens[seq] = computed
 
     def _add_own(self, seq: int, held: int, extra: int) -> None:

@@ -339,6 +339,8 @@ class Replica:
             tokens = max(0, min(tokens, seq.output - seq.generated))  # tokens past the request's last are dropped
             seq.computed += tokens
             seq.target += tokens
+            # Its next hold counts a sliding group's skipped blocks from the tokens it accepted, not the slots it held.
+            self.state.kv.computed_before(seq.index, seq.computed)
             self._sample([seq] * tokens, now_s)
 
     def _sample(self, seqs: list[Sequence], now_s: float) -> None:

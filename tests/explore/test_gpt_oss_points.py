@@ -80,3 +80,24 @@ def test_an_offloaded_cache_moves_each_layers_window():
     token_B = traffic.decode_to_host_B[0]
     assert traffic.prefill_B[1] / token_B == pytest.approx((12 * 8192 + 12 * 128) / 24)
     assert (traffic.decode_to_device_B / token_B).tolist() == pytest.approx([4160, 4160.5, 4161])
+
+
+def test_a_tiny_gpt_oss_speculates_with_medusa_in_less_kv_and_attention_than_full_layers(tmp_path, capsys):
+    """Medusa's 2 heads beside sliding layers (before: refused in one line): each verification of 3 tokens a sequence
+    reads 32 + 2 keys in a sliding layer (kernels/shapes.py step_shape), its blocks held in vLLM's hybrid KV groups;
+    the same requests with every layer full hold more KV and spend longer in attention, and the run accepts drafts."""
+    medusa = ("--spec-draft", "medusa", "--spec-tokens", "2", "--acceptance", "0.7")
+    windowed = _served(capsys, _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2), *medusa)
+    full = _served(capsys, _tiny_gpt_oss(tmp_path, ["full_attention"] * 4), *medusa)
+    assert 0 < windowed["kv_utilization_max"] < full["kv_utilization_max"]
+    assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
+
+
+def test_a_draft_model_beside_layer_windows_is_refused_in_one_line(capsys):
+    """A draft model's layers would join the target's in vLLM's KV cache groups, which is not modeled."""
+    assert main(["run", "--model", "gpt-oss-120b", "--device", "h200", "--serving", "--rate", "10", "--requests",
+                 "4", "--prompt", "64", "--output", "8", "--spec-draft", "gpt-oss-20b"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("explore: error: --spec-draft: found 'gpt-oss-20b' with 'gpt-oss-120b', whose attention "
+                          "windows differ by layer, allowed: none or medusa")
+    assert err.count("\n") == 1

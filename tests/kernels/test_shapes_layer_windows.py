@@ -88,6 +88,21 @@ def test_a_decode_step_and_a_chunk_by_hand(config, template):
     assert float(table.kv_bytes[attention] @ count[attention]) == (3 * 23 + 2 * 50) * key_B
 
 
+def test_a_verification_step_by_hand(config, template):
+    """A speculative verification of 2 drafts (3 queries a sequence) for 3 sequences of 100 computed tokens: the
+    queries at positions 100, 101 and 102 each attend to the 24 keys ending at their own in a sliding layer, so the
+    layer reads keys 77 to 102, 26 of them, and a full layer all 103; each query is priced against every key its
+    sequence reads (3 x 26 and 3 x 103 pairs). Before: 24 keys a sliding layer, the first two queries' windows cut."""
+    shape = step_shape(decode_kv=[103] * 3, sampled=9, decode_query=3, layer_window=WINDOW)
+    assert (shape.decode_kv, shape.window_kv) == (3 * 103, 3 * 26)
+    table, count = template.table(shape)
+    attention = np.isin(table.kind, ATTENTION)
+    key_B = 2 * config.num_kv_heads * config.head_dim * 2
+    assert float(table.kv_bytes[attention] @ count[attention]) == 3 * (3 * 26 + 2 * 103) * key_B
+    flops_per_pair = 2 * config.num_heads * 2 * config.head_dim  # QK^T and PV, 2 FLOPs a multiply-add
+    assert float(table.flops[attention] @ count[attention]) == 3 * 3 * (3 * 26 + 2 * 103) * flops_per_pair
+
+
 def test_windows_never_cost_more_than_full_layers(tiny_llama, config, template, trace_of):
     """The same iteration of the same model with every layer full takes at least as long, and as long where no
     sequence reaches the window."""
@@ -99,10 +114,16 @@ def test_windows_never_cost_more_than_full_layers(tiny_llama, config, template, 
         table, count = tmpl.table(shape)
         return float(device.cost_table(table).time_s @ count)
 
-    for chunks, kv in (([(200, 300)], [900, 40, 5]), ([], [4000] * 8), ([(512, 0)] * 2, [])):
-        windowed = step_shape(chunks, kv, sampled=len(kv) + len(chunks), layer_window=WINDOW)
-        plain = step_shape(chunks, kv, sampled=len(kv) + len(chunks))
+    for chunks, kv, query in (([(200, 300)], [900, 40, 5], 1), ([], [4000] * 8, 1), ([(512, 0)] * 2, [], 1),
+                              ([(200, 300)], [900, 40, 5], 6), ([], [4000] * 8, 33)):
+        sampled = query * len(kv) + len(chunks)
+        windowed = step_shape(chunks, kv, sampled=sampled, decode_query=query, layer_window=WINDOW)
+        plain = step_shape(chunks, kv, sampled=sampled, decode_query=query)
         assert time_s(template, windowed) < time_s(full_template, plain)
     short = step_shape([(10, 5)], [20, 3], sampled=3, layer_window=WINDOW)
     assert time_s(template, short) == pytest.approx(time_s(full_template, step_shape([(10, 5)], [20, 3], sampled=3)),
                                                     rel=1e-12)
+    # A verification whose queries' windows reach its first key (26 keys, 24 + 3 - 1) reads what a full layer does.
+    verify = step_shape([], [26, 3], sampled=6, decode_query=3, layer_window=WINDOW)
+    assert time_s(template, verify) == pytest.approx(
+        time_s(full_template, step_shape([], [26, 3], sampled=6, decode_query=3)), rel=1e-12)
