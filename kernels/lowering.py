@@ -93,6 +93,8 @@ def general_layout(op: Op) -> bool:
         return False
 
     def broadcast(t) -> bool:
+        if t.shape == out.shape:  # most operands: neither fewer dims nor a size 1 against a larger one
+            return False
         return len(t.shape) < len(out.shape) or any(
             a == 1 and b > 1 for a, b in zip(t.shape[::-1], out.shape[::-1], strict=False))
 

@@ -157,7 +157,8 @@ class Trace:
         if isinstance(fields.get("layer_windows"), list):  # JSON's array, the dataclass's tuple
             fields["layer_windows"] = tuple(fields["layer_windows"])
         try:
-            ops = tuple(_op_from_dict(op) for op in data["ops"])
+            tensors: dict[tuple, TensorMeta] = {}
+            ops = tuple(_op_from_dict(op, tensors) for op in data["ops"])
             return cls(**fields, ops=ops)
         except (KeyError, TypeError, AttributeError) as err:
             raise InputError(f"{where}: malformed trace ({type(err).__name__}: {err})") from None
@@ -171,8 +172,17 @@ class Trace:
         return cls.from_dict(data, where=str(path))
 
 
-def _tensor_from_dict(d: dict) -> TensorMeta:
-    return TensorMeta(shape=tuple(d["shape"]), dtype=d["dtype"], role=d["role"], contiguous=d["contiguous"])
+def _tensor_from_dict(d: dict, tensors: dict[tuple, TensorMeta]) -> TensorMeta:
+    """The tensor a dict describes, one object for each distinct tensor of a trace (`tensors`, by value): a full-size
+    trace's 170,000 tensors are a few hundred distinct ones, and TensorMeta is frozen."""
+    shape = tuple(d["shape"])
+    if any(n.__class__ is not int for n in shape):  # made apart: a float equal to an int is kept for checks to name
+        return TensorMeta(shape=shape, dtype=d["dtype"], role=d["role"], contiguous=d["contiguous"])
+    key = (shape, d["dtype"], d["role"], d["contiguous"])
+    tensor = tensors.get(key)
+    if tensor is None:
+        tensor = tensors[key] = TensorMeta(shape=shape, dtype=d["dtype"], role=d["role"], contiguous=d["contiguous"])
+    return tensor
 
 
 def _tensor_dict(t: TensorMeta) -> dict:
@@ -186,10 +196,10 @@ def _op_dict(op: Op) -> dict:
             "module": op.module, "is_view": op.is_view, "attrs": copy.deepcopy(op.attrs) if op.attrs else {}}
 
 
-def _op_from_dict(d: dict) -> Op:
+def _op_from_dict(d: dict, tensors: dict[tuple, TensorMeta]) -> Op:
     return Op(
-        name=d["name"], inputs=tuple(_tensor_from_dict(t) for t in d["inputs"]),
-        outputs=tuple(_tensor_from_dict(t) for t in d["outputs"]), flops=d["flops"],
+        name=d["name"], inputs=tuple(_tensor_from_dict(t, tensors) for t in d["inputs"]),
+        outputs=tuple(_tensor_from_dict(t, tensors) for t in d["outputs"]), flops=d["flops"],
         bytes_read=d["bytes_read"], bytes_written=d["bytes_written"], layer=d["layer"],
         module=d["module"], is_view=d["is_view"], attrs=d["attrs"],
     )
