@@ -26,7 +26,7 @@ import hashlib
 
 import numpy as np
 
-POWER_LAW = "power_law_"
+POWER_LAW_PREFIX = "power_law_"
 # Draws averaged per shape: the collector times 5 a row; more make the expectation steadier (at 64 draws the touched
 # expert count of a 256-expert layer moves by under 1% between seeds).
 DRAWS = 64
@@ -35,10 +35,10 @@ DRAWS = 64
 def power_law_alpha(routing: str) -> float | None:
     """The exponent of a 'power_law_<alpha>' routing name with alpha > 1 (the inverse CDF needs alpha != 1), else
     None."""
-    if not routing.startswith(POWER_LAW):
+    if not routing.startswith(POWER_LAW_PREFIX):
         return None
     try:
-        alpha = float(routing.removeprefix(POWER_LAW))
+        alpha = float(routing.removeprefix(POWER_LAW_PREFIX))
     except ValueError:
         return None
     return alpha if alpha > 1.0 else None
@@ -117,7 +117,7 @@ def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str)
 
 # The skew aiconfigurator estimates serving with: its models' workload_distribution 'power_law' (sdk ModelConfig's
 # default) at alpha 1.01 (each MoE model's _power_law_alpha), looked up as its 'power_law_1.01' measurements.
-POWER_LAW_DEFAULT = f"{POWER_LAW}1.01"
+POWER_LAW_DEFAULT = f"{POWER_LAW_PREFIX}1.01"
 
 
 def _expert_parallel_sizes(experts: int) -> list[int]:
