@@ -276,14 +276,17 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
         ops = unpack_ops(fmt.weight_bits, fmt.weight_type, fmt.scale_type) + _scale_ops(fmt)
         # Its fused MoE layers take the fit of the measured weight-only MoE kernel they run where one exists
         # (gpu_moe.py). An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer
-        # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION), but not
-        # MXFP4 experts: vLLM's Mxfp4MoEMethod.apply calls its backend's kernel (Marlin's, OpenAI's Triton MoE,
-        # TensorRT-LLM's) for any number of tokens (vllm/model_executor/layers/quantization/mxfp4.py at 007d50058a06).
+        # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION), but its
+        # experts run their MoE kernel at every size: vLLM's MoE methods for int and fp4 weights have no token-count
+        # branch to 16 bits (Mxfp4MoEMethod in mxfp4.py at 007d50058a06; AWQMoEMethod, awq_marlin.py at 0322f292b76d;
+        # GPTQMarlinMoEMethod, gptq_marlin.py at 00161ce01fe6; CompressedTensorsWNA16MoEMethod at 0072125a5057;
+        # ModelOptNvFp4FusedMoE, modelopt.py at 00155cdecca7). nf4 experts keep the faster of the two: vLLM's
+        # BitsAndBytesMoEMethod dequantizes them, then runs the 16-bit MoE.
         kernel = engine_moe_kernel(dtype, mxfp4=fmt.mxfp4_weights, chosen=fmt.moe_kernel,
                                    compute_capability=compute_capability)
         return QuantPlan(dtype=dtype, math_dtype=dtype, weight_ops=ops, act_ops=0.0,
                          variant=quantized_weight_key(fmt.weight_bits, fmt.weight_type, dtype, kernel), notice="",
-                         mixed_input=True, apart_ops=ops, moe_apart=not fmt.mxfp4_weights)
+                         mixed_input=True, apart_ops=ops, moe_apart=fmt.weight_type in CODEBOOK_TYPES)
     math = fallback_dtype(peak_TFLOPS, dtype, default=())
     if math == dtype:
         notice = ""

@@ -454,3 +454,45 @@ def test_a_gpt_oss_prefill_moe_layer_runs_the_chosen_kernel_under_the_engine(dev
     engine = model.cost_table(layer, execution="engine").time_s
     kernel = model.cost_table(layer, execution="device").time_s
     np.testing.assert_allclose(engine, kernel + model.host_s("engine"), rtol=1e-12)
+
+
+INT4_G128 = NumericFormat(weight_bits=4, group_size=128)
+NVFP4_W4A16 = NumericFormat(weight_bits=4, weight_type="fp4_e2m1", scale_type="e4m3", group_size=16)
+
+
+@pytest.mark.parametrize("fmt, device", [(fmt, device) for fmt in (INT4_G128, NVFP4_W4A16)
+                                         for device in ("a100-sxm-80gb", "h100-sxm", "h200", "b200")]
+                         + [(NVFP4_W4A4, device) for device in GPUS_WITHOUT_FP4], ids=lambda v: getattr(v, "label", v))
+def test_a_weight_only_prefill_moe_layer_runs_its_kernel_under_the_engine(fmt, device):
+    """Under a serving engine an int4 or NVFP4 weight-only MoE layer of a large prefill (Mixtral's experts: hidden
+    4096, intermediate 14336, top-2 of 8, at 16 x 8,192 tokens) is priced on its MoE kernel's fit plus the engine's
+    launch, as MXFP4's is: vLLM has no token-count branch that dequantizes such experts to 16 bits. AWQMoEMethod.apply
+    calls fused_marlin_moe (awq_marlin.py at 0322f292b76d); GPTQMarlinMoEMethod.apply its modular Marlin kernel
+    (gptq_marlin.py at 00161ce01fe6); CompressedTensorsWNA16MoEMethod.apply its backend's kernel or fused_experts'
+    W4A16 kernels (CUDA moe_wna16_gemm or Triton, by tokens per expert: compressed_tensors_moe_wna16.py at
+    0072125a5057); ModelOptNvFp4FusedMoE.apply the kernel its oracle picked at load, Marlin's for W4A16_NVFP4
+    (modelopt.py at 00155cdecca7). NVFP4 W4A4 runs weight-only where the GPU has no fp4 tensor cores. Before, each
+    took the dequantized path: int4 on the H100 0.117 s against its Marlin fit's 0.458."""
+    model = load_device(device)
+    layer = KernelTable.from_kernels([fused_moe_kernel(
+        tokens=16 * 8192, routed=2 * 16 * 8192, touched=8, hidden=4096, inter=14336, weight_width=2.0,
+        act_width=2.0, dtype="bf16")]).with_format(fmt)
+    engine = model.cost_table(layer, execution="engine").time_s
+    kernel = model.cost_table(layer, execution="device").time_s
+    np.testing.assert_allclose(engine, kernel + model.host_s("engine"), rtol=1e-12)
+
+
+@pytest.mark.parametrize("fmt", [INT4_G128, MXFP4], ids=["int4-g128", "mxfp4"])
+def test_a_weight_only_dense_gemm_under_the_engine_keeps_the_faster_path(fmt):
+    """A table with no MoE rows (a dense model's GEMM: 8,192 tokens through a 4096 x 14336 projection) still takes,
+    under the engine, the faster of its kernel and the dequantized 16-bit GEMM: at most its own kernel's time plus the
+    launch. The MoE mask is None for such a table; the engine path raised a TypeError on MXFP4 weights there."""
+    model = load_device("h100-sxm")
+    tokens, k, n = 8192, 4096, 14336
+    gemm = KernelTable.from_kernels([Kernel(
+        kind=KernelKind.GEMM, op="mm", flops=2.0 * tokens * k * n, weight_bytes=2.0 * k * n,
+        act_bytes=2.0 * tokens * (k + n), kv_bytes=0.0, dtype="bf16", tensor_core=True, layer=0,
+        module="model.layers.0.mlp.up_proj", m=tokens, n=n, k=k, batch=1)]).with_format(fmt)
+    engine = model.cost_table(gemm, execution="engine").time_s
+    kernel = model.cost_table(gemm, execution="device").time_s
+    assert engine[0] <= kernel[0] + model.host_s("engine") * (1 + 1e-12)
