@@ -205,4 +205,6 @@ PLAUSIBLE: tuple[tuple[str, Plausible], ...] = (
     (r"(lane_ops\w*|_per_weight|dequant_lane_ops_per_weight\.\w+)$", Plausible(
         low=0, high=1e4, unit="operations", why="a handful of SIMD lane operations per weight or table entry")),
     (r"(fraction|efficiency|saving)$", Plausible(low=0, high=1, unit="", why="a share")),
+    (r"(^|\.)compute_capability$", Plausible(low=1, high=100, unit="", why="a CUDA compute capability (major.minor): "
+                                              "1.0 was the first (G80), 12.x the newest shipping (Blackwell)")),
 )
