@@ -277,10 +277,11 @@ def quant_plan(fmt: NumericFormat | None, peak_TFLOPS, gpu: str, traced_dtype: s
         # Its fused MoE layers take the fit of the measured weight-only MoE kernel they run where one exists
         # (gpu_moe.py). An engine may also dequantize the weights apart and run the 16-bit GEMM (vLLM's AWQ layer
         # from 256 tokens, vllm/model_executor/layers/quantization/awq.py FP16_MATMUL_HEURISTIC_CONDITION), but its
-        # experts run their MoE kernel at every size: vLLM's MoE methods for int and fp4 weights have no token-count
-        # branch to 16 bits (Mxfp4MoEMethod in mxfp4.py at 007d50058a06; AWQMoEMethod, awq_marlin.py at 0322f292b76d;
-        # GPTQMarlinMoEMethod, gptq_marlin.py at 00161ce01fe6; CompressedTensorsWNA16MoEMethod at 0072125a5057;
-        # ModelOptNvFp4FusedMoE, modelopt.py at 00155cdecca7). nf4 experts keep the faster of the two: vLLM's
+        # experts run their MoE kernel at every size: vLLM's MoE methods for int, fp8 and fp4 weights have no
+        # token-count branch to 16 bits (Mxfp4MoEMethod in mxfp4.py at 007d50058a06; AWQMoEMethod, awq_marlin.py at
+        # 0322f292b76d; GPTQMarlinMoEMethod, gptq_marlin.py at 00161ce01fe6; CompressedTensorsWNA16MoEMethod at
+        # 0072125a5057; ModelOptNvFp4FusedMoE, modelopt.py at 00155cdecca7; Fp8MoEMethod, Marlin's fp8 MoE below
+        # compute capability 8.9, fp8.py at 0071b24bf8fe). nf4 experts keep the faster of the two: vLLM's
         # BitsAndBytesMoEMethod dequantizes them, then runs the 16-bit MoE.
         kernel = engine_moe_kernel(dtype, mxfp4=fmt.mxfp4_weights, chosen=fmt.moe_kernel,
                                    compute_capability=compute_capability)
