@@ -445,9 +445,9 @@ class GPUModel(DeviceModel):
     def _cost_table(self, table: KernelTable, execution: str) -> KernelCosts:
         """Each kernel as it runs. Under a serving engine a GEMM whose plan has another path (QuantPlan.apart_ops) runs
         the faster of the two (KernelCosts.faster), as an engine picks its kernel by the batch's tokens (vLLM's AWQ
-        layer dequantizes and runs the 16-bit GEMM from 256 tokens, its AQLM layer from 7, while its int and fp4
-        MoE layers keep their kernel: QuantPlan.moe_apart); PyTorch eager, its graphs and a harness's isolated kernel
-        run the format's own kernel at every size (gpt-fast's tinygemm, SqueezeLLM's QuantLinearLUT)."""
+        layer dequantizes and runs the 16-bit GEMM from 256 tokens, its AQLM layer from 7, while its int, fp8 and
+        fp4 MoE layers keep their kernel: QuantPlan.moe_apart); PyTorch eager, its graphs and a harness's isolated
+        kernel run the format's own kernel at every size (gpt-fast's tinygemm, SqueezeLLM's QuantLinearLUT)."""
         plans = self.row_plans(table)
         costs = self._priced(table, execution, plans)
         if execution != "engine":
