@@ -106,9 +106,6 @@ def test_shipped_calibration_names_its_data(device):
     assert 0 < cal.gemm.compute_fraction <= 1 and 0 < cal.gemm.bandwidth_fraction <= 1
 
 
-# Scores the shipped fit on 5,000+ measured GEMMs (seconds): a slow check; test_fitter_recovers_known_gemm_parameters
-# checks the fitter in the unit run.
-@pytest.mark.slow
 @needs_vidur
 @pytest.mark.parametrize("device", ["a100-sxm-80gb", "h100-sxm"])
 def test_held_out_gemm_error_meets_the_target(device):

@@ -245,12 +245,9 @@ def _held_out_errors(gpu: str, device: str, key: str) -> tuple[tuple[MeasuredKer
 # Held-out target: 20%, the upper end of the fitted MoE layers' in-source held-out medians (10-17%, README accuracy
 # table), which the weight-only issue (issue 13: W4A16 MoE priced as it runs) asked these layers to meet.
 TARGET = 0.20
-# Scoring a shipped fit on its held-out rows takes seconds a case: those checks run with the slow ones, and the unit
-# run checks the fitter on rows of known parameters (test_fitter_recovers_known_quantized_weight_parameters).
 GPUS = [("h200_sxm", "h200"), ("l40s", "l40s"), ("b200_sxm", "b200")]
 
 
-@pytest.mark.slow  # a held-out fit of seconds a case (see TARGET)
 @needs_data
 @pytest.mark.parametrize("gpu, device", GPUS)
 def test_marlin_int4_moe_layers_held_out_within_twenty_percent(gpu, device):
@@ -272,7 +269,6 @@ def test_marlin_runs_below_the_sixteen_bit_moe_rate_on_hopper_and_blackwell(devi
     assert cal.moe_dtypes["bf16/w4int"].compute_fraction < cal.moe.compute_fraction
 
 
-@pytest.mark.slow  # a held-out fit of seconds a case (see TARGET)
 @needs_data
 @pytest.mark.parametrize("gpu, device, key", [
     ("h200_sxm", "h200", "bf16/w4fp4"), ("h200_sxm", "h200", "bf16/w4fp4/oaitriton"), ("l40s", "l40s", "bf16/w4fp4"),
@@ -332,7 +328,6 @@ def _marlin_fp4_by_kind() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return np.abs(signed), spread, few
 
 
-@pytest.mark.slow  # a held-out fit of seconds a case (see TARGET)
 @needs_data
 def test_marlin_fp4_tensor_parallel_decode_layouts_held_out_with_an_expert_parallel_step():
     """With a fixed time of their own for expert-parallel layers, the held-out tensor-parallel layouts at up to 8
@@ -341,7 +336,6 @@ def test_marlin_fp4_tensor_parallel_decode_layouts_held_out_with_an_expert_paral
     assert np.median(error[~spread & few]) < BEFORE_EP_STEP["tensor-parallel, 8 tokens or fewer"]
 
 
-@pytest.mark.slow  # a held-out fit of seconds a case (see TARGET)
 @needs_data
 @pytest.mark.xfail(strict=True, reason=(
     "a known miss since the power-law replay follows aiconfigurator's collector (workloads/expert_skew.py): refitted "

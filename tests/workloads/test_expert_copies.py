@@ -30,11 +30,8 @@ def _shrunk(name: str, routing: str):
 
 @pytest.mark.parametrize("routing", [BALANCED, UNIFORM])
 @pytest.mark.parametrize("phase", sorted(SHAPES))
-@pytest.mark.parametrize("name", ["mixtral-8x7b", "deepseek-v2-lite",
-                                  # 128 and 256 experts, every one run for the reference: 2-6 and 7-10 s a case; the
-                                  # copies of many experts are those of deepseek-v2-lite's 64 (top-6, routed beside
-                                  # shared ones) and mixtral's 8 (top-2, no dense layers, as qwen3's)
-                                  pytest.param("qwen3-30b-a3b", marks=pytest.mark.slow),
+@pytest.mark.parametrize("name", ["mixtral-8x7b", "qwen3-30b-a3b", "deepseek-v2-lite",
+                                  # 256 experts, every one run for the reference: 7-10 s a case
                                   pytest.param("deepseek-v3", marks=pytest.mark.slow)])
 def test_copied_experts_give_the_trace_of_every_expert_run(name, phase, routing, monkeypatch):
     """Every field of the trace (each op's name, shapes, roles, FLOPs, bytes, module path and layer; the parameters;
