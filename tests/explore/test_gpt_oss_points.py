@@ -85,7 +85,7 @@ def test_an_offloaded_cache_moves_each_layers_window():
 def test_a_tiny_gpt_oss_speculates_with_medusa_in_less_kv_and_attention_than_full_layers(tmp_path, capsys):
     """Medusa's 2 heads beside sliding layers (before: refused in one line): each verification of 3 tokens a sequence
     reads 32 + 2 keys in a sliding layer (kernels/shapes.py step_shape), its blocks held in vLLM's hybrid KV groups;
-    the same requests with every layer full hold more KV and spend longer in attention, and the run accepts drafts."""
+    the same requests with every layer full hold more KV and spend longer in attention."""
     medusa = ("--spec-draft", "medusa", "--spec-tokens", "2", "--acceptance", "0.7")
     windowed = _served(capsys, _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2), *medusa)
     full = _served(capsys, _tiny_gpt_oss(tmp_path, ["full_attention"] * 4), *medusa)
