@@ -452,8 +452,8 @@ class GPUModel(DeviceModel):
         costs = self._priced(table, execution, plans)
         if execution != "engine":
             return costs
+        moe = table.kind_rows(KernelKind.MOE)  # None where the table has no MoE rows
         for plan, rows in plans:
-            moe = table.kind_rows(KernelKind.MOE)  # None where the table has no MoE rows
             apart = rows if plan.moe_apart or moe is None else rows & ~moe
             if plan.apart_ops and apart.any():
                 costs = costs.faster(self._dequantized_apart(table, apart, plan, execution, costs), apart)
