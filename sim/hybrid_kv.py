@@ -15,24 +15,25 @@ group and ceil(t / B) - floor((c - w + 1) / B) in a group of window w (c >= w): 
 of its window, and a prefill chunk's blocks besides (c counted before it), those behind the window freed at the
 request's next allocation.
 
-Not modeled: prefix caching (explore refuses it beside the groups). vLLM takes a hybrid cache hit at the longest
-prefix every group hits (HybridKVCacheCoordinator.find_longest_cache_hit, vllm/v1/core/kv_cache_coordinator.py): the
-full group's cached blocks from the first, then, right to left from there, the last point whose k = cdiv(w - 1, B)
-blocks before it are cached in the sliding group (SlidingWindowManager.find_longest_cache_hit; where no point has
-them, the sliding group's cached blocks from the first), the full group cut back to that point. A hit holds of a
-sliding group only those k blocks; the blocks before them were freed, still cached, as the request that computed
-them moved on (remove_skipped_blocks, the blocks one allocation skips highest first), so they are evicted before the
-full group's blocks of the same prefix while it is still shared, in the order they were freed (BlockPool: freed
-blocks join the free queue's end, allocation evicts from its front, vllm/v1/core/block_pool.py), and once one of the
-k blocks before a hit point is evicted the hit falls to an earlier point whose k blocks are cached, or to none.
-PagedKVCache keeps a node's blocks as one count, shared whole and evicted from its tail once idle; these hits need
-each group's cached blocks of a node apart (a sliding group's as a set with holes, idle while the node is shared), a
-hit holding k of them, and evictions in the order blocks were freed.
+Prefix caching (vLLM v1's, on by default) beside a full group and a sliding one, as PagedKVCache keeps it: vLLM takes
+a hybrid cache hit at the longest prefix every group hits (HybridKVCacheCoordinator.find_longest_cache_hit,
+vllm/v1/core/kv_cache_coordinator.py, commit 00b08dc4 of vllm-project/vllm): the full group's cached blocks from the
+first, then, right to left within them, the last point whose k = cdiv(w - 1, B) blocks before it are cached in the
+sliding group (sliding_hit_blocks; SlidingWindowManager.find_longest_cache_hit, where no point has them the sliding
+group's cached blocks from the first), the full group cut back to that point. A hit holds of a sliding group only the
+blocks of the hit point's window; the blocks before them were freed, still cached, as the request that computed them
+moved on (remove_skipped_blocks, the blocks one allocation skips highest first; vllm/v1/core/
+single_type_kv_cache_manager.py, commit 002f3491), so they are evicted before the full group's blocks of the same
+prefix while it is still shared, in the order they were freed (BlockPool: freed blocks join the free queue's end,
+allocation evicts from its front, vllm/v1/core/block_pool.py), and once one of the k blocks before a hit point is
+evicted the hit falls to an earlier point whose k blocks are cached, or to none. A request recomputing past such a
+point caches the sliding blocks it computes again (cache_full_blocks keys each computed block by its hash).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -43,12 +44,17 @@ class KVGroups:
     windows: tuple[int | None, ...]
     layers: int
 
-    def blocks(self, tokens: int, block_tokens: int, computed: int | None = None) -> int:
+    def blocks(self, tokens: int, block_tokens: int, computed: int | None = None, shared_blocks: int = 0,
+               window_shared_blocks: int | None = None) -> int:
         """Blocks of `block_tokens` tokens a sequence growing to `tokens` tokens holds over every group, `computed` of
-        them computed before (None: all but the last, a decode step's) (module docstring)."""
+        them computed before (None: all but the last, a decode step's) (module docstring), past the first
+        `shared_blocks` of a cached prefix it shares in a full group and `window_shared_blocks` (None: as many) in a
+        sliding one."""
         computed = tokens - 1 if computed is None else computed
         whole = -(-tokens // block_tokens)
-        return sum(whole - (max(0, computed - window + 1) // block_tokens if window is not None else 0)
+        slid = shared_blocks if window_shared_blocks is None else window_shared_blocks
+        return sum(whole - min(whole, shared_blocks if window is None else
+                               max(slid, window_start_block(computed, window, block_tokens)))
                    for window in self.windows)
 
     def most_blocks(self, tokens: int, block_tokens: int, chunk_tokens: int) -> int:
@@ -60,10 +66,42 @@ class KVGroups:
         return sum(whole if window is None else min(whole, -(-(window - 1 + chunk_tokens) // block_tokens) + 1)
                    for window in self.windows)
 
-    def tokens(self, tokens: int) -> int:
+    def tokens(self, tokens: int, shared_tokens: int = 0) -> int:
         """A sequence's cached tokens summed over the groups (each of `layers` layers), each group's within its
-        window: its KV in tokens' worth of one group's layers, what moves when it leaves or enters a cache."""
-        return sum(tokens if window is None else min(tokens, window) for window in self.windows)
+        window, less the first `shared_tokens` of a cached prefix it shares: its own KV in tokens' worth of one
+        group's layers, what moves when it leaves or enters a cache."""
+        shared = min(shared_tokens, tokens)
+        return sum(tokens - shared if window is None else min(tokens, window) - max(0, shared - max(0, tokens - window))
+                   for window in self.windows)
+
+    @property
+    def sliding_window(self) -> int | None:
+        """The window of the model's one sliding group beside one full group, the layout whose prefix-cache hits are
+        modeled (module docstring; None otherwise)."""
+        full, sliding = self.windows.count(None), [window for window in self.windows if window is not None]
+        return sliding[0] if full == 1 and len(sliding) == 1 else None
+
+
+def sliding_hit_blocks(found_blocks: int, cached: Callable[[int], bool], window: int, block_tokens: int) -> int:
+    """The blocks of a sliding group's cache hit within the first `found_blocks` (the full group's hit), `cached(i)`
+    saying whether its block i is cached: right to left, the last point whose cdiv(window - 1, block_tokens) blocks
+    before it are all cached, else the cached blocks from the first (SlidingWindowManager.find_longest_cache_hit)."""
+    needed = -(-(window - 1) // block_tokens)
+    run = 0
+    for block in range(found_blocks - 1, -1, -1):
+        if not cached(block):
+            run = 0
+            continue
+        run += 1
+        if run >= needed:
+            return block + run
+    return run
+
+
+def window_start_block(computed: int, window: int, block_tokens: int) -> int:
+    """The first block a sliding group holds once `computed` tokens are computed: those wholly before the next
+    token's window are freed (SlidingWindowManager.get_num_skipped_tokens, remove_skipped_blocks)."""
+    return max(0, computed - window + 1) // block_tokens
 
 
 def kv_groups(layer_windows: tuple[int | None, ...]) -> KVGroups | None:

@@ -45,6 +45,14 @@ finds the whole blocks still cached, at most num_tokens - 1 tokens: vllm/v1/core
 of vllm-project/vllm). Re-admitted, it takes the blocks it finds back as its own. A window keeps no whole context, so
 a windowed sequence's own blocks are freed.
 
+Beside vLLM's hybrid KV cache groups (`groups`: a full group and a sliding one, sim/hybrid_kv.py) a node's blocks
+are its full group's, counted as above, and its sliding group's apart, a set of the node's blocks with holes: each
+held by the sequences whose window reads it, else waiting in the order it was freed (a sequence's window leaving it,
+or the sequence finishing) among the idle nodes, evicted in that order. A sequence finds a path's full blocks as
+above and, within them, the sliding group's hit (sim/hybrid_kv.py sliding_hit_blocks); it holds, of the sliding
+blocks it shares, those of its window, and the sliding blocks it computes of its shareable tokens join the nodes
+where a node's full blocks cover them (filling a node's holes where it recomputes past a hit cut short).
+
 Not modeled: a group's duplicate blocks computed while another sequence of the group computes the same prefix (they
 stay the sequence's own, not deduplicated), blocks of generated tokens in a prefix tree (a trace names its prompts'
 blocks only), and the hashing's host cost.
@@ -56,9 +64,10 @@ import math
 import sys
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable
+from dataclasses import dataclass
 
 from kernels.kv_policy import Window, kept_tokens
-from sim.hybrid_kv import KVGroups
+from sim.hybrid_kv import KVGroups, sliding_hit_blocks, window_start_block
 from sim.kv_store import KVStore, take_from_tails
 
 ROOT = -1  # the key of the root (system prompt) 0; root r > 0 is keyed ("root", r)
@@ -90,6 +99,14 @@ def shared_prefix_tokens(prefix_tokens: int, block_tokens: int) -> int:
     return prefix_tokens // block_tokens * block_tokens
 
 
+@dataclass(frozen=True)
+class SlidingBlock:
+    """A node's sliding-group block `block` (from the node's first) waiting to be evicted: a key of the idle queue."""
+
+    node: Hashable
+    block: int
+
+
 class PagedKVCache:
     """Block accounting of one replica's KV cache and its cached prefixes."""
 
@@ -107,7 +124,8 @@ class PagedKVCache:
         the KV store the pool's replicas share (sim/kv_store.py), which keeps the blocks they compute and lends them
         to a sequence that finds them there and not here (None: none); `groups`: vLLM's hybrid KV cache groups of a
         model whose attention windows differ by layer (sim/hybrid_kv.py), a block then one group's, a sequence holding
-        blocks in every group (no prefix shared, no other window)."""
+        blocks in every group (prefixes shared beside one full and one sliding group only; no other window, no host
+        tier or store)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -119,11 +137,20 @@ class PagedKVCache:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
         self.window = window
-        if groups is not None and (prefix_tokens or window is not None):
-            raise ValueError(f"groups: found hybrid KV cache groups with prefix_tokens {prefix_tokens} and window "
-                             f"{window}, allowed: neither")
+        if groups is not None and (window is not None or host_blocks or store is not None
+                                   or (prefix_tokens and groups.sliding_window is None)):
+            raise ValueError(f"groups: found hybrid KV cache groups of windows {groups.windows} with window {window}, "
+                             f"host_blocks {host_blocks}, a store {store is not None} and prefix_tokens "
+                             f"{prefix_tokens}, allowed: no window, host tier or store, and a shared prefix beside "
+                             f"one full and one sliding group only")
         self.groups = groups
         self._tokens: dict[int, int] = {}  # of hybrid groups: a sequence's tokens computed at its next allocation
+        # Of a full and a sliding group (the prefix-caching layout): the sliding window, else None.
+        self._sliding = None if groups is None else groups.sliding_window
+        self._slides: dict[Hashable, set[int]] = {}  # a node -> its cached sliding blocks (from the node's first)
+        self._slide_refs: dict[SlidingBlock, int] = {}  # a node's sliding block -> the sequences holding it (> 0)
+        self._low: dict[int, int] = {}  # a sequence -> the first block of its path its sliding window holds
+        self._slid: dict[int, int] = {}  # a sequence -> its path's first blocks whose sliding blocks lie on nodes
         if host_blocks < 0:
             raise ValueError(f"host_blocks: found {host_blocks}, allowed: an integer >= 0")
         self.host_capacity_blocks = host_blocks
@@ -172,10 +199,10 @@ class PagedKVCache:
         self.prefix_store_blocks = 0  # blocks fetched from the store (every admission's)
         self._counted: set[int] = set()  # sequences whose first admission is counted
         if self.root_blocks:
-            for root in range(min(prefix_groups, capacity_blocks // self.root_blocks)):
+            for root in range(min(prefix_groups, capacity_blocks // self._warm_blocks(self.root_blocks))):
                 self._cache(root_key(root), self.root_blocks)
         elif self.prefix_blocks:
-            for group in range(min(prefix_groups, capacity_blocks // self.prefix_blocks)):
+            for group in range(min(prefix_groups, capacity_blocks // self._warm_blocks(self.prefix_blocks))):
                 self._cache(group, self.prefix_blocks)
 
     @property
@@ -243,7 +270,29 @@ class PagedKVCache:
             return 0
         resume = self._resume.get(seq)
         shareable = self._shareable.get(seq, self.prefix_blocks) if resume is None else sum(s for _, s in resume)
-        return min(self._walk(self._path_of(seq)), shareable) if shareable else 0
+        return self._hit(self._path_of(seq), shareable) if shareable else 0
+
+    def _hit(self, path: Path, shareable: int) -> int:
+        """Blocks of `path`'s first `shareable` a sequence finds cached: beside hybrid groups, the sliding group's hit
+        within the full group's (sim/hybrid_kv.py)."""
+        found = min(self._walk(path), shareable)
+        if self._sliding is None or not found:
+            return found
+        return sliding_hit_blocks(found, lambda block: self._slide_cached(self._slide_at(path, block)), self._sliding,
+                                  self.block_tokens)
+
+    def _slide_cached(self, key: SlidingBlock) -> bool:
+        return key.block in self._slides.get(key.node, ())
+
+    @staticmethod
+    def _slide_at(path: Path, block: int) -> SlidingBlock:
+        """The node of `path` holding its block `block`, and the block's place on it."""
+        place = block
+        for node, span in path:
+            if place < span:
+                return SlidingBlock(node, place)
+            place -= span
+        raise ValueError(f"block {block} past the path's end")
 
     def prefix_sharers(self, seqs: Iterable[int]) -> list[int]:
         """Of each of `seqs`, the group whose whole configured prefix (`prefix_tokens`' whole blocks) it shares from
@@ -288,9 +337,10 @@ class PagedKVCache:
         prefix_tokens) would find here, or of a prefix tree's request, of its path's `nodes` (assign_path's) (what a
         cache-aware router compares between replicas)."""
         if nodes is not None:
-            return self._walk(tree_path(nodes, self.block_tokens)) * self.block_tokens
+            path = tree_path(nodes, self.block_tokens)
+            return self._hit(path, sum(span for _, span in path)) * self.block_tokens
         shareable = self.prefix_blocks if shareable_tokens is None else shareable_tokens // self.block_tokens
-        return min(self._walk(self._group_path(group, root)), shareable) * self.block_tokens
+        return self._hit(self._group_path(group, root), shareable) * self.block_tokens
 
     def is_cached(self, seq: int) -> bool:
         """Whether some of `seq`'s shareable prefix is cached (or `seq` shares it already)."""
@@ -306,7 +356,7 @@ class PagedKVCache:
         (under the window): what moves when its KV leaves or enters this cache, by a swap or a hand-over between
         pools."""
         if self.groups is not None:
-            return self.groups.tokens(tokens)
+            return self.groups.tokens(tokens, self._cached_blocks(seq) * self.block_tokens)
         return int(kept_tokens(max(0, tokens - self._cached_blocks(seq) * self.block_tokens), self.window))
 
     @property
@@ -335,7 +385,8 @@ class PagedKVCache:
         the last (a window's sinks lie in the prefix); of hybrid groups, its blocks in every group, sequence `seq`'s
         counted from the tokens it has computed (computed_before; without `seq`, all but the last)."""
         if self.groups is not None:
-            return self.groups.blocks(tokens, self.block_tokens, None if seq is None else self._tokens.get(seq, 0))
+            return self.groups.blocks(tokens, self.block_tokens, None if seq is None else self._tokens.get(seq, 0),
+                                      shared_blocks, self._slid.get(seq, shared_blocks))
         if self.window is None:  # whole blocks shared: the blocks of all its tokens, less those
             return max(0, -(-tokens // self.block_tokens) - shared_blocks)
         own = kept_tokens(max(tokens - shared_blocks * self.block_tokens, 0), self.window)
@@ -356,6 +407,8 @@ class PagedKVCache:
                 if part and node in self._idle:
                     room -= self._chain[node]  # an idle node it will share is not room
                 loads += max(0, part - self._chain.get(node, 0))
+            if self._sliding is not None:  # nor are the idle sliding blocks of its window it will hold
+                room -= sum(key in self._idle for key in self._window_blocks(self._path_of(seq), shares))
         return self._own_blocks(tokens, shares, seq) + loads, room
 
     def extra_blocks(self, seq: int, tokens: int) -> int:
@@ -381,6 +434,8 @@ class PagedKVCache:
                     return done
                 self.hold(seq, tokens)
                 continue
+            if self._sliding is not None:  # freed before allocating, whether or not it then fits (vLLM's order)
+                self._pass_window(seq)
             # Its own blocks (_own_blocks, inlined where no window keeps fewer: below its shared ones it needs none).
             shared = shared_of(seq, 0)
             extra = (-(-tokens // block_tokens) - shared if paged else self._own_blocks(tokens, shared, seq)) - held
@@ -410,10 +465,20 @@ class PagedKVCache:
         extra, room = self._growth(seq, tokens)
         if extra > room:
             raise RuntimeError(f"KV cache: sequence {seq} needs {extra} more blocks, {self.free_blocks} free")
-        moved = 0  # blocks moved onto the device from host memory or the store
+        own = extra - self._admit(seq)
+        if self.used_blocks + own > self.capacity_blocks:
+            self._evict(self.used_blocks + own - self.capacity_blocks)
+        self._held[seq] = self._held.get(seq, 0) + own
+        self.used_blocks += own
+
+    def _admit(self, seq: int) -> int:
+        """A hold of `seq` holding nothing here: its first shares its path's cached nodes as far as its shareable
+        tokens reach (a swapped-out one's KV comes back as it left); the blocks moved onto the device from host memory
+        or the store."""
+        moved = 0
         if seq in self._swapped_out:  # swapped back in: its KV, its own prefix copy included, comes back as it left
             self._swapped_out.discard(seq)
-        elif seq not in self._shared:  # its first hold (an admitted sequence grew above)
+        elif seq not in self._shared:  # its first hold (an admitted sequence grows without)
             shares = self._cached_blocks(seq)
             if shares:
                 path = self._path_of(seq)
@@ -426,18 +491,52 @@ class PagedKVCache:
                 self._counted.add(seq)
                 self.prefix_found_blocks += shares
                 self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
-        own = extra - moved
-        if self.used_blocks + own > self.capacity_blocks:
-            self._evict(self.used_blocks + own - self.capacity_blocks)
-        self._held[seq] = self._held.get(seq, 0) + own
-        self.used_blocks += own
+        return moved
 
     def _hold_groups(self, seq: int, tokens: int, held: int | None) -> None:
-        """hold() of hybrid groups (no prefix shared): `seq` grows to its blocks in every group at `tokens`, a sliding
-        group giving back those its window has left, and has computed `tokens` at its next allocation."""
-        self._add_own(seq, held or 0, self._own_blocks(tokens, 0, seq) - (held or 0))
-        self._swapped_out.discard(seq)
+        """hold() of hybrid groups: `seq` shares what it finds on its first hold, grows to its blocks in every group
+        at `tokens`, a sliding group giving back those its window has left, and has computed `tokens` at its next
+        allocation."""
+        if held is None:
+            self._admit(seq)
+        if self._sliding is not None:
+            self._pass_window(seq)
+        self._add_own(seq, held or 0, self._own_blocks(tokens, self._shared.get(seq, 0), seq) - (held or 0))
         self._tokens[seq] = tokens
+
+    def _window_blocks(self, path: Path, blocks: int) -> list[SlidingBlock]:
+        """The sliding blocks of `path`'s first `blocks` the window of a sequence that has computed them holds."""
+        start = window_start_block(blocks * self.block_tokens, self._sliding, self.block_tokens)
+        return [self._slide_at(path, block) for block in range(start, blocks)]
+
+    def _pass_window(self, seq: int) -> None:
+        """Give back the nodes' sliding blocks `seq`'s window has left, from the tokens it has computed, the highest
+        first (remove_skipped_blocks)."""
+        low = self._low.get(seq, 0)
+        start = max(low, window_start_block(self._tokens.get(seq, 0), self._sliding, self.block_tokens))
+        slid = self._slid.get(seq, 0)
+        if start > low and low < slid:
+            path = self._path_of(seq)
+            for block in range(min(start, slid) - 1, low - 1, -1):
+                self._drop_slide(self._slide_at(path, block))
+        self._low[seq] = start
+
+    def _take_slide(self, key: SlidingBlock) -> None:
+        """One more sequence holds a node's sliding block (no longer idle)."""
+        refs = self._slide_refs.get(key, 0)
+        if not refs:
+            del self._idle[key]
+            self._idle_blocks -= 1
+        self._slide_refs[key] = refs + 1
+
+    def _drop_slide(self, key: SlidingBlock) -> None:
+        """One sequence fewer holds a node's sliding block: held by none, it waits last in the idle queue."""
+        refs = self._slide_refs.pop(key) - 1
+        if refs:
+            self._slide_refs[key] = refs
+        else:
+            self._idle[key] = None
+            self._idle_blocks += 1
 
     def computed_before(self, seq: int, computed: int) -> None:
         """Of hybrid groups: `seq` has `computed` tokens computed (elsewhere, before a swap, or in a speculative step
@@ -473,6 +572,10 @@ class PagedKVCache:
         shared first, each from its tail (a radix tree's leaves first), into the host tier where there is one."""
         while blocks > 0:
             node = next(node for node in self._idle if not self._kids.get(node))
+            if isinstance(node, SlidingBlock):
+                self._evict_slide(node)
+                blocks -= 1
+                continue
             taken = min(blocks, self._chain[node])
             self._set_device(node, self._chain[node] - taken)
             self._idle_blocks -= taken
@@ -481,8 +584,20 @@ class PagedKVCache:
             if not self._chain[node]:
                 del self._idle[node]
             self._to_host(node, taken)
-            if not self._chain[node] and not self._host.get(node):
+            if not self._chain[node] and not self._host.get(node) and not self._slides.get(node):
                 self._forget(node)
+
+    def _evict_slide(self, key: SlidingBlock) -> None:
+        """Free an idle sliding block, and forget its node where nothing of it is left."""
+        del self._idle[key]
+        self._idle_blocks -= 1
+        self.used_blocks -= 1
+        slides = self._slides[key.node]
+        slides.discard(key.block)
+        if not slides:
+            del self._slides[key.node]
+            if not self._chain[key.node] and not self._sharers[key.node]:
+                self._forget(key.node)
 
     def _to_host(self, node: Hashable, blocks: int) -> None:
         """Keep the `blocks` blocks the device evicted from `node`'s tail in host memory, in front of the node's host
@@ -566,14 +681,30 @@ class PagedKVCache:
     def _forget(self, node: Hashable) -> None:
         """Forget a node with no blocks left on the device or in host memory."""
         del self._chain[node], self._sharers[node]
+        self._slides.pop(node, None)
         parent = self._parent.pop(node)
         if parent is not None:
             self._present_kids[parent] -= 1
 
+    def _warm_blocks(self, blocks: int) -> int:
+        """The blocks a warm chain of `blocks` blocks holds (_cache)."""
+        if self._sliding is None:
+            return blocks
+        return 2 * blocks - window_start_block(blocks * self.block_tokens, self._sliding, self.block_tokens)
+
     def _cache(self, group: Hashable, blocks: int) -> None:
         """A new idle chain of `blocks` blocks for `group` (the most recently shared), behind the root if there is
-        one."""
+        one; beside hybrid groups with the sliding blocks of its last token's window, the rest of them evicted (freed
+        first, as a request computing the chain moved on), idle before its full blocks (vLLM frees the sliding group's
+        blocks first, the highest first)."""
         self._add(group, None)  # a warm chain: a root, or a group's chain where there are no roots
+        if self._sliding is not None:
+            window = self._window_blocks(((group, blocks),), blocks)
+            self._slides[group] = {key.block for key in window}
+            for key in reversed(window):
+                self._idle[key] = None
+            self._idle_blocks += len(window)
+            self.used_blocks += len(window)
         self._set_device(group, blocks)
         if self.store is not None:
             self.store.write(group, None, blocks)
@@ -584,17 +715,24 @@ class PagedKVCache:
     def publish(self, seq: int, computed: int, limit: int | None = None) -> None:
         """Sequence `seq` has computed `computed` tokens: the whole blocks it computed past its path's cached blocks,
         up to its shareable tokens or those its group's next request shares (or `limit` blocks), extend its path's
-        nodes, shared by it, where it shares all its path has cached (or its path has none cached). A hybrid cache
-        (groups) shares no prefix: vLLM's prefix-cache hits of sliding-window groups are not modeled."""
-        if self.groups is not None:
+        nodes, shared by it, where it shares all its path has cached (or its path has none cached); beside hybrid
+        groups the sliding blocks of them it holds join the nodes whose full blocks cover them."""
+        if self.groups is not None and self._sliding is None:
             return
         path = self._path_of(seq)
         if limit is None:
             limit = max(self._shareable.get(seq, self.prefix_blocks), self._leaves.get(seq, 0))
+        end = min(computed // self.block_tokens, limit)
+        self._extend(seq, path, end)
+        if self._sliding is not None:
+            self._publish_window(seq, path, min(end, self._walk(path)))
+
+    def _extend(self, seq: int, path: Path, end: int) -> None:
+        """publish() of the full blocks: `seq`'s first `end` blocks of `path`."""
         shared = self._shared.get(seq, 0)
         if shared != self._walk(path):  # another sequence extended the path first, or it shares none
             return
-        grown = min(computed // self.block_tokens, limit) - shared
+        grown = end - shared
         if grown <= 0 or self._held.get(seq, 0) < grown:
             return
         self._held[seq] -= grown
@@ -612,12 +750,36 @@ class PagedKVCache:
         self._shared[seq] = shared + grown
         self._note_whole(seq, shared + grown)
 
+    def _publish_window(self, seq: int, path: Path, end: int) -> None:
+        """publish() of the sliding blocks: those `seq` holds of `path`'s first `end` join their nodes, held by it (one
+        a node holds already spares it its own)."""
+        slid = self._slid.get(seq, 0)
+        if end <= slid:
+            return
+        for block in range(max(slid, self._low.get(seq, 0)), end):
+            key = self._slide_at(path, block)
+            slides = self._slides.setdefault(key.node, set())
+            if key.block in slides:  # cached already: its own copy is freed
+                self._take_slide(key)
+                self.used_blocks -= 1
+            else:
+                slides.add(key.block)
+                self._slide_refs[key] = 1
+            self._held[seq] -= 1
+        self._slid[seq] = end
+
     def _share(self, seq: int, path: Path, blocks: int) -> None:
         self._shared[seq] = blocks
         self._note_whole(seq, blocks)
         for node, part in self._parts(path, blocks):
             if part:
                 self._take(node)
+        if self._sliding is not None:
+            window = self._window_blocks(path, blocks)
+            for key in window:
+                self._take_slide(key)
+            self._slid[seq] = blocks
+            self._low[seq] = blocks - len(window)
 
     def _take(self, node: Hashable) -> None:
         """One more sequence shares `node` (no longer idle)."""
@@ -634,7 +796,12 @@ class PagedKVCache:
             self.publish(seq, computed, limit=computed // self.block_tokens)
         self.used_blocks -= self._held.pop(seq, 0)
         self._tokens.pop(seq, None)
+        if not keep_prefix and seq in self._slid:  # the sliding group's blocks first, the highest first
+            path, low = self._path_of(seq), self._low.pop(seq, 0)
+            for block in range(self._slid.pop(seq) - 1, low - 1, -1):
+                self._drop_slide(self._slide_at(path, block))
         if not keep_prefix:
+            self._low.pop(seq, None)
             self._device_reserved -= self._on_device.pop(seq, 0)
             self._apart.discard(seq)
         if keep_prefix and seq not in self._shared:

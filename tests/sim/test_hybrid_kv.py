@@ -80,8 +80,3 @@ def test_a_paged_cache_holds_each_groups_blocks():
     kv.release(0)
     assert kv.used_blocks == 0 and kv.can_hold(1, 301)
 
-
-def test_a_paged_cache_of_groups_shares_no_prefix():
-    """Prefix caching beside hybrid groups is not modeled: a cache of groups refuses a shared prefix."""
-    with pytest.raises(ValueError, match="groups: found hybrid KV cache groups with prefix_tokens 32"):
-        PagedKVCache(capacity_blocks=20, block_tokens=16, prefix_tokens=32, groups=GPT_OSS_20B)
