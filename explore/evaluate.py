@@ -1010,26 +1010,38 @@ class Evaluator:
 
     def _check_layer_windows(self, point: DesignPoint) -> None:
         """A model whose attention windows differ by layer serves without what is not modeled beside its hybrid KV
-        cache groups: prefix caching (vLLM's cache hits of a sliding-window group), a KV window or policy of the
-        point's, a draft model or MTP module (its layers would join the target's in vLLM's KV cache groups:
-        _get_kv_cache_groups_uniform_page_size groups every layer of the engine), attention devices of their own and
-        token splitting (InputError otherwise). Medusa's heads write no KV: its verifications attend at each layer's
-        window (kernels/shapes.py step_shape)."""
+        cache groups: a host tier or KV store under its prefix cache (its hits are modeled on the device:
+        sim/kv_cache.py), cascade attention (vLLM's sliding group finds no common prefix blocks: SlidingWindowManager.
+        get_num_common_prefix_blocks returns 0, vllm/v1/core/single_type_kv_cache_manager.py, commit 002f3491), a
+        prefix cache beside groups other than one full and one sliding (sim/hybrid_kv.py KVGroups.sliding_window), a
+        KV window or policy of the point's, a draft model or MTP module (its layers would join the target's in vLLM's
+        KV cache groups: _get_kv_cache_groups_uniform_page_size groups every layer of the engine), attention devices of
+        their own and token splitting (InputError otherwise). Medusa's heads write no KV: its verifications attend at
+        each layer's window (kernels/shapes.py step_shape)."""
         spec = point.serving
         window = self.kv_window(point)
-        beside = (("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
-                  ("conversation_turns", spec.conversation_turns, spec.conversations),
-                  ("trace", spec.trace, spec.traced_tree), ("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
-                  ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB), ("kv_budget", window, window is not None),
+        # What shares cached prefixes, where the model's groups are not the layout whose hits are modeled.
+        sharing = next(((name, value) for name, value, on in (
+            ("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
+            ("conversation_turns", spec.conversation_turns, spec.conversations),
+            ("trace", spec.trace, spec.traced_tree)) if on), None)
+        groups = kv_groups(self.config(point.model).layer_windows)
+        beside = (("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
+                  ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB),
+                  ("prefix_attention", "cascade", spec.cascade),
+                  (*(sharing or ("", None)), sharing and groups is not None and groups.sliding_window is None),
+                  ("kv_budget", window, window is not None),
                   ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") not in ("", MEDUSA)),
                   ("attention_device", spec.attention_device, spec.attends_apart),
                   ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
         for name, value, on in beside:
             if on:
+                allowed = {"spec_draft": "none or medusa", "prefix_attention": "paged"}.get(name, "none")
                 raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
-                                 f"layer, allowed: none{' or medusa' if name == 'spec_draft' else ''} (beside vLLM's "
-                                 f"hybrid KV cache groups, prefix caching, a KV budget, a draft model's KV, attention "
-                                 f"devices and token_split are not modeled)")
+                                 f"layer, allowed: {allowed} (beside vLLM's hybrid KV cache groups, a host tier or KV "
+                                 f"store, cascade attention, a prefix cache beside groups other than one full and one "
+                                 f"sliding, a KV budget, a draft model's KV, attention devices and token_split are not "
+                                 f"modeled)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their

@@ -1,5 +1,6 @@
 """gpt-oss design points: a static batch's KV cache, held or offloaded, counts each layer's window; a serving run
-holds vLLM's hybrid KV groups and prices each layer's attention at its window, prefix caching beside them refused."""
+holds vLLM's hybrid KV groups and prices each layer's attention at its window, its prefix cache taking hits as vLLM's
+hybrid groups do."""
 
 from __future__ import annotations
 
@@ -56,12 +57,28 @@ def test_a_tiny_gpt_oss_serves_in_less_kv_and_attention_than_full_layers(tmp_pat
     assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
 
 
-def test_prefix_caching_beside_layer_windows_is_refused_in_one_line(capsys):
+def test_a_tiny_gpt_oss_finds_its_shared_prefix_cached(tmp_path, capsys):
+    """Prefix caching beside the hybrid groups (before: refused in one line): 24 requests of 256 tokens sharing their
+    first 192 (a warm prefix: 12 whole blocks of 16 in the full group, the 2 sliding blocks before its end, cdiv(32 -
+    1, 16)) find all 12 blocks, so each computes 64 tokens where it computed 256: time to first token falls, and no
+    request waits longer."""
+    model = _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2)
+    plain = _served(capsys, model)
+    shared = _served(capsys, model, "--prefix-tokens", "192")
+    assert plain["prefix_hit_rate"] is None and shared["prefix_hit_rate"] == 1  # None: nothing sought
+    assert shared["ttft_mean_s"] < plain["ttft_mean_s"] and shared["ttft_p99_s"] <= plain["ttft_p99_s"]
+
+
+@pytest.mark.parametrize("extra,message", [
+    (("--prefix-tokens", "32", "--host-cache-GB", "1"), "--host-cache-GB: found 1 with 'gpt-oss-20b'"),
+    (("--prefix-tokens", "32", "--prefix-attention", "cascade"), "--prefix-attention: found 'cascade' with "
+                                                                 "'gpt-oss-20b'"),
+])
+def test_a_host_tier_or_cascade_beside_layer_windows_is_refused_in_one_line(capsys, extra, message):
     assert main(["run", "--model", "gpt-oss-20b", "--device", "h200", "--serving", "--rate", "10", "--requests", "4",
-                 "--prompt", "64", "--output", "8", "--prefix-tokens", "32"]) == 2
+                 "--prompt", "64", "--output", "8", *extra]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("explore: error: --prefix-tokens: found 32 with 'gpt-oss-20b', whose attention windows "
-                          "differ by layer, allowed: none")
+    assert err.startswith(f"explore: error: {message}, whose attention windows differ by layer, allowed: ")
     assert err.count("\n") == 1
 
 
