@@ -60,13 +60,14 @@ def test_a_tiny_gpt_oss_serves_in_less_kv_and_attention_than_full_layers(tmp_pat
 def test_a_tiny_gpt_oss_finds_its_shared_prefix_cached(tmp_path, capsys):
     """Prefix caching beside the hybrid groups (before: refused in one line): 24 requests of 256 tokens sharing their
     first 192 (a warm prefix: 12 whole blocks of 16 in the full group, the 2 sliding blocks before its end, cdiv(32 -
-    1, 16)) find all 12 blocks, so each computes 64 tokens where it computed 256: time to first token falls, and no
-    request waits longer."""
+    1, 16)) find all 12 blocks, so each computes 64 tokens where it computed 256: time to first token falls, no
+    request waits longer, and the requests running at once hold the prefix's blocks once, less KV in use."""
     model = _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2)
     plain = _served(capsys, model)
     shared = _served(capsys, model, "--prefix-tokens", "192")
     assert plain["prefix_hit_rate"] is None and shared["prefix_hit_rate"] == 1  # None: nothing sought
     assert shared["ttft_mean_s"] < plain["ttft_mean_s"] and shared["ttft_p99_s"] <= plain["ttft_p99_s"]
+    assert shared["kv_utilization_mean"] < plain["kv_utilization_mean"]
 
 
 @pytest.mark.parametrize("extra,message", [
