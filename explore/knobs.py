@@ -375,8 +375,8 @@ register(Knob(name="scale_group_size", type=int, section="format", default=_FORM
 for _name, _help in (
         ("attn_weight_bits", "bits of the decoder layers' attention projections (0: weight_bits); more than "
          "weight_bits"),
-        ("mlp_weight_bits", "bits of the decoder layers' MLP and expert weights (0: weight_bits); more than "
-         "weight_bits"),
+        ("mlp_weight_bits", "bits of the decoder layers' MLP and expert weights (0: weight_bits; MoE routers keep 16 "
+         "under every format); more than weight_bits"),
         ("edge_layer_bits", "bits of every weight of the first and last edge_layers decoder layers (0: as the rest; "
          "llama.cpp K-quant mixes keep them higher); more than weight_bits"),
         ("head_bits", "bits of the LM head and token embeddings, the weights outside the decoder layers (0: "

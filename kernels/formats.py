@@ -79,7 +79,13 @@ Beyond one set of bits for every weight (kernels/table.py KernelTable.with_forma
   that the first n experts, the ones balanced routing fills first (workloads/model_config.py balanced_expert_load),
   hold hot_expert_count(n) of them, n x hot_experts rounded half up (within half an expert of the average). The skew
   of real routers, whose frequently routed hot experts take more than their share of the tokens, is not modeled.
-  The router's GEMM keeps the MLP's bits.
+- Layers no format quantizes: an MoE layer's router (its gate, hidden x experts weights and their biases) keeps 16
+  bits whatever weight_bits and the overrides say, stored and run as a 16-bit GEMM on 16-bit activations, as vLLM
+  builds it under every quantization method: Mixtral's and Qwen2/Qwen3-MoE's gate is ReplicatedLinear(...,
+  quant_config=None) ("Gate always runs at half / full precision for now", vllm-project/vllm
+  vllm/model_executor/models/mixtral.py at f0e26957; qwen2_moe.py at 002fb907; qwen3_moe.py at 002456df),
+  DeepSeek-V2/V3's a GateLinear given no quant_config (deepseek_v2.py at 002d6073), gpt-oss's router a plain
+  bfloat16 torch.nn.Linear (gpt_oss.py at 0025d69b, beside MXFP4 experts).
 - Outliers kept apart (dense-and-sparse): outlier_fraction of each quantized matrix's weights are stored once more
   in 16 bits in a sparse matrix (SpQR, Dettmers et al., ICLR 2024, keeps about 1%; SqueezeLLM, Kim et al., ICML
   2024, 0.05% and 0.45%), in CSR with an fp16 value and a 16-bit column index per outlier, 32 bits (SpQR's
@@ -186,6 +192,16 @@ def named_moe_kernel(backend: str) -> str:
 # Decoder-layer modules by role (HF module paths): attention projections; everything else in a layer is the MLP
 # (its experts and router in MoE models).
 _ATTENTION_MODULE = re.compile(r"(^|\.)(self_attn|attn|attention|self_attention)(\.|$)")
+# An MoE layer's router (its gate; gpt-oss names it router), which no format quantizes (module docstring); the module
+# path of the routers' share where weights are counted by share (NumericFormat.stored_weight_scale).
+_ROUTER_MODULE = re.compile(r"(^|\.)(gate|router)$")
+ROUTER_MODULE = "mlp.gate"
+UNQUANTIZED_BITS = 16
+
+
+def unquantized_module(module: str) -> bool:
+    """Whether a decoder-layer module (an HF module path) keeps UNQUANTIZED_BITS under every format: an MoE router."""
+    return _ROUTER_MODULE.search(module) is not None
 
 
 # Bits per value of each short dtype name.
@@ -453,7 +469,10 @@ class NumericFormat:
 
     def module_bits(self, module: str, edge: bool = False) -> int:
         """Bits of the weights of a decoder-layer module (an HF module path), in an edge layer or not: an expert
-        ('.experts.<i>.') or a fused MoE layer's hot experts ('.experts.hot') at hot_expert_bits where it is hot."""
+        ('.experts.<i>.') or a fused MoE layer's hot experts ('.experts.hot') at hot_expert_bits where it is hot, a
+        router at 16 (unquantized_module)."""
+        if unquantized_module(module):
+            return UNQUANTIZED_BITS
         attention = _ATTENTION_MODULE.search(module) is not None
         bits = (self.attn_weight_bits if attention else self.mlp_weight_bits) or self.weight_bits
         if self.hot_experts and not attention:
@@ -503,10 +522,11 @@ class NumericFormat:
         return own.weight_storage_bits + self.outlier_fraction * OUTLIER_BITS
 
     def stored_weight_scale(self, attn_share: float = 0.0, mlp_share: float = 0.0, num_layers: int = 1,
-                            expert_share: float = 0.0) -> float:
+                            expert_share: float = 0.0, router_share: float = 0.0) -> float:
         """Stored weight bytes relative to 16-bit ones, for a model whose attention and MLP weights are these
         shares of its parameters (the rest, embeddings, head and norms, kept at head_bits); `expert_share` of them
-        (within the MLP's) are the routed experts, hot_experts of which are hot."""
+        (within the MLP's) are the routed experts, hot_experts of which are hot, and `router_share` (within the
+        MLP's too) the MoE routers, at their own bits (module_bits)."""
         def scale(bits: int) -> float:
             return self.stored_weight_bits(bits) / 16.0
 
@@ -517,7 +537,9 @@ class NumericFormat:
         other = 1.0 - attn_share - mlp_share
         hot = self.hot_experts if expert_share else 0.0
         # The hot experts' share of the parameters moves from the MLP's bits to hot_expert_bits.
-        layer_scale = sum(share * at(name) for share, name in ((attn_share, "self_attn"), (mlp_share, "mlp")))
+        layer_scale = sum(share * at(name) for share, name in ((attn_share, "self_attn"),
+                                                               (mlp_share - router_share, "mlp"),
+                                                               (router_share, ROUTER_MODULE)))
         outside = other * scale(self.head_bits or self.weight_bits)
         if not hot:
             return outside + layer_scale

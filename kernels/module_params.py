@@ -25,12 +25,19 @@ def expert_param_share(config: ModelConfig) -> float:
     return config.routed_expert_param_count() / config.param_count()
 
 
+def router_param_share(config: ModelConfig) -> float:
+    """The MoE routers' parameters as a fraction of the model's (ModelConfig.router_param_count); 0 for a dense
+    model."""
+    return config.router_param_count() / config.param_count()
+
+
 def expert_byte_share(fmt: NumericFormat, config: ModelConfig) -> float:
     """The routed experts' share of the bytes `fmt` stores of `config`'s weights: their parameter share where every
-    weight takes the same bits, else their stored bytes (NumericFormat.stored_weight_scale of the experts alone, less
-    the rest's at weight_bits) over the model's; 0 for a dense model."""
+    weight takes the same bits (16-bit weights, routers included), else their stored bytes
+    (NumericFormat.stored_weight_scale of the experts alone, less the rest's at weight_bits) over the model's; 0 for a
+    dense model."""
     experts = expert_param_share(config)
-    if not experts or not fmt.mixed:
+    if not experts or not (fmt.mixed or fmt.weight_bits < 16):
         return experts
     layers = config.num_layers
     rest = (1.0 - experts) * fmt.stored_weight_scale(0.0, 0.0, layers)  # the other weights, all at weight_bits
@@ -38,9 +45,11 @@ def expert_byte_share(fmt: NumericFormat, config: ModelConfig) -> float:
 
 
 def stored_weight_scale(fmt: NumericFormat, config: ModelConfig) -> float:
-    """Bytes a format stores of `config`'s weights relative to 16-bit ones (NumericFormat.stored_weight_scale)."""
-    if not fmt.mixed:
+    """Bytes a format stores of `config`'s weights relative to 16-bit ones (NumericFormat.stored_weight_scale), an
+    MoE model's routers at their own bits."""
+    routers = router_param_share(config)
+    if not (fmt.mixed or routers):
         return fmt.stored_weight_scale()
     attention, mlp = layer_param_shares(config)
     experts = expert_param_share(config) if fmt.hot_experts else 0.0
-    return fmt.stored_weight_scale(attention, mlp, config.num_layers, experts)
+    return fmt.stored_weight_scale(attention, mlp, config.num_layers, experts, routers)

@@ -9,7 +9,7 @@ from functools import cached_property
 import numpy as np
 
 from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_bytes, outlier_kernels
-from kernels.formats import DENSE, SPQR, NumericFormat
+from kernels.formats import DENSE, SPQR, UNQUANTIZED_BITS, NumericFormat, unquantized_module
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind, is_torch_sdpa
 from kernels.kv_policy import Window, decode_reads
 from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
@@ -428,8 +428,9 @@ class KernelTable:
 
     def _format_bits(self, fmt: NumericFormat, weight_gemm: np.ndarray, num_layers: int | None) -> np.ndarray:
         """Bits of each row's weights under a format (16 where the row has no weight GEMM)."""
-        if not fmt.mixed:
-            return np.where(weight_gemm, float(fmt.weight_bits), 16.0)
+        if not fmt.mixed:  # one width, but for the modules no format quantizes (NumericFormat.module_bits)
+            return np.where(weight_gemm, np.where(self.unquantized_rows, float(UNQUANTIZED_BITS),
+                                                  float(fmt.weight_bits)), 16.0)
         layers = [k.layer for k in self.kernels]
         if num_layers is None:
             num_layers = max((layer for layer in layers if layer is not None), default=-1) + 1
@@ -439,6 +440,12 @@ class KernelTable:
             bits[i] = (fmt.head_bits or fmt.weight_bits) if layer is None else fmt.module_bits(
                 self.kernels[i].module, fmt.is_edge_layer(layer, num_layers))
         return bits
+
+    @cached_property
+    def unquantized_rows(self) -> np.ndarray:
+        """Rows of decoder-layer modules that keep 16 bits under every format (kernels/formats.py unquantized_module:
+        the MoE routers)."""
+        return np.array([k.layer is not None and unquantized_module(k.module) for k in self.kernels], dtype=bool)
 
     @cached_property
     def moe_rest_rows(self) -> np.ndarray:

@@ -158,6 +158,15 @@ class ModelConfig:
         """Parameters of the routed experts alone (routers and shared experts apart); 0 for a dense model."""
         return self._params(self.num_experts) - self._params(0)
 
+    def router_param_count(self) -> int:
+        """Parameters of the MoE layers' routers (their gates' weights and biases); 0 for a dense model."""
+        return self.moe_layers * self._router_params()
+
+    def _router_params(self) -> int:
+        """One MoE layer's router: hidden x experts weights, and a bias per expert where the config has one
+        (gpt-oss's router bias, DeepSeek-V3's e_score_correction_bias)."""
+        return self.num_experts * (self.hidden_size + int(self.score_bias) + int(self.router_bias))
+
     def _params(self, experts: int) -> int:
         """Parameters with `experts` routed experts in each MoE layer (routers and shared experts kept whole)."""
         h = self.hidden_size
@@ -165,9 +174,7 @@ class ModelConfig:
         mlp = self._mlp_params(self.intermediate_size)  # one MLP (an expert's, in an MoE layer)
         if self.is_moe:
             shared = self._mlp_params(self.shared_experts * self.intermediate_size) if self.shared_experts else 0
-            # DeepSeek-V3's e_score_correction_bias, gpt-oss's router bias
-            bias = self.num_experts * (int(self.score_bias) + int(self.router_bias))
-            mlp = experts * mlp + shared + h * self.num_experts + bias  # experts + shared experts + router
+            mlp = experts * mlp + shared + self._router_params()  # experts + shared experts + router
         norm = h * (2 if self.norm == "layer" else 1)
         dense = self.dense_layers * (self._mlp_params(self.dense_intermediate_size) - mlp)
         per_layer = attn + mlp + 2 * norm

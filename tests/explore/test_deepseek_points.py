@@ -76,14 +76,15 @@ def test_every_tensor_parallel_rank_holds_the_whole_latent_and_a_data_parallel_r
 
 
 def test_a_mixed_format_stores_each_part_of_the_dense_and_moe_layers_at_its_bits(tiny_evaluator, tiny_deepseek):
-    """Weights at 4 bits, the MLPs (the dense layer's, the experts', the shared one and the router) at 8, half the
-    routed experts at 16, groups of 128 with a 16-bit scale (4.125 and 8.125 bits a weight): attention 2 x 6,800 and
-    the rest (norms, embedding, LM head) 2 x 128 + 2 x 128 x 64 + 64 = 16,704 at 4.125; the MLPs 18,432 + 4 x 6,144
-    + 6,144 + 256 = 49,408 at 8.125; the hot half of the routed experts, 12,288, up from 8.125 to 16 bits."""
+    """Weights at 4 bits, the MLPs (the dense layer's, the experts' and the shared one) at 8, half the routed experts
+    at 16, groups of 128 with a 16-bit scale (4.125 and 8.125 bits a weight): attention 2 x 6,800 and the rest (norms,
+    embedding, LM head) 2 x 128 + 2 x 128 x 64 + 64 = 16,704 at 4.125; the MLPs 18,432 + 4 x 6,144 + 6,144 = 49,152
+    at 8.125; the router's 64 x 4 = 256 at 16, as no format quantizes it; the hot half of the routed experts, 12,288,
+    up from 8.125 to 16 bits."""
     point = replace(_point(tiny_deepseek, 1, attention_parallel="tensor", mlp_weight_bits=8, hot_experts=0.5,
                            hot_expert_bits=16), weight_bits=4)
     memory = tiny_evaluator.evaluate(point).result.memory
-    assert memory.weights_B == pytest.approx(((2 * 6800 + 16_704) * 4.125 + 49_408 * 8.125
+    assert memory.weights_B == pytest.approx(((2 * 6800 + 16_704) * 4.125 + 49_152 * 8.125 + 256 * 16
                                               + ROUTED_PARAMS / 2 * (16 - 8.125)) / 8, rel=1e-12)
 
 

@@ -22,21 +22,28 @@ DEEPSEEK = NumericFormat(**FP8, scale_type="fp32", scale_granularity="block")
 # the 61 layers' two norms (2 x 7168).
 DEEPSEEK_V3_PARAMS = 671_026_419_200
 DEEPSEEK_V3_OUTSIDE = 2 * 129_280 * 7168 + 7168 + 61 * 2 * 7168
+# Its routers, which no format quantizes (vLLM's DeepseekV2MoE builds its gate without a quant_config; the checkpoint
+# stores it bf16, its e_score_correction_bias float32): the 58 MoE layers' (61 less first_k_dense_replace 3) gates
+# of 256 experts x 7168 weights, and a bias per expert.
+DEEPSEEK_V3_ROUTERS = 58 * 256 * (7168 + 1)
 
 
 def test_deepseek_v3_weights_store_8_002_bits():
-    """Every weight 1 byte plus a 4-byte scale per 16,384 weights: 8 + 32 / 16384 = 8.001953125 bits, P + P / 4096
-    bytes; with its bf16 embeddings and LM head (head_bits 16) those 1,854,239,744 weights take 2 bytes."""
+    """Every weight but the routers' 1 byte plus a 4-byte scale per 16,384 weights: 8 + 32 / 16384 = 8.001953125
+    bits, Q + Q / 4096 bytes for those Q weights, beside the routers' 106,445,312 at 2 bytes; with its bf16
+    embeddings and LM head (head_bits 16) those 1,854,239,744 weights take 2 bytes too."""
     config = load_model_config("deepseek-v3")
     params = config.param_count()
     assert params == DEEPSEEK_V3_PARAMS
+    assert config.router_param_count() == DEEPSEEK_V3_ROUTERS == 106_445_312
     assert DEEPSEEK.weight_storage_bits == 8 + 32 / 16384 == 8.001953125
     stored_B = 2.0 * params * stored_weight_scale(DEEPSEEK, config)
-    assert stored_B == pytest.approx(DEEPSEEK_V3_PARAMS + DEEPSEEK_V3_PARAMS / 4096, rel=1e-12)  # 671.19 GB
+    quantized = DEEPSEEK_V3_PARAMS - DEEPSEEK_V3_ROUTERS
+    assert stored_B == pytest.approx(quantized + quantized / 4096 + 2 * DEEPSEEK_V3_ROUTERS, rel=1e-12)  # 671.30 GB
     served = NumericFormat(**FP8, scale_type="fp32", scale_granularity="block", head_bits=16)
-    inside = DEEPSEEK_V3_PARAMS - DEEPSEEK_V3_OUTSIDE
+    inside = quantized - DEEPSEEK_V3_OUTSIDE
     assert 2.0 * params * stored_weight_scale(served, config) == pytest.approx(
-        inside + inside / 4096 + 2 * DEEPSEEK_V3_OUTSIDE, rel=1e-12)  # 673.04 GB
+        inside + inside / 4096 + 2 * (DEEPSEEK_V3_OUTSIDE + DEEPSEEK_V3_ROUTERS), rel=1e-12)  # 673.15 GB
 
 
 def test_a_gemm_moves_its_blocks_and_token_groups_scales():

@@ -118,15 +118,14 @@ def test_no_hot_experts_is_byte_identical(trace_of, tiny_mixtral, fusion):
 
 @pytest.mark.parametrize("fusion", ["", "engine"])
 def test_every_expert_hot_is_the_experts_at_hot_bits(trace_of, tiny_mixtral, fusion):
-    """hot_experts 1 puts every expert at 8 bits, as mlp_weight_bits 8 does; only the router (64 x 4 weights a layer)
-    keeps the MLP's 4 bits."""
+    """hot_experts 1 puts every expert at 8 bits, as mlp_weight_bits 8 does; the router (64 x 4 weights a layer) keeps
+    16 bits under both, so the two read the same bytes."""
     traced = _pass(trace_of, tiny_mixtral, fusion)
     hot = traced.with_format(NumericFormat(weight_bits=4, hot_experts=1.0, hot_expert_bits=8))
     mlp = traced.with_format(NumericFormat(weight_bits=4, mlp_weight_bits=8))
     experts = _expert_rows(hot)
     assert hot.weight_bytes[experts].sum() == pytest.approx(mlp.weight_bytes[experts].sum(), rel=1e-12)
-    router = LAYERS * 64 * EXPERTS * (8.125 - 4.125) / 8
-    assert mlp.weight_bytes.sum() - hot.weight_bytes.sum() == pytest.approx(router, rel=1e-9)
+    assert mlp.weight_bytes.sum() == pytest.approx(hot.weight_bytes.sum(), rel=1e-12)
 
 
 @pytest.mark.parametrize("fusion", ["", "engine"])
@@ -180,20 +179,20 @@ def _assert_template_is_the_trace(template: StepTemplate, reference: KernelTable
 
 # ---- weights held ------------------------------------------------------------------------------------------------
 def test_stored_bytes_of_mixtral_hand_sum():
-    """Mixtral 8x7B (32 layers, 8 experts of 3 x 4,096 x 14,336 weights a layer): a quarter of the experts at 8.125
-    bits instead of 4.125 adds 4 bits to a quarter of the experts' parameters."""
+    """Mixtral 8x7B (32 layers, 8 experts of 3 x 4,096 x 14,336 weights a layer, a router of 4,096 x 8): a quarter of
+    the experts at 8.125 bits instead of 4.125 adds 4 bits to a quarter of the experts' parameters; the routers keep
+    16 bits."""
     config = load_model_config("mixtral-8x7b")
     total = config.param_count()
-    experts = 32 * 8 * 3 * 4096 * 14336
+    experts, routers = 32 * 8 * 3 * 4096 * 14336, 32 * 4096 * 8
     assert expert_param_share(config) == pytest.approx(experts / total, rel=1e-12)
     _, mlp = layer_param_shares(config)
-    assert mlp - expert_param_share(config) == pytest.approx(32 * 4096 * 8 / total, rel=1e-9)  # the routers
+    assert mlp - expert_param_share(config) == pytest.approx(routers / total, rel=1e-9)
     fmt = NumericFormat(weight_bits=4, hot_experts=0.25, hot_expert_bits=8)
     got = stored_weight_scale(fmt, config) * total * 2
-    assert got == pytest.approx(total * 4.125 / 8 + experts * 0.25 * 4 / 8, rel=1e-12)
+    assert got == pytest.approx((total - routers) * 4.125 / 8 + experts * 0.25 * 4 / 8 + routers * 2, rel=1e-12)
     assert stored_weight_scale(NumericFormat(weight_bits=4, hot_experts=1.0, hot_expert_bits=8), config) == \
-        pytest.approx(stored_weight_scale(NumericFormat(weight_bits=4, mlp_weight_bits=8), config)
-                      - 32 * 4096 * 8 * 4 / 16 / total, rel=1e-12)
+        pytest.approx(stored_weight_scale(NumericFormat(weight_bits=4, mlp_weight_bits=8), config), rel=1e-12)
 
 
 def test_expert_bytes_of_mixtral_hand_sum():
@@ -201,17 +200,19 @@ def test_expert_bytes_of_mixtral_hand_sum():
     its tokens reach): their parameter share at one width for every weight; with a quarter of them at 8.125 bits
     and the rest of the model at 4.125, their bytes over the model's."""
     config = load_model_config("mixtral-8x7b")
-    total, experts = config.param_count(), 32 * 8 * 3 * 4096 * 14336
-    assert expert_byte_share(W4, config) == pytest.approx(experts / total, rel=1e-12)
+    total, experts, routers = config.param_count(), 32 * 8 * 3 * 4096 * 14336, 32 * 4096 * 8
     assert expert_byte_share(NumericFormat(), config) == pytest.approx(experts / total, rel=1e-12)
+    # At 4 bits the 16-bit routers hold more of the bytes than of the parameters, the experts fewer.
+    assert expert_byte_share(W4, config) == pytest.approx(
+        experts * 4.125 / ((total - routers) * 4.125 + routers * 16), rel=1e-12)
     expert_bits = 0.75 * 4.125 + 0.25 * 8.125
-    stored = experts * expert_bits + (total - experts) * 4.125
+    stored = experts * expert_bits + (total - experts - routers) * 4.125 + routers * 16
     assert expert_byte_share(HOT, config) == pytest.approx(experts * expert_bits / stored, rel=1e-12)
     # Experts at 4.125 bits beside 16-bit attention: fewer of the bytes than of the parameters.
     attn16 = NumericFormat(weight_bits=4, attn_weight_bits=16)
     attention = 32 * (2 * 4096 * 4096 + 2 * 4096 * 1024)
     assert expert_byte_share(attn16, config) == pytest.approx(
-        experts * 4.125 / (attention * 16 + (total - attention) * 4.125), rel=1e-12)
+        experts * 4.125 / ((attention + routers) * 16 + (total - attention - routers) * 4.125), rel=1e-12)
     assert expert_byte_share(attn16, load_model_config("llama-2-7b")) == 0.0
 
 
@@ -221,7 +222,7 @@ def test_hot_experts_in_edge_layers_keep_the_edge_bits():
     assert fmt.module_bits("layers.0.mlp.experts.hot", edge=True) == 16
     assert fmt.module_bits("layers.0.mlp.experts.hot") == 8
     assert fmt.module_bits("layers.0.mlp.experts.cold") == 4
-    assert fmt.module_bits("layers.0.mlp.gate") == 4
+    assert fmt.module_bits("layers.0.mlp.gate") == 16  # the router: no format quantizes it
     assert fmt.at_edge().hot_experts == 0.0  # the edge's experts are all at 16 bits: one width
 
 
