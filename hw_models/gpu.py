@@ -71,6 +71,7 @@ from kernels.format_kernels import FLOPS_PER_LANE_OP
 from kernels.formats import DTYPE_BITS, NumericFormat
 from kernels.kernel import KernelKind
 from kernels.measured import GENERAL_LAYOUT
+from kernels.moe import FUSED_MOE_CHUNK_TOKENS, chunk_columns, moe_chunks
 from kernels.sparsity import UNSTRUCTURED, exploits, support_key
 from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
@@ -449,7 +450,7 @@ class GPUModel(DeviceModel):
         fp4 MoE layers keep their kernel: QuantPlan.moe_apart); PyTorch eager, its graphs and a harness's isolated
         kernel run the format's own kernel at every size (gpt-fast's tinygemm, SqueezeLLM's QuantLinearLUT)."""
         plans = self.row_plans(table)
-        costs = self._priced(table, execution, plans)
+        costs = self._moe_calls(table, execution, self._priced(table, execution, plans))
         if execution != "engine":
             return costs
         moe = table.kind_rows(KernelKind.MOE)  # None where the table has no MoE rows
@@ -478,14 +479,25 @@ class GPUModel(DeviceModel):
                              weight_bits=sixteen, general_layout=np.zeros(len(index), dtype=bool),
                              reduce_rows=zeros, reduce_length=zeros)
         both = self._priced(KernelTable.concat([dense, dequantize]), execution, [])
-        fields = {}
-        for name in TIME_ENERGY_FIELDS:
-            parts, mine = getattr(both, name), getattr(costs, name)
-            shape = np.broadcast_shapes(mine.shape, parts.shape[:-1] + mine.shape[-1:])  # (points, kernels) in a block
-            column = np.array(np.broadcast_to(mine, shape))
-            column[..., index] = parts[..., :len(index)] + parts[..., len(index):]
-            fields[name] = column
-        return KernelCosts.broadcast(**fields)
+        return _summed_into(costs, both, [(index, 1.0), (index, 1.0)])
+
+    def _moe_calls(self, table: KernelTable, execution: str, costs: KernelCosts) -> KernelCosts:
+        """`costs` with each fused MoE layer of more tokens than vLLM's chunk priced as the calls vLLM runs it in
+        (kernels/moe.py, Chunks): its whole chunks' call each, and one of the tokens left where there are any."""
+        whole, left = moe_chunks(table.tokens)
+        chunked = np.flatnonzero(whole)
+        if not len(chunked):
+            return costs
+        rest = chunked[left[chunked] > 0]
+        calls = []
+        for rows, tokens in ((chunked, FUSED_MOE_CHUNK_TOKENS), (rest, left[rest])):
+            layers = table.select(rows)
+            calls.append(layers.with_columns(**chunk_columns(
+                tokens=layers.tokens, m=layers.m, batch=layers.batch, flops=layers.flops,
+                weight_bytes=layers.weight_bytes, act_bytes=layers.act_bytes, call_tokens=tokens)))
+        both = KernelTable.concat(calls)
+        return _summed_into(costs, self._priced(both, execution, self.row_plans(both)),
+                            [(chunked, whole[chunked]), (rest, 1.0)])
 
     def _priced(self, table: KernelTable, execution: str, plans: list[tuple[QuantPlan, np.ndarray]]) -> KernelCosts:
         """Each kernel's costs on the plans of its quantized GEMMs (row_plans)."""
@@ -509,6 +521,25 @@ class GPUModel(DeviceModel):
         static_J = spec.power.idle_W * time_s
         return KernelCosts.broadcast(time_s=time_s, compute_s=compute_s, memory_s=memory_s, overhead_s=overhead_s,
                                      compute_J=compute_J, memory_J=memory_J, static_J=static_J)
+
+
+def _summed_into(costs: KernelCosts, parts: KernelCosts, segments: list[tuple[np.ndarray, object]]) -> KernelCosts:
+    """`costs` with rows replaced by sums of `parts`' rows (the kernels or calls a row runs as): `parts` is
+    consecutive segments, one per (rows, times) of `segments`, each segment's row j adding `times` its costs to row
+    rows[j]."""
+    replaced = np.unique(np.concatenate([rows for rows, _ in segments]))
+    fields = {}
+    for name in TIME_ENERGY_FIELDS:
+        both, mine = getattr(parts, name), getattr(costs, name)
+        shape = np.broadcast_shapes(mine.shape, both.shape[:-1] + mine.shape[-1:])  # (points, kernels) in a block
+        column = np.array(np.broadcast_to(mine, shape))
+        column[..., replaced] = 0.0
+        start = 0
+        for rows, times in segments:
+            column[..., rows] += times * both[..., start:start + len(rows)]
+            start += len(rows)
+        fields[name] = column
+    return KernelCosts.broadcast(**fields)
 
 
 # Format objects GPUModel.quant_plan keeps by id: a sweep's few formats, without holding every one ever priced.

@@ -76,7 +76,7 @@ _SOFTMAX = KIND_CODE[KernelKind.SOFTMAX]
 # Columns a fused kernel sets; every other column is its anchor row's (its kind too, unless `kind` is given). Work
 # and traffic add up over the eager rows a kernel replaces; its shape is set where it has one.
 _WORK_COLUMNS = ("flops", "weight_bytes", "act_bytes", "kv_bytes")
-_COLUMNS = (*_WORK_COLUMNS, "n", "m", "batch")
+_COLUMNS = (*_WORK_COLUMNS, "n", "m", "batch", "tokens")
 _REDUCTION_COLUMNS = ("reduce_rows", "reduce_length")
 
 
@@ -126,7 +126,8 @@ def _engine_rows(table: KernelTable) -> tuple[KernelTable, np.ndarray]:
             general_layout[i] = False
             kernels[i] = replace(kernels[i], op=kernel.op or kernels[i].op, module=kernel.module or kernels[i].module,
                                  kind=kernel.kind or kernels[i].kind, n=int(columns["n"][i]), m=columns["m"][i],
-                                 batch=columns["batch"][i], reduce_rows=0, reduce_length=0, general_layout=False,
+                                 batch=columns["batch"][i], tokens=columns["tokens"][i], reduce_rows=0,
+                                 reduce_length=0, general_layout=False,
                                  **{name: columns[name][i] for name in _WORK_COLUMNS})
     return (replace(result, kernels=tuple(kernels), kind=kinds, general_layout=general_layout, **columns,
                     **reductions), np.array([k.position for k in out], dtype=int))
@@ -288,7 +289,7 @@ class _Fusion:
                            flops=float(t.flops[rows].sum()), weight_bytes=float(t.weight_bytes[rows].sum()),
                            act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, width),
                            kv_bytes=float(t.kv_bytes[rows].sum()), n=MATRICES * inter, m=routed / len(gates),
-                           batch=float(len(gates))))]
+                           batch=float(len(gates)), tokens=tokens))]
         routing = [i for i in here if i not in zeros and (router is None or i > router)
                    and self.modules[i] == parent and not t.tensor_core[i]]
         scores = [i for i in routing if t.kind[i] == _SOFTMAX or self.ops[i] == "sigmoid"]

@@ -106,6 +106,9 @@ class Kernel:
     # The devices a fused MoE layer's experts are spread over whole (expert parallelism; 1: every expert on this
     # device, whole or split by tensor parallelism): such a layer takes a fixed time of its own (hw_models/gpu_moe.py).
     expert_parallel: int = 1
+    # The tokens a fused MoE layer routes (its input's rows, before top-k): an engine runs a layer of more tokens
+    # than its chunk in several calls (kernels/moe.py, Chunks); zero for other kernels.
+    tokens: float = 0
 
     @property
     def total_bytes(self) -> float:

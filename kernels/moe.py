@@ -55,6 +55,23 @@ arXiv:2505.05799) generates one grouped GEMM over blocks of several precisions i
 modeled. The routing model prefers no expert, so of the experts a layer's rows reach, hot_experts are hot on average
 (a fractional number of experts, as `m` is a fractional number of rows); the skew of real routers toward their
 frequently routed hot experts is not modeled.
+
+Chunks: vLLM runs a layer of more tokens than VLLM_FUSED_MOE_CHUNK_SIZE as that many tokens at a time. Its modular
+kernel (FusedMoEModularKernel._fused_experts, vllm-project/vllm 49a3522164d949f03961689248d747ee25a2dbb3,
+vllm/model_executor/layers/fused_moe/modular_kernel.py) cuts the tokens into ceil(tokens / chunk) slices (_chunk_info)
+and calls the experts' `apply` on each in turn, with each slice's top-k ids, where the experts class supports_chunking
+and VLLM_ENABLE_FUSED_MOE_ACTIVATION_CHUNKING is on (the default); vLLM's Triton path loops over the same slices
+(fused_experts_impl, whose last slice takes the config of its own size; TritonExperts supports chunking: fused_moe.py at
+13cb3e44373beb1c8b9d2c017f565af6f7a1b601). The Marlin (MarlinExperts, fused_marlin_moe.py at
+129ab7c60cbb8eb11e875373e67f7e521b74aa30), OpenAI Triton (OAITritonExperts, gpt_oss_triton_kernels_moe.py at
+9b243f939cfa0dcc495794c26795129c13885b1d) and TensorRT-LLM (TrtLlmGenExperts, trtllm_moe.py at
+20a96f50c48ad35da34574ab27a7d2e4672c09d0) experts say so (BatchedMarlinExperts, for all-to-all dispatch, does not).
+Each slice is a whole call: its own launches, its experts' weights read again, its rows' intermediate caches. The
+chunk is 16 * 1024 tokens by default in the recent vllm/envs.py the code index holds beside these files
+(`str(16 * 1024)`; the index names no commit for that copy), 32768 in older ones (vllm-project/vllm
+001f69f8b52e0803c910525974d17010814947ad). aiconfigurator's measured layers (its collector ran vLLM 0.24.0) stop at
+16,384 tokens, one chunk, so no call is priced past them (moe_chunks, chunk_columns; hw_models/gpu.py prices a layer
+as its calls).
 """
 
 from __future__ import annotations
@@ -65,6 +82,9 @@ from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.kernel import Kernel, KernelKind
 from workloads.model_config import BALANCED, expert_load
 
+# vLLM's VLLM_FUSED_MOE_CHUNK_SIZE default: the most tokens one call of a fused MoE layer's experts runs (module
+# docstring, Chunks).
+FUSED_MOE_CHUNK_TOKENS = 16 * 1024
 # Matrices of one expert: gate, up and down (gated experts, SwiGLU: Mixtral, Qwen-MoE, DeepSeek; the fused kernel
 # of vLLM's FusedMoE layer is gated, and kernels/fusion.py fuses gated experts only).
 MATRICES = 3
@@ -129,7 +149,7 @@ def fused_moe_kernel(*, tokens: float, routed: float, touched: float, hidden: in
         weight_bytes=touched * expert_bytes(hidden, inter, weight_width),
         act_bytes=fused_moe_act_bytes(tokens, routed, hidden, inter, act_width, routed_all), kv_bytes=0.0,
         m=routed / touched if touched else 0.0, n=MATRICES * inter, k=hidden, batch=touched,
-        expert_parallel=expert_parallel)
+        expert_parallel=expert_parallel, tokens=tokens)
 
 
 # The module suffix of a fused MoE layer's experts at the MLP's bits when its hot experts run apart.
@@ -161,3 +181,26 @@ def hot_expert_parts(module: str, experts: float, fmt: NumericFormat) -> tuple[t
         return ((layer + HOT_EXPERTS_MODULE, experts),)
     return ((layer + HOT_EXPERTS_MODULE, part_experts(HOT_EXPERTS_MODULE, experts, fmt)),
             (layer + COLD_EXPERTS_MODULE, part_experts(COLD_EXPERTS_MODULE, experts, fmt)))
+
+
+def moe_chunks(tokens: np.ndarray, chunk_tokens: int = FUSED_MOE_CHUNK_TOKENS) -> tuple[np.ndarray, np.ndarray]:
+    """(whole chunks, tokens left) of fused MoE layers of `tokens` tokens each, as vLLM calls them (module docstring,
+    Chunks): no whole chunk and every token left where a layer fits one call."""
+    tokens = np.asarray(tokens, dtype=float)
+    whole = np.where(tokens > chunk_tokens, np.floor(tokens / chunk_tokens), 0.0)
+    return whole, tokens - whole * chunk_tokens
+
+
+def chunk_columns(*, tokens: np.ndarray, m: np.ndarray, batch: np.ndarray, flops: np.ndarray,
+                  weight_bytes: np.ndarray, act_bytes: np.ndarray, call_tokens: np.ndarray) -> dict[str, np.ndarray]:
+    """The columns of fused MoE layers of `tokens` tokens cut to one call of `call_tokens` of them (a slice of each
+    layer's tokens): FLOPs, routed rows and activation traffic (linear in the tokens: fused_moe_act_bytes) by the
+    slice's share of the tokens; the experts reached at most one a routed row, each read whole (balanced routing:
+    a slice of 16,384 tokens reaches every expert a layer's rows reach for any top-k x 16,384 >= experts)."""
+    share = np.divide(call_tokens, tokens, out=np.zeros(np.shape(tokens)), where=np.asarray(tokens) > 0)
+    rows = m * batch * share
+    touched = np.minimum(batch, rows)
+    return {"flops": flops * share, "act_bytes": act_bytes * share, "m": rows / np.maximum(touched, 1.0),
+            "batch": touched, "weight_bytes": weight_bytes * np.divide(touched, batch, out=np.zeros(np.shape(batch)),
+                                                                       where=batch > 0),
+            "tokens": np.asarray(call_tokens, dtype=float) * np.ones(np.shape(tokens))}

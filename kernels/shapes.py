@@ -707,9 +707,11 @@ class StepTemplate:
     def _fused_moe(self, columns: dict[str, np.ndarray], tokens: int, moe: np.ndarray) -> np.ndarray:
         """Set the fused MoE rows' columns for an iteration of `tokens` tokens (the rows hold their decode trace's
         values): FLOPs by the rows routed to the device's experts, weights by the experts reached, activation
-        traffic by kernels/moe.fused_moe_act_bytes. Returns the experts each row reaches (1 for other rows)."""
+        traffic by kernels/moe.fused_moe_act_bytes, tokens the iteration's. Returns the experts each row reaches (1 for
+        other rows)."""
         touched = np.ones(len(moe))
         columns["batch"] = self.linear.batch.astype(float).copy()
+        columns["tokens"] = np.where(moe, float(tokens), 0.0)
         k, per_expert = self.experts_per_token, self.linear.n / MATRICES
         layer_held = self._split_experts
         for i in np.flatnonzero(moe):

@@ -20,7 +20,7 @@ from kernels.fusion import ENGINE, fuse_engine
 from kernels.kernel import KernelKind
 from kernels.lowering import lower_trace
 from kernels.measured import MeasuredKernel, read_table, write_table
-from kernels.moe import device_routing, fused_moe_kernel
+from kernels.moe import FUSED_MOE_CHUNK_TOKENS, chunk_columns, device_routing, fused_moe_kernel, moe_chunks
 from kernels.parallel import shard_tensor_parallel
 from kernels.shapes import StepTemplate, step_shape
 from kernels.table import KIND_CODE, KernelTable
@@ -277,3 +277,58 @@ def test_uniform_routing_never_prices_a_step_above_balanced(tiny_mixtral, trace_
         for shape in shapes:
             times = [float(device.cost_table(t).time_s @ c) for t, c in (plain.table(shape), routed.table(shape))]
             assert times[1] <= times[0] * (1 + 1e-12), (name, shape.tokens, times)  # sums in another order
+
+
+def test_a_layer_runs_in_calls_of_vllms_chunk_by_hand():
+    """vLLM's chunk of 16,384 tokens (VLLM_FUSED_MOE_CHUNK_SIZE, 16 * 1024): a layer of up to one chunk is one call of
+    all its tokens; 16,385 tokens are one whole chunk and one token left; 2 x 16,384 + 1,000 two whole chunks and
+    1,000 left; 2 x 16,384 two whole chunks and nothing left."""
+    assert FUSED_MOE_CHUNK_TOKENS == 16 * 1024
+    whole, left = moe_chunks(np.array([1, 16384, 16385, 2 * 16384 + 1000, 2 * 16384]))
+    assert whole.tolist() == [0, 0, 1, 2, 2]
+    assert left.tolist() == [1, 16384, 1, 1000, 0]
+
+
+def test_a_call_of_a_layer_is_the_layer_of_the_calls_tokens():
+    """Mixtral's experts (hidden 4096, intermediate 14336, top-2 of 8, bf16) at 2 x 16,384 + 1,000 tokens, balanced:
+    cut to a call of 16,384 tokens, or of the 1,000 left, each call is the layer kernels/moe.py builds for that many
+    tokens (32,768 or 2,000 rows over all 8 experts, each read whole), and carries its tokens."""
+    def layer(tokens: int):
+        return fused_moe_kernel(tokens=tokens, routed=2 * tokens, touched=8, hidden=4096, inter=14336,
+                                weight_width=2, act_width=2, dtype="bf16")
+
+    whole = layer(2 * 16384 + 1000)
+    assert whole.tokens == 2 * 16384 + 1000
+    table = KernelTable.from_kernels([whole, whole])
+    cut = chunk_columns(tokens=table.tokens, m=table.m, batch=table.batch, flops=table.flops,
+                        weight_bytes=table.weight_bytes, act_bytes=table.act_bytes,
+                        call_tokens=np.array([16384.0, 1000.0]))
+    for row, call in enumerate((layer(16384), layer(1000))):
+        for name in ("flops", "act_bytes", "m", "batch", "weight_bytes", "tokens"):
+            assert cut[name][row] == pytest.approx(getattr(call, name), rel=1e-12), (row, name)
+    # Few tokens reach at most one expert a routed row: 3 tokens of a layer of 40,000 (top-2) reach 6 experts.
+    few = chunk_columns(tokens=np.array([40000.0]), m=np.array([10000.0]), batch=np.array([8.0]),
+                        flops=np.ones(1), weight_bytes=np.full(1, 8.0), act_bytes=np.ones(1),
+                        call_tokens=np.array([3.0]))
+    assert [few[name][0] for name in ("batch", "m", "weight_bytes")] == pytest.approx([6.0, 1.0, 6.0], rel=1e-12)
+
+
+def test_an_engines_fused_moe_kernel_carries_its_layers_tokens(tiny_mixtral, trace_of):
+    """The fused MoE kernel of a traced prefill of 2 prompts of 24 tokens routes 48 tokens; an engine step template
+    re-sized to 3 such prompts gives its fused MoE rows 72, as the fused trace of that pass has them."""
+    fmt = NumericFormat()
+    eager = KernelTable.from_kernels(lower_trace(trace_of(tiny_mixtral, "prefill", 2, 24)))
+    engine = fuse_engine(eager)
+    moe = engine.kind == MOE
+    assert moe.any() and set(engine.tokens[moe].tolist()) == {48.0}
+    assert {k.tokens for k in engine.kernels if k.kind == KernelKind.MOE} == {48.0}
+    assert not engine.tokens[~moe].any()
+
+    def trace(phase: str, batch: int, prompt: int):
+        return (trace_of(tiny_mixtral, "decode", batch, 1, prompt) if phase == "decode"
+                else trace_of(tiny_mixtral, "prefill", batch, prompt))
+
+    template = StepTemplate.from_model(tiny_mixtral, fmt, trace, fusion=ENGINE)
+    table, _ = template.table(step_shape([(24, 0)] * 3, sampled=3))
+    reference = fuse_engine(KernelTable.from_kernels(lower_trace(trace_of(tiny_mixtral, "prefill", 3, 24))))
+    assert set(table.tokens[table.kind == MOE].tolist()) == {72.0} == set(reference.tokens[reference.kind == MOE])
