@@ -70,8 +70,9 @@ Each slice is a whole call: its own launches, its experts' weights read again, i
 chunk is 16 * 1024 tokens by default in the recent vllm/envs.py the code index holds beside these files
 (`str(16 * 1024)`; the index names no commit for that copy), 32768 in older ones (vllm-project/vllm
 001f69f8b52e0803c910525974d17010814947ad). aiconfigurator's measured layers (its collector ran vLLM 0.24.0) stop at
-16,384 tokens, one chunk, so no call is priced past them (moe_chunks, chunk_columns; hw_models/gpu.py prices a layer
-as its calls).
+16,384 tokens, one chunk, so no call runs more tokens than they do (moe_chunks, chunk_columns; hw_models/gpu.py prices
+a layer as its calls); a call's rows per expert can still pass theirs: Mixtral's top-2 of 8 routes 4,096 to each
+expert in a call of 16,384 tokens, where H200's Marlin MXFP4 layers (top-16 of 896) reach 293.
 """
 
 from __future__ import annotations
