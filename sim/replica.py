@@ -136,6 +136,19 @@ class Replica:
         self.state.waiting.append(seq)
         self._wake()
 
+    def expect(self, seq: Sequence) -> None:
+        """A handed-over request routed here before its KV crosses, into no blocks allocated for it (its scheduler
+        allocates none before: Scheduler.allocates_before_pull): one of its requests, as its router counts them, until
+        it arrives (arrive)."""
+        seq.kv_pull = "expected"
+        self.state.pulling.append(seq)
+
+    def arrive(self, seq: Sequence) -> None:
+        """An expected request's KV has crossed: it is queued as a new one is (accept)."""
+        self.state.pulling.remove(seq)
+        seq.kv_pull = ""
+        self.accept(seq)
+
     def land(self, seq: Sequence) -> None:
         """A pulled sequence's KV has landed in its blocks (Scheduler._pull): it waits to decode ahead of the waiting
         requests, behind those landed before it (vLLM v1 keeps a request in WAITING_FOR_REMOTE_KVS at the head of its

@@ -11,6 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 from collections.abc import Callable
+from collections.abc import Sequence as Sequence_
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -49,6 +50,7 @@ PREFIX_GROUP_STREAM = 7  # the seed stream of requests' prefix groups, apart fro
 AUTOSCALE_METRICS = ("mean_replicas", "max_replicas_held")
 # What a run whose gateway may reject requests on arrival adds (ServingResult.metrics).
 REJECTION_METRICS = ("rejected_share", "retried_share")
+Transfer = Callable[[float], float]  # the time a message of so many bytes takes to cross a link
 RETRY_STREAM = 11  # the seed stream of clients' retry jitter, apart from the prefix groups' and the routers'
 ROUTER_STREAM = 1 << 30  # the last part of a pool router's seed, past any replica's number that ends its replicas'
 
@@ -434,26 +436,28 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
 
 
 def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
-                kv_transfer_s: Callable[[float], float] | None = None, caches=None, schedulers=None,
+                kv_transfer_s: Transfer | Sequence_[Transfer] | None = None, caches=None, schedulers=None,
                 prefix_groups: np.ndarray | None = None, admission: Admission | None = None) -> ServingResult:
     """Simulate pools of replicas serving `requests`: 'serve' pools (one device's replicas, or a fleet of several
-    devices' pools), or a 'prefill' and a 'decode' pool.
+    devices' pools), or a 'prefill' pool and 'decode' pools (one device's, or a fleet of several devices' pools).
 
     Each arrival goes to the replica the first pool's router picks among the entry replicas (Pool.router,
-    sim/routers.py): the prefill pool's, or every serving pool's; a
-    prefilled request's KV (its tokens past the shared prefix, which the decode pool holds too, x the decode pool's
-    bytes per token) moves in kv_transfer_s(bytes) to the decode pool's replica its router picks: under a scheduler
-    that allocates its blocks before the pull (Scheduler.allocates_before_pull), once the prefill is done, else when
-    the KV lands; each prefill replica's sends one after another over its ports (the decode side's ports and the
-    link's energy are not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the
+    sim/routers.py): the prefill pool's, or every serving pool's; a prefilled request's KV (its tokens past the shared
+    prefix, which the decode pools hold too, x its decode pool's bytes per token) moves in kv_transfer_s(bytes) (one
+    function for every decode pool, or one each, in their order) to the decode replica the first decode pool's router
+    picks among every decode pool's. The router picks once the prefill is done under a scheduler that allocates its
+    blocks before the pull (Scheduler.allocates_before_pull) or where several decode pools serve (the target's link
+    and bytes a token price the crossing), else once the KV has crossed (alike to each replica of one pool). Each
+    prefill replica's sends go one after another over its ports (the decode side's ports and the link's energy are
+    not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the
     pool); `prefix_groups` each request's prefix group (default: the requests' own, numbered by first appearance, else
     drawn evenly among the entry pool's prefix_groups, prefix_group_draws); `admission`: an arrival finding every
     entry replica busy is rejected (sim/admission.py), else the router picks among those not busy.
     """
     roles = [pool.role for pool in pools]
-    if not (set(roles) == {"serve"} or roles == ["prefill", "decode"]):
+    if not (set(roles) == {"serve"} or (roles[0] == "prefill" and len(roles) > 1 and set(roles[1:]) == {"decode"})):
         raise ValueError(f"pools: found roles {roles}, allowed: 'serve' pools (a fleet of one device or of several) or "
-                         f"['prefill', 'decode']")
+                         f"['prefill', 'decode', ...] (one prefill pool, then one decode pool or a fleet of several)")
     names = [pool.name for pool in pools]
     for name in names:  # a run's busy time, replica-hours held and timeline rows are each pool's, by its name
         if names.count(name) > 1:
@@ -520,7 +524,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
             for engine in engines:
                 engine.peers = engines
                 if pool.role == "decode":
-                    engine.state.pull = lambda seq, engine=engine: env.process(_pull(seq, engine))
+                    engine.state.pull = lambda seq, engine=engine, p=p: env.process(_pull(seq, p, engine))
             if pool.ranks > 1:
                 lockstep.append(engines)
             made.extend(engines)
@@ -553,41 +557,53 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     # A handed-over request -> the prefill engine holding its KV, and the ports its replica sends it over.
     sent_from: dict[int, tuple[Replica, CopyQueue]] = {}
+    pool_of = {id(engine): p for p, made in enumerate(replicas) for engine in made}
+    transfers = (list(kv_transfer_s) if isinstance(kv_transfer_s, Sequence_) else
+                 [kv_transfer_s] * (len(pools) - 1))  # each decode pool's (a fleet's, in order)
 
     def _hand_over(seq: Sequence, engine: Replica, ports: CopyQueue) -> None:
-        """Hand a prefilled request to the decode pool: routed now to a replica that allocates its blocks before it
-        pulls the KV into them (Scheduler.allocates_before_pull, _pull), else routed once its KV has crossed."""
+        """Hand a prefilled request to the decode side: routed now to a replica that allocates its blocks before it
+        pulls the KV into them (Scheduler.allocates_before_pull, _pull), or to one of a fleet of decode pools (whose
+        KV crosses at the chosen pool's link and bytes a token), else routed once its KV has crossed."""
         sent_from[seq.index] = engine, ports
-        if replicas[1][0].scheduler.allocates_before_pull:
+        if len(pools) == 2 and not replicas[1][0].scheduler.allocates_before_pull:
+            env.process(_pull(seq, 1))
+            return
+        target = _route(seq)
+        if target.scheduler.allocates_before_pull:
             seq.kv_pull = "due"
-            _route(seq)
+            target.accept(seq)
         else:
-            env.process(_pull(seq))
+            target.expect(seq)
+            env.process(_pull(seq, pool_of[id(target)], target))
 
-    def _route(seq: Sequence) -> None:
-        """Send a prefilled request to the decode replica its router picks: its SLO class goes with it, and its
-        context, its first token out."""
-        routers[1].choose(routable[1], Routed(prompt_tokens=max(seq.computed, 1), urgent=seq.urgent, index=seq.index,
-                                              prefilled=True)).accept(seq)
+    def _route(seq: Sequence) -> Replica:
+        """The decode replica the first decode pool's router picks for a prefilled request, among every decode pool's:
+        its SLO class goes with it, and its context, its first token out."""
+        engines = routable[1] if len(pools) == 2 else [engine for made in routable[1:] for engine in made]
+        return routers[1].choose(engines, Routed(prompt_tokens=max(seq.computed, 1), urgent=seq.urgent,
+                                                 index=seq.index, prefilled=True))
 
-    def _pull(seq: Sequence, engine: Replica | None = None):
-        """A handed-over request's KV crossing to the decode pool, into the blocks `engine` allocated for it (None: to
-        the replica its router picks once it has crossed): the decode pool's replicas hold the shared prefix already,
-        so only its own KV crosses, one send after another over its prefill replica's ports; once it has, the prefill
-        engine frees the blocks it held for it as it notices the read (Replica.sent; where its scheduler holds them:
+    def _pull(seq: Sequence, p: int, engine: Replica | None = None):
+        """A handed-over request's KV crossing to decode pool `p`, into the blocks `engine` allocated for it (a pull
+        begun: Sequence.kv_pull 'crossing'), or to `engine` expecting it (Replica.expect; None: to the replica its
+        router picks once it has crossed): the decode pools' replicas hold the shared prefix already, so only its own KV
+        crosses, one send after another over its prefill replica's ports; once it has, the prefill engine frees the
+        blocks it held for it as it notices the read (Replica.sent; where its scheduler holds them:
         holds_until_sent)."""
-        decode_pool = pools[1]
-        per_token_B = decode_pool.memory.kv_block_B / decode_pool.memory.block_tokens
-        own_tokens = replicas[1][0].state.kv.own_tokens(seq.index, seq.computed)
-        send_s = kv_transfer_s(own_tokens * per_token_B) if kv_transfer_s else 0.0
+        per_token_B = pools[p].memory.kv_block_B / pools[p].memory.block_tokens
+        own_tokens = replicas[p][0].state.kv.own_tokens(seq.index, seq.computed)
+        send_s = transfers[p - 1](own_tokens * per_token_B) if transfers[p - 1] else 0.0
         sender, ports = sent_from.pop(seq.index)
         yield env.timeout(ports.reserve(env.now, send_s) - env.now)
         if sender.scheduler.holds_until_sent:
             sender.sent(seq)
         if engine is None:
-            _route(seq)
-        else:
+            _route(seq).accept(seq)
+        elif seq.kv_pull == "crossing":
             engine.land(seq)
+        else:
+            engine.arrive(seq)
 
     arrivals = requests.arrival_s.tolist()
     prompts, outputs = requests.prompt_tokens.tolist(), requests.output_tokens.tolist()
@@ -715,9 +731,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                      urgent, retried=len(retries))
     if slo is None or slo.slowdown is None:
         return result
-    # A slowdown's reference is the request alone on the point's own device (module slowdown): the decode pool's, or
-    # the first serving pool's.
-    return replace(result, unloaded=pools[-1 if roles[0] == "prefill" else 0].unloaded(requests))
+    # A slowdown's reference is the request alone on the point's own device (module slowdown): the first decode pool's,
+    # or the first serving pool's.
+    return replace(result, unloaded=pools[1 if roles[0] == "prefill" else 0].unloaded(requests))
 
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,

@@ -40,7 +40,8 @@ class Sequence:
     preemptions: int = 0
     # A request a prefill pool handed over whose KV a decode engine pulls into blocks it allocates first (vLLM v1's KV
     # connector): "due" (its blocks not yet allocated), "crossing" (allocated, its KV on the way), "landed" (arrived,
-    # waiting to decode); "" once it decodes, and for every other request.
+    # waiting to decode); "expected": routed to a decode engine of a fleet before its KV crosses, into no blocks
+    # allocated first (Replica.expect); "" once it decodes, and for every other request.
     kv_pull: str = ""
 
     def __post_init__(self) -> None:
@@ -163,8 +164,8 @@ class EngineState:
     now_s: float = 0.0
     swapped_tokens: int = 0  # KV tokens swapped out since the last iteration
     preemptions: int = 0  # running sequences preempted so far (_preempt)
-    # Handed-over sequences holding their blocks while their KV crosses (Sequence.kv_pull "crossing"), in the order
-    # their pulls began, and what begins a pull (the engine's; None where no pool hands requests over to it).
+    # Handed-over sequences whose KV crosses, holding their blocks (Sequence.kv_pull "crossing") or none ("expected"),
+    # in the order their pulls began, and what begins a pull (the engine's; None where no pool hands requests over).
     pulling: list[Sequence] = field(default_factory=list)
     pull: Callable[[Sequence], None] | None = None
 
