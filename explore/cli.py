@@ -338,8 +338,9 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "hand KV over or fetch a KV store at the NIC's rate: a link preset or YAML (default: "
                         "--node-link, else its devices' own)")
     g.add_argument("--mixed-replicas", type=int,
-                   help="replicas of --mixed-device serving requests whole beside the --replicas of --device, --router "
-                        "picking among them all (a fleet of mixed GPU types; default: none)")
+                   help="replicas of --mixed-device beside the --replicas of --device, serving requests whole (or "
+                        "decoding beside --prefill-replicas), --router picking among them all (a fleet of mixed GPU "
+                        "types; default: none)")
     g.add_argument("--mixed-device", help="the device of the --mixed-replicas (without --set's what-ifs)")
     g.add_argument("--mixed-node-link", default="",
                    help="the link between the --mixed-replicas' nodes, a port per device, where their devices span "

@@ -1223,15 +1223,16 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                 else f"{s.rate_per_s:g} req/s" if s.rate_per_s else "the trace's arrival times")
         prefill = _named(s.prefill_device or point.device)
         pools = (f"{count_label(s.prefill_replicas, 'prefill replica')} ({prefill}{_own_node_link('prefill', point)}) "
-                 f"handing KV over {_handoff_text(s.handoff_links(point.device, point.knob('node_link')), point)} to "
+                 f"handing KV over {_handoff_text(point)} to "
                  f"{count_label(s.replicas, 'decode replica')}"
                  if s.disaggregated
                  else count_label(s.replicas, "replica") if s.replicas else "no replica while idle")
         if s.mixed:
             devices = point.tp * point.pp  # each mixed replica is laid out as the point's replicas are
             each = f", {devices} devices each over {_pool_link(s.mixed_device, point)}" if devices > 1 else ""
+            handoff = f", KV over {_handoff_text(point, 'mixed')}" if s.disaggregated else ""
             pools += (f" and {s.mixed_replicas} of {_named(s.mixed_device)} ({_pool_fits(s.mixed_device, point)}"
-                      f"{each}{_own_node_link('mixed', point)}), one router over them all")
+                      f"{each}{_own_node_link('mixed', point)}{handoff}), one router over them all")
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
             pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
@@ -1352,10 +1353,13 @@ def _named(device: str) -> str:
     return read_device_yaml(device)[0]["name"]
 
 
-def _handoff_text(links: tuple[str, ...], point: DesignPoint) -> str:
-    """The links a prefill pool hands KV over (ServingSpec.handoff_links), in words, each at most the slower of the two
-    pools' devices' PCIe links (explore/evaluate.py prices it so)."""
-    ends = [_spec(own) for own in _pool_points(point)]
+def _handoff_text(point: DesignPoint, kind: str = "decode") -> str:
+    """The links a prefill pool hands KV over to the decode pool of `kind` (decode: the point's; mixed: a fleet's
+    mixed replicas; ServingSpec.handoff_links), in words, each at most the slower of the two pools' devices' PCIe links
+    (explore/evaluate.py prices it so)."""
+    on_pools = _pool_points(point)
+    ends = [_spec(on_pools[0]), _spec(on_pools[1 if kind == "decode" else 2])]
+    links = point.serving.handoff_links(point.device, point.knob("node_link"), kind)
     said = [link_rate_text(load_link(name), *ends) for name in links]
     return said[0] if len(said) == 1 else f"{' and '.join(said)} (each transfer the longer of its times on the two)"
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -936,6 +937,21 @@ class Evaluator:
                     kv_store_Bps=self._kv_store_Bps(point, device) / ranks if spec.kv_store_GB else None,
                     speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
+    def _handoff_s(self, point: DesignPoint, on_prefill: DesignPoint, on_decode: DesignPoint, kind: str,
+                   ports: int) -> Callable[[float], float]:
+        """The time a request's KV of so many bytes takes from a prefill replica to a decode pool's of `kind` (decode,
+        mixed; `on_prefill`, `on_decode`: their pools' points, pool_point), over the handover's links to that pool
+        (ServingSpec.handoff_links), each of the `ports` sending its share at once. The KV leaves the prefill device's
+        PCIe link for its NIC and enters the decode device's from its own (hw_models/link_pcie.py): each link at most
+        the slower of the two PCIe links."""
+        ends = [self.point_device(on_pool).spec for on_pool in (on_prefill, on_decode)]
+        links = [model_through_pcie(load_link_model(name), *ends)
+                 for name in point.serving.handoff_links(point.device, point.knob("node_link"), kind)]
+
+        def transfer_s(message_B: float) -> float:
+            return max(float(link.collective_time_s("send_recv", message_B / ports, 2)) for link in links)
+        return transfer_s
+
     def _kv_store_Bps(self, point: DesignPoint, device) -> float:
         """What a replica fetches from the pool's KV store per second: each of its tp x pp devices (`device` their
         model) its shard of the blocks at once, at kv_store_GBps or its node link's NIC rate (the pool's: pool_point,
@@ -1078,25 +1094,20 @@ class Evaluator:
         cfg = self.config(point.model)
         pools = [self._pool(point, fmt, *pool) for pool in serving_pools(point)]
         if spec.disaggregated:
-            # The KV leaves a prefill device's PCIe link for its NIC and enters a decode device's from its own
-            # (hw_models/link_pcie.py): each link at most the slower of the two PCIe links.
-            ends = [self.point_device(pool_point(point, name, own, link)).spec
-                    for _, _, name, own, link in serving_pools(point)]
-            links = [model_through_pcie(load_link_model(name), *ends)
-                     for name in spec.handoff_links(point.device, point.knob("node_link"))]
-
             # Each of a replica's tp x pp devices sends its shard of the KV (its heads of its stage's layers) over its
             # own port (a DGX has one NIC per GPU: the link preset's source), all at once; to attention devices, each
             # takes its heads' share over its own. A data-parallel rank holds its sequences' KV whole: its device's
-            # port alone sends it (sim/serving.py gives each rank its own).
+            # port alone sends it (sim/serving.py gives each rank its own). A fleet's mixed replicas are laid out as
+            # the point's, so their ports are as many.
             ports = 1 if pools[0].ranks > 1 else point.tp * point.pp if pools[1].costs.attention is None else min(
                 point.tp * point.pp, spec.attention_devices)
-
-            def transfer_s(message_B: float) -> float:
-                return max(float(link.collective_time_s("send_recv", message_B / ports, 2)) for link in links)
+            on_pools = [(pool_point(point, name, own, link), _pool_kind(role, name))
+                        for role, _, name, own, link in serving_pools(point)]
+            transfer_s = [self._handoff_s(point, on_pools[0][0], on_decode, kind, ports)
+                          for on_decode, kind in on_pools[1:]]
         else:
             transfer_s = None
-        memory = pools[-1 if spec.disaggregated else 0].memory  # the point's own device's pool
+        memory = pools[1 if spec.disaggregated else 0].memory  # the point's own device's pool
 
         def run(rate: float | None) -> ServingResult:
             requests, clipped = spec.request_set(rate).clipped_to_context(cfg.max_positions)
@@ -1168,20 +1179,19 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
 def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple, str]]:
     """A serving point's pools in the order its run serves them: each one's role, replicas, device ('' the point's),
     own what-ifs and own node link ('' the point's: ServingSpec.pool_node_link); a prefill pool then the decode pool,
-    or the point's replicas then a fleet's mixed ones."""
+    or the point's replicas; then a fleet's mixed ones, decoding beside the decode pool or serving beside the point's
+    replicas."""
     spec = point.serving
-    if spec.disaggregated:
-        return [("prefill", spec.prefill_replicas, spec.prefill_device, point.prefill_overrides,
-                 spec.prefill_node_link), ("decode", spec.replicas, "", (), "")]
-    return [("serve", spec.replicas, "", (), "")] + (
-        [("serve", spec.mixed_replicas, spec.mixed_device, point.mixed_overrides, spec.mixed_node_link)]
-        if spec.mixed else [])
+    own = [("prefill", spec.prefill_replicas, spec.prefill_device, point.prefill_overrides, spec.prefill_node_link),
+           ("decode", spec.replicas, "", (), "")] if spec.disaggregated else [("serve", spec.replicas, "", (), "")]
+    return own + ([(own[-1][0], spec.mixed_replicas, spec.mixed_device, point.mixed_overrides, spec.mixed_node_link)]
+                  if spec.mixed else [])
 
 
 def _pool_kind(role: str, device_name: str) -> str:
-    """A pool's kind, what names it and picks its autoscaling: its role, or 'mixed' for a fleet's other replicas (a
-    pool of their own, apart from the point's though they be of its device)."""
-    return "mixed" if role == "serve" and device_name else role
+    """A pool's kind, what names it and picks its autoscaling: its role, or 'mixed' for a fleet's other replicas,
+    serving or decoding (a pool of their own, apart from the point's though they be of its device)."""
+    return "mixed" if role != "prefill" and device_name else role
 
 
 def _pool_name(on_pool: DesignPoint, kind: str) -> str:

@@ -706,8 +706,9 @@ register(Knob(name="mixed_device", type=str, section="serving", scope="serving",
               allowed_text="a device preset or a path to a device YAML",
               help="the device of the mixed_replicas (a preset or YAML, without the point's what-ifs)"))
 register(Knob(name="mixed_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
-              minimum=0, help="replicas of mixed_device serving requests whole beside the point's, one router over "
-              "them all (a fleet of mixed GPU types, Melange); unset: the point's replicas alone"))
+              minimum=0, help="replicas of mixed_device beside the point's, serving requests whole (or decoding beside "
+              "a prefill pool), one router over them all (a fleet of mixed GPU types, Melange); unset: the point's "
+              "replicas alone"))
 # Autoscaling (sim/autoscalers/); derivable: a sweep may tie a target to the limits (max_seqs / 4).
 register(Knob(name="max_replicas", type=int, section="serving", scope="serving", default=None, flag=False,
               derivable=True, minimum=1,

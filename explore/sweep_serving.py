@@ -358,11 +358,12 @@ def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, li
     none of its own shares: ServingSpec.pool_node_link) at the serving values `serving` (NODE_LINK_SERVING), in words
     (empty: nothing, or no such pool, and the point is the point without it): the pool's tp x pp devices spanning
     nodes (pool_nodes); the prefill pool's KV handover where kv_link is left out (ServingSpec.handoff_links: from the
-    prefill pool's node link to the point's); the KV store's fetches at the NIC's rate (kv_store_GB without
-    kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, the devices of a prefill pool or
-    of a fleet's mixed replicas on another device spanning nodes where the pool names no node link of its own
-    (explore/evaluate.py pool_point); on the point's own, the sends to its attention devices where they and its
-    devices are more than one domain of attention_link holds (sim/serving_spec.py attention_spans_nodes)."""
+    prefill pool's node link to the point's, or to a fleet's mixed replicas'); the KV store's fetches at the NIC's
+    rate (kv_store_GB without kv_store_GBps: explore/evaluate.py Evaluator._kv_store_Bps); on the point's own, the
+    devices of a prefill pool or of a fleet's mixed replicas on another device spanning nodes where the pool names no
+    node link of its own (explore/evaluate.py pool_point); on the point's own, the sends to its attention devices
+    where they and its devices are more than one domain of attention_link holds (sim/serving_spec.py
+    attention_spans_nodes)."""
     if kind and not serving[f"{kind}_replicas"]:
         return []
     pool_device = serving[f"{kind}_device"] or "" if kind else ""
@@ -370,7 +371,7 @@ def node_link_readers_of(kind: str, device: str, link: str, tp: int, pp: int, li
                                                                           link_overrides) > 1 else []
     if not kind and attention_spans_nodes(serving, tp * pp):
         readers.append("the sends to its attention devices, on other nodes than its own")
-    if kind in ("", "prefill") and serving["prefill_replicas"] and not serving["kv_link"]:
+    if serving["prefill_replicas"] and not serving["kv_link"]:  # a fleet's mixed replicas decode behind it too
         readers.append("its KV handover" if kind else "the prefill pool's KV handover")
     if serving["kv_store_GB"] and serving["kv_store_GBps"] is None:
         readers.append(f"{'its' if kind else 'the'} KV store's fetches")

@@ -189,8 +189,9 @@ class ServingSpec:
     # The node link of the prefill pool's nodes, where it spans several or crosses them (pool_node_link); "": the
     # point's node_link, else its devices' own.
     prefill_node_link: str = ""
-    # A heterogeneous fleet: mixed_replicas replicas of mixed_device serving requests whole beside the replicas of the
-    # point's device, one router picking among them all (Melange's mix of GPU types). 0: the point's replicas alone.
+    # A heterogeneous fleet: mixed_replicas replicas of mixed_device beside the replicas of the point's device, serving
+    # requests whole (or decoding them beside a prefill pool), one router picking among them all (Melange's mix of GPU
+    # types). 0: the point's replicas alone.
     mixed_device: str = ""
     mixed_replicas: int = 0
     mixed_node_link: str = ""  # the mixed replicas' node link (pool_node_link); "": the point's, else their devices'
@@ -570,7 +571,7 @@ class ServingSpec:
 
     def unjudged(self) -> str:
         """Why a run of this spec cannot answer what it asks, as one line naming the key ('' where it can): a fleet of
-        mixed devices beside a prefill pool or attention devices, several prefix groups beside a cascade or a hybrid
+        mixed devices beside attention devices, several prefix groups beside a cascade or a hybrid
         attention placement that holds one (_groups_unjudged), an autoscaled pool beside what its scaling does not model
         (_scaling_unjudged), a gateway rejecting requests beside a
         slowdown SLO (a rejected request has no slowdown to limit), or a capacity search
@@ -578,12 +579,9 @@ class ServingSpec:
         the search would find the run's warm-up, not the pool's capacity). `explore run` refuses such a spec; a sweep
         records its point unevaluated, this its infeasible_reason (explore/evaluate.py), so that a grid crossing it
         with points that can run still runs them."""
-        for name, conflict, allowed in (  # not modeled: a fleet's replicas each serve requests whole, attending
-                ("prefill_replicas", self.disaggregated, "0 (a fleet of mixed devices serves requests whole)"),
-                ("attention_device", self.attends_apart, "none (a fleet of mixed devices attends itself)")):
-            if self.mixed and conflict:
-                shown = repr(getattr(self, name)) if name != "prefill_replicas" else self.prefill_replicas
-                return f"{name}: found {shown} with mixed_replicas {self.mixed_replicas}, allowed: {allowed}"
+        if self.mixed and self.attends_apart:  # not modeled: a fleet's replicas each attend on their own devices
+            return (f"attention_device: found {self.attention_device!r} with mixed_replicas {self.mixed_replicas}, "
+                    f"allowed: none (a fleet of mixed devices attends itself)")
         if conflict := self._groups_unjudged() or self._scaling_unjudged():
             return conflict
         admission = self.admission()
@@ -599,7 +597,8 @@ class ServingSpec:
 
     def _scaling_unjudged(self) -> str:
         """Why an autoscaled pool is not modeled beside this spec's other settings ('' where it is): a pool scaled from
-        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling."""
+        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner or a prefill pool; conversations
+        beside scaling."""
         scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
                                                     ("prefill_max_replicas", self.prefill_max_replicas),
                                                     ("mixed_max_replicas", self.mixed_max_replicas))
@@ -616,6 +615,8 @@ class ServingSpec:
         for name, conflict, allowed in (
                 ("mixed_replicas", self.mixed and kind.name != "hpa",
                  "0 (Dynamo's planners scale one kind of worker; a fleet's pools scale by an HPA each)"),
+                ("mixed_replicas", self.mixed and self.disaggregated,
+                 "0 (a fleet of decode pools beside a prefill pool is modeled at fixed sizes only)"),
                 ("conversation_turns", (self.conversation_turns or 1) > 1,
                  "1 (a conversation's turns stay on the replica that served it)")):
             if conflict:
@@ -736,15 +737,18 @@ class ServingSpec:
         own: hw_models/link.py default_node_link)."""
         return {"prefill": self.prefill_node_link, "mixed": self.mixed_node_link}.get(kind, "") or node_link
 
-    def handoff_links(self, device: str, node_link: str = "") -> tuple[str, ...]:
+    def handoff_links(self, device: str, node_link: str = "", kind: str = "decode") -> tuple[str, ...]:
         """The links each request's KV crosses from the prefill pool to the decode pool on `device` (the point's, whose
-        node link is `node_link`, '' for the device's own): kv_link, else the two pools' node links (pool_node_link,
-        else hw_models/link.py default_node_link: the fabric their nodes have), as the KV leaves one device's port for
-        the other's; where they differ, crossing_links (so a pool on a slower link never hands over faster)."""
+        node link is `node_link`, '' for the device's own), or of `kind` 'mixed' to a fleet's mixed replicas on
+        mixed_device: kv_link, else the two pools' node links (pool_node_link, else hw_models/link.py
+        default_node_link: the fabric their nodes have), as the KV leaves one device's port for the other's; where
+        they differ, crossing_links (so a pool on a slower link never hands over faster)."""
         if self.kv_link:
             return (self.kv_link,)
         prefill = self.pool_node_link("prefill", node_link) or default_node_link(self.prefill_device or device)
-        return crossing_links(prefill, node_link or default_node_link(device))
+        decode = self.pool_node_link(kind, node_link) or default_node_link(
+            self.mixed_device if kind == "mixed" else device)
+        return crossing_links(prefill, decode)
 
     def handoff_link(self, device: str, node_link: str = "") -> str:
         """handoff_links in words: 'infiniband-hdr', or 'infiniband-hdr and roce-400g'."""

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import replace
 
 import pytest
 
 from explore.cli import main
+from explore.design_point import DesignPoint
 from hw_models.registry import load_device
+from sim.serving_spec import ServingSpec
 from tests.explore.tiny_sweep import write_tiny_serving_sweep
+from workloads.requests import Fixed
 
 # The claims here are about rows, columns, messages and files, not about what a report's figure shows.
 pytestmark = pytest.mark.usefixtures("figures_undrawn")
@@ -80,8 +84,12 @@ def test_a_fleet_of_the_point_s_own_device_is_two_pools_priced_apart(capsys):
 
 @pytest.mark.parametrize(("flags", "words"), [
     (["--mixed-replicas", "2"], "--mixed-device: found '' with --mixed-replicas 2, allowed: a device"),
-    ([*FLEET, "--prefill-replicas", "1"],
-     "--prefill-replicas: found 1 with --mixed-replicas 2, allowed: 0 (a fleet of mixed devices"),
+    ([*FLEET, "--prefill-replicas", "1", "--max-replicas", "3", "--autoscale-target", "4"],
+     "--mixed-replicas: found 2 with --max-replicas 3, allowed: 0 (a fleet of decode pools beside a prefill pool is "
+     "modeled at fixed sizes only)"),
+    ([*FLEET, "--attention-device", "h20"],
+     "--attention-device: found 'h20' with --mixed-replicas 2, allowed: none (a fleet of mixed devices attends "
+     "itself)"),
     (["--mixed-replicas", "2", "--mixed-device", "l44"], "--mixed-device: found 'l44' (did you mean 'l4'?)"),
     (["--mixed-replicas", "-1", "--mixed-device", "l4"], "--mixed-replicas: found -1, allowed: an integer >= 0"),
     # The mixed L4 pairs run over their own link (PCIe 4, fitted on measured NCCL calls), which TPI-LLM's star
@@ -95,28 +103,55 @@ def test_what_a_fleet_does_not_model_is_one_line(capsys, flags, words):
     assert len(err.strip().splitlines()) == 1 and words in err, err
 
 
-def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_the_rest(tmp_path, capsys):
-    """mixed_replicas [0, 2] x prefill_replicas [0, 1]: only the fleet beside a prefill pool is not modeled, so by hand
-    3 of the 4 points run and the fourth is recorded not run, its row saying why; a grid of that combination alone is
-    refused in one line, as explore run refuses it."""
+def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_every_point(tmp_path, capsys):
+    """mixed_replicas [0, 2] x prefill_replicas [0, 1]: a fleet beside a prefill pool decodes on the point's replica and
+    the mixed L4s, so all 4 points run, that one priced as the prefill H100, the decode H100 and two L4s (their
+    presets); a fleet beside a prefill pool that scales is not modeled: a grid of that alone is refused in one line,
+    as explore run refuses it."""
     fleet = "  rate: 2\n  mixed_device: l4\n"
     path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: [0, 2]\n  prefill_replicas: [0, 1]\n")
     assert main(["check", path]) == 0
     said = capsys.readouterr().out
-    assert "4 design points (3 distinct designs evaluated)" in said, said
-    assert "1 of 4 points are not run" in said and "a fleet of mixed devices serves requests whole" in said, said
+    assert "4 design points (all evaluated)" in said, said
     out = tmp_path / "out"
     assert main(["--quiet", path, "--out", str(out)]) == 0
     with open(out / "results.csv", newline="") as file:
         rows = {(row["mixed_replicas"], row["prefill_replicas"]): row for row in csv.DictReader(file)}
     assert len(rows) == 4
-    assert rows["2", "1"]["infeasible_reason"].startswith("prefill_replicas: found 1 with mixed_replicas 2")
-    assert rows["2", "1"]["ttft_s"] in ("", "nan")
-    for ran in (("", "0"), ("2", "0"), ("", "1")):
+    for ran in (("", "0"), ("2", "0"), ("", "1"), ("2", "1")):
         assert not rows[ran]["infeasible_reason"] and float(rows[ran]["ttft_s"]) > 0, ran
+        assert float(rows[ran]["requests_per_s"]) > 0, ran
+    hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
+    assert float(rows["2", "1"]["usd_per_hour"]) == pytest.approx(2 * hourly[0] + 2 * hourly[1])
     capsys.readouterr()
-    path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: 2\n  prefill_replicas: [1, 2]\n")
+    path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: 2\n  prefill_replicas: 1\n"
+                                              f"  max_replicas: [2, 3]\n  autoscale_target: 4\n")
     assert main(["check", path]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1, err
-    assert f"{path}:12: serving.prefill_replicas: found 1 with serving.mixed_replicas 2, allowed: 0" in err, err
+    assert "serving.mixed_replicas: found 2 with serving.max_replicas 2, allowed: 0 (a fleet of decode" in err, err
+
+
+def test_a_fleet_beside_a_prefill_pool_hands_each_request_s_kv_over_its_decode_device_s_link(tiny_evaluator):
+    """A prefill H100 hands KV to the decode H100 over its node link, InfiniBand NDR (50 GB/s a port, under the
+    H100's PCIe 5 x16), and to the mixed L4s over the same fabric capped by the L4's PCIe 4 x16 (16 GT/s x 16 x 128/130
+    / 8, 31.5 GB/s as its preset rounds it): a further GB takes 20 ms to the H100, 31.7 ms to an L4. With
+    mixed_node_link roce-400g the L4s' KV crosses from NDR onto RoCE, at the slower (45.7 GB/s a port), the decode
+    H100's still over NDR."""
+    from explore.evaluate import _pool_kind, pool_point, serving_pools
+
+    serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=32), output=Fixed(tokens=4),
+                          prefill_replicas=1, mixed_device="l4", mixed_replicas=2)
+    point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=0, output=0, serving=serving,
+                        execution="graphs")
+    assert [(role, replicas, name) for role, replicas, name, _, _ in serving_pools(point)] == [
+        ("prefill", 1, ""), ("decode", 1, ""), ("decode", 2, "l4")]
+    on_pools = [(pool_point(point, name, own, link), _pool_kind(role, name))
+                for role, _, name, own, link in serving_pools(point)]
+    assert [kind for _, kind in on_pools] == ["prefill", "decode", "mixed"]
+    further_s = [send(2e9) - send(1e9) for send in (
+        tiny_evaluator._handoff_s(point, on_pools[0][0], on_decode, kind, 1) for on_decode, kind in on_pools[1:])]
+    assert further_s == pytest.approx([1e9 / 50e9, 1e9 / 31.5e9], rel=1e-9)
+    roce = replace(serving, mixed_node_link="roce-400g")
+    assert roce.handoff_links("h100-sxm", "", "mixed") == ("roce-400g",)
+    assert roce.handoff_links("h100-sxm") == ("infiniband-ndr",)
