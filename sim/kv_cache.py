@@ -43,7 +43,8 @@ generated tokens), evicted tail first under the rule above, after the idle nodes
 blocks are evicted first", at the free queue's end, which allocation takes from the front; get_computed_blocks then
 finds the whole blocks still cached, at most num_tokens - 1 tokens: vllm/v1/core/kv_cache_manager.py, commit 003df296
 of vllm-project/vllm). Re-admitted, it takes the blocks it finds back as its own. A window keeps no whole context, so
-a windowed sequence's own blocks are freed.
+a windowed sequence's own blocks are freed; beside hybrid groups the full group keeps it, and the node the sliding
+blocks its window held (freed before the full ones, as vLLM frees the sliding group first).
 
 Beside vLLM's hybrid KV cache groups (`groups`: a full group and a sliding one, sim/hybrid_kv.py) a node's blocks
 are its full group's, counted as above, and its sliding group's apart, a set of the node's blocks with holes: each
@@ -51,7 +52,8 @@ held by the sequences whose window reads it, else waiting in the order it was fr
 or the sequence finishing) among the idle nodes, evicted in that order. A sequence finds a path's full blocks as
 above and, within them, the sliding group's hit (sim/hybrid_kv.py sliding_hit_blocks); it holds, of the sliding
 blocks it shares, those of its window, and the sliding blocks it computes of its shareable tokens join the nodes
-where a node's full blocks cover them (filling a node's holes where it recomputes past a hit cut short).
+where a node's full blocks cover them (filling a node's holes where it recomputes past a hit cut short; a sliding
+block a node caches already is shared instead, the sequence's copy freed, where vLLM would hold both).
 
 Not modeled: a group's duplicate blocks computed while another sequence of the group computes the same prefix (they
 stay the sequence's own, not deduplicated), blocks of generated tokens in a prefix tree (a trace names its prompts'
@@ -385,8 +387,9 @@ class PagedKVCache:
         the last (a window's sinks lie in the prefix); of hybrid groups, its blocks in every group, sequence `seq`'s
         counted from the tokens it has computed (computed_before; without `seq`, all but the last)."""
         if self.groups is not None:
+            # A sliding group holds nothing before its window's first block (_pass_window) or its blocks on nodes.
             return self.groups.blocks(tokens, self.block_tokens, None if seq is None else self._tokens.get(seq, 0),
-                                      shared_blocks, self._slid.get(seq, shared_blocks))
+                                      shared_blocks, max(self._slid.get(seq, shared_blocks), self._low.get(seq, 0)))
         if self.window is None:  # whole blocks shared: the blocks of all its tokens, less those
             return max(0, -(-tokens // self.block_tokens) - shared_blocks)
         own = kept_tokens(max(tokens - shared_blocks * self.block_tokens, 0), self.window)
@@ -498,10 +501,11 @@ class PagedKVCache:
         at `tokens`, a sliding group giving back those its window has left, and has computed `tokens` at its next
         allocation."""
         if held is None:
-            self._admit(seq)
+            self._admit(seq)  # which may take blocks of its own back (_take_back)
+            held = self._held.get(seq, 0)
         if self._sliding is not None:
             self._pass_window(seq)
-        self._add_own(seq, held or 0, self._own_blocks(tokens, self._shared.get(seq, 0), seq) - (held or 0))
+        self._add_own(seq, held, self._own_blocks(tokens, self._shared.get(seq, 0), seq) - held)
         self._tokens[seq] = tokens
 
     def _window_blocks(self, path: Path, blocks: int) -> list[SlidingBlock]:
@@ -822,19 +826,33 @@ class PagedKVCache:
         docstring)."""
         shared = self._shared.get(seq, 0)
         own = (min(computed // self.block_tokens - shared, self._held.get(seq, 0))
-               if self.window is None and self.groups is None else 0)
+               if self.window is None and (self.groups is None or self._sliding is not None) else 0)
         path = self._parts(self._path_of(seq), shared)
+        node = ("preempted", seq)
+        if own > 0:
+            self._add(node, next((key for key, part in reversed(path) if part), None))
+            if self._sliding is not None:  # and its sliding blocks of them, freed first (vLLM frees that group first)
+                self._keep_window(seq, node, shared, computed // self.block_tokens)
         self.release(seq)
         if own <= 0:
             return
-        parent = next((node for node, part in reversed(path) if part), None)
-        node = ("preempted", seq)
-        self._add(node, parent)
         self._set_device(node, own)
         self.used_blocks += own
         self._idle[node] = None  # freed last: after its path's nodes, whose blocks it follows
         self._idle_blocks += own
         self._resume[seq] = tuple((key, part) for key, part in path if part) + ((node, own),)
+
+    def _keep_window(self, seq: int, node: Hashable, shared: int, blocks: int) -> None:
+        """Of preempted `seq` sharing the first `shared` blocks of its path, the sliding blocks it holds of its first
+        `blocks` past them go onto `node`, idle, the highest first."""
+        first = max(shared, self._slid.get(seq, 0), self._low.get(seq, 0))
+        if blocks <= first:
+            return
+        self._slides[node] = set(range(first - shared, blocks - shared))
+        for block in range(blocks - shared - 1, first - shared - 1, -1):
+            self._idle[SlidingBlock(node, block)] = None
+        self._idle_blocks += blocks - first
+        self._held[seq] -= blocks - first
 
     def _take_back(self, seq: int) -> None:
         """Re-admitted `seq`, its first hold having shared what it found of its resume path, holds the blocks it found
@@ -845,10 +863,14 @@ class PagedKVCache:
         if node not in self._chain:  # evicted whole
             return
         blocks = self._chain[node]
-        if self._shared.get(seq, 0) > sum(span for _, span in resume[:-1]):  # found: it shares the node
+        found = self._shared.get(seq, 0) - sum(span for _, span in resume[:-1])
+        if found > 0:  # it shares the node: of its blocks those found (beside hybrid groups, perhaps fewer)
             self._sharers[node] -= 1
-            self._held[seq] = self._held.get(seq, 0) + blocks
-            self._shared[seq] -= blocks
+            self._held[seq] = self._held.get(seq, 0) + found
+            self.used_blocks -= blocks - found
+            self._shared[seq] -= found
+            if seq in self._slid:  # the sliding blocks of its window there are its own again
+                self._slid[seq] = self._shared[seq]
             if not self._shared[seq]:
                 del self._shared[seq]
             self._whole.pop(seq, None)
@@ -857,6 +879,14 @@ class PagedKVCache:
             self._idle.pop(node, None)
             self._idle_blocks -= blocks
             self.used_blocks -= blocks
+        for block in self._slides.get(node, ()):  # the rest of its sliding blocks are freed
+            key = SlidingBlock(node, block)
+            if self._slide_refs.pop(key, 0):
+                self._held[seq] += 1
+            else:
+                del self._idle[key]
+                self._idle_blocks -= 1
+                self.used_blocks -= 1
         self._set_device(node, 0)
         self._host_used -= self._host.pop(node, 0)
         self._forget(node)

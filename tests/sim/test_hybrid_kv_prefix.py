@@ -154,3 +154,49 @@ def test_groups_other_than_one_full_and_one_sliding_share_no_prefix():
     with pytest.raises(ValueError, match="a shared prefix beside one full and one sliding group only"):
         PagedKVCache(capacity_blocks=20, block_tokens=16, prefix_tokens=32,
                      groups=KVGroups(windows=(1024,) * 5 + (None,), layers=6))
+
+
+def _preempted_after_its_first_decode_step() -> PagedKVCache:
+    """Request 0, 100 tokens of its own (nothing shared), prefilled in one chunk (7 + 7 blocks), then a decode step
+    (101 tokens, 100 computed: 69 tokens, 4 blocks, before the window; 7 + 3 blocks), then preempted by recompute. vLLM
+    frees its sliding blocks, then its full ones, each highest first, and keeps cached those of its 6 whole blocks:
+    full blocks 0 to 5 and the sliding blocks 4 and 5 its window held; block 6, partly filled, is gone. 8 blocks
+    cached, none in use."""
+    kv = PagedKVCache(capacity_blocks=40, block_tokens=16, groups=GROUPS)
+    kv.assign(0, 5, shareable_tokens=0)
+    kv.computed_before(0, 0)
+    kv.hold(0, 100)
+    assert kv.grow_each([(0, 101)]) == 1 and kv.used_blocks == 10
+    kv.release_preempted(0, 100)
+    assert (kv.used_blocks, kv.in_use_blocks, kv.evictable_blocks) == (8, 0, 8)
+    return kv
+
+
+def test_a_preempted_request_finds_its_blocks_again():
+    """Re-admitted (101 tokens), it finds 6 full blocks and the sliding blocks 4 and 5 before point 6: 96 tokens; it
+    holds them as its own again and adds block 6 in each group (96 computed: sliding blocks 4 to 6), 10 in all, as
+    before it was preempted. (Before: beside hybrid groups a preempted request kept nothing cached.)"""
+    kv = _preempted_after_its_first_decode_step()
+    assert kv.cached_prefix(0, 101) == 96
+    kv.computed_before(0, 96)
+    assert kv.extra_blocks(0, 101) == 2
+    kv.hold(0, 101)
+    assert (kv.used_blocks, kv.in_use_blocks, kv.evictable_blocks) == (10, 10, 0)
+    kv.release(0)
+    assert kv.used_blocks == 0
+
+
+def test_a_preempted_request_whose_window_block_is_evicted_recomputes_all():
+    """Another request taking 33 of the 32 free blocks evicts the first waiting block, sliding block 5: block 4 alone
+    precedes no point with two cached, and block 0's sliding block is gone, so nothing is found (the 6 full blocks
+    still cached); re-admitted, its node is freed and it holds its 7 + 7 blocks afresh."""
+    kv = _preempted_after_its_first_decode_step()
+    kv.assign(9, 6, shareable_tokens=0)
+    kv.computed_before(9, 47)
+    kv.hold(9, 272)  # 17 full blocks, 17 - 1 sliding ((47 - 31) // 16 = 1 before its window)
+    assert kv.used_blocks == 40 and kv.evictable_blocks == 1 + 6
+    assert kv.cached_prefix(0, 101) == 0
+    kv.release(9)
+    kv.computed_before(0, 0)
+    kv.hold(0, 101)
+    assert (kv.used_blocks, kv.in_use_blocks) == (14, 14)
