@@ -106,8 +106,9 @@ from sim.speculative import (
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.errors import InputError
+from workloads.expert_skew import power_law_ranked
 from workloads.layer_replication import LayerTrace
-from workloads.model_config import BALANCED, ModelConfig, load_model_config
+from workloads.model_config import BALANCED, POWER_LAW, ModelConfig, load_model_config
 from workloads.trace import Trace
 
 # Mean KV lengths of serving iterations are priced in buckets of this many tokens (one KV block): a long
@@ -1312,7 +1313,8 @@ STATIC_ONLY_KNOBS = (
 def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: int) -> RoutedExperts:
     """A static batch's routed experts for its offloaded traffic: their share of the stored weights, and the share of
     a layer's experts its prefill (batch x prompt tokens) and each decode step (batch tokens) reach under the
-    routing the kernel tables route by (ModelConfig.moe_routing, kernels/moe.py device_routing)."""
+    routing the kernel tables route by (ModelConfig.moe_routing, kernels/moe.py device_routing); under power_law
+    each expert's chance of being reached, busiest first (sim/offload.py places the busiest on the device)."""
     if not cfg.is_moe:
         return RoutedExperts()
     experts, topk = cfg.num_experts, cfg.experts_per_token
@@ -1320,8 +1322,12 @@ def _routed_experts(cfg: ModelConfig, fmt: NumericFormat, batch: int, prompt: in
     def reached(tokens: int) -> float:
         return device_routing(tokens, topk, experts, experts, cfg.moe_routing)[0] / experts
 
+    def ranked(tokens: int) -> tuple[float, ...]:
+        return power_law_ranked(tokens, topk, experts)[1] if cfg.moe_routing == POWER_LAW else ()
+
     return RoutedExperts(weights_share=expert_byte_share(fmt, cfg), prefill_reached=reached(batch * prompt),
-                         decode_reached=reached(batch))
+                         decode_reached=reached(batch), prefill_ranked=ranked(batch * prompt),
+                         decode_ranked=ranked(batch))
 
 
 def _own_param_bytes(param_bytes: float, config: ModelConfig) -> float:

@@ -32,9 +32,21 @@ What is modeled
   arXiv:2312.17238, and ExpertFlow keep attention on the GPU and cache experts there). Under the routing the kernel
   tables route by (balanced or uniform: ModelConfig.moe_routing), every expert is reached alike, so the device's
   share of them is the share of a step's reached experts it finds resident, whichever experts it holds: an expert
-  cache's hit rate, as an LRU cache's under routing with no locality. Under power_law routing the hot experts draw
-  most rows and a cache holding them would hit more often; the share is taken as for the others (the reached experts
-  it finds resident, none preferred), which prices the cache's hits low.
+  cache's hit rate, as an LRU cache's under routing with no locality. Under power_law routing the device holds the
+  experts with the highest expected load, as Fiddler places experts by their profiled popularity (Kamahori et al.,
+  "Fiddler: CPU-GPU Orchestration for Fast Inference of Mixture-of-Experts Models", arXiv:2402.07033, Figure 2;
+  efeslab/fiddler 00e70f091f54 src/fiddler/mixtral.py set_expert_loc: (layer, expert) pairs "in the order of
+  popularity determined based on profile", the first as many as the GPU's free memory holds put on the GPU; Fiddler
+  then runs the others on the CPU, where here they cross the link). The loads are the routing's own power-law draws
+  (workloads/expert_skew.py power_law_ranked: each draw's experts busiest first, in expectation), so of a step's
+  reached experts the device finds resident the busiest ranks' chances of being reached (resident_share,
+  offloaded_reached): with 2 of Mixtral's 8 experts resident, a step of 4 tokens (power_law_ranked: 4.67 reached,
+  the busiest 2 every time) fetches 2.67 of 6 offloaded, where holding 2 with none preferred fetches 3.75 (5 reached,
+  rounded, 6 in 8 of them offloaded). A draw routes a step's rows by its weights (rounded shares), so weights
+  lasting from step to step (the popularity a profile measures) put each step's busiest experts on the device; a
+  real router picks per token, and a step of few tokens reaches experts off the profile's top that the draw's
+  rounding does not, so there the hits are an upper bound (a one-token step's 2 experts are always the 2 busiest).
+  A share of every weight ('weights', 'auto') holds a share of each expert, which no routing prefers.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
   experts its tokens reach (RoutedExperts: under the routing the kernel tables route by, kernels/moe.py
@@ -60,9 +72,12 @@ run from pinned buffers at the link's rate; a pageable copy is staged and slower
 CPU next to an offloaded KV cache (FlexGen's CPU delegation), a third tier behind host memory (FlexGen's disk), the
 pipeline fill (the first layer's transfer of a pass before any overlap: one layer's share of its link time),
 compressed transfers, an expert cache across decode steps and speculative expert loading (Mixtral-offloading keeps
-recently used experts on the device and guesses the next layer's experts from the current hidden state, so fewer
-experts cross the link or more of them ahead of time; the prefetch buffers here hold whole layers' offloaded share
-and cache nothing between steps), routing skew (balanced routing reaches the most experts a batch can), and the
+recently used experts on the device, an LRU cache, and guesses the next layer's experts from the current hidden
+state, so fewer experts cross the link or more of them ahead of time; the prefetch buffers here hold whole layers'
+offloaded share and cache nothing between steps, and the experts held under power_law routing are fixed),
+per-layer differences in the routing (one draw serves every layer, so each layer holds the same share of its
+experts, where Fiddler's one popularity order over every layer's experts gives the layers whose popular experts are
+more popular more of them), and the
 link's own transfer energy (no sourced energy per bit of a PCIe or NVMe transfer was found, so it is not counted;
 static power while the device waits on the link is, as for any time).
 """
@@ -178,14 +193,43 @@ class HostLink:
 @dataclass(frozen=True, kw_only=True)
 class RoutedExperts:
     """A mixture-of-experts model's routed experts: their share of its weight bytes, and the share of a layer's
-    experts the prefill's and a decode step's tokens reach (kernels/moe.py device_routing)."""
+    experts the prefill's and a decode step's tokens reach (kernels/moe.py device_routing). Where the routing prefers
+    some experts (power_law), `*_ranked` gives the chance that each of a layer's experts, busiest first, is reached
+    (workloads/expert_skew.py power_law_ranked), and a device holding whole experts holds the busiest; empty where
+    no expert is preferred."""
 
     weights_share: float = 0.0
     prefill_reached: float = 1.0
     decode_reached: float = 1.0
+    prefill_ranked: tuple[float, ...] = ()
+    decode_ranked: tuple[float, ...] = ()
 
 
 DENSE = RoutedExperts()
+
+
+def resident_share(by_rank, resident_experts: float) -> float:
+    """The share of `by_rank` (a layer's experts' rows or chances of being reached, busiest first) that its busiest
+    `resident_experts` hold, a fraction of an expert holding its part of the next one's; 0 where it sums to 0."""
+    values = np.asarray(by_rank, dtype=float)
+    total = values.sum()
+    if total <= 0:
+        return 0.0
+    whole = min(int(resident_experts), len(values))
+    part = values[whole] * (resident_experts - whole) if whole < len(values) else 0.0
+    return float((values[:whole].sum() + part) / total)
+
+
+def offloaded_reached(reached: float, ranked: tuple[float, ...], offloaded_share: float) -> float:
+    """The share of a layer's offloaded experts a pass reaches, `offloaded_share` of them in host memory: `reached`
+    (its share of all of them) where no expert is preferred or nothing is placed by popularity; under `ranked` (each
+    expert's chance of being reached, busiest first) the device holds the busiest 1 - offloaded_share of them and the
+    pass reaches, of the others, the chances they leave."""
+    if not ranked or offloaded_share <= 0:
+        return reached
+    experts = len(ranked)
+    cold = sum(ranked) * (1.0 - resident_share(ranked, (1.0 - offloaded_share) * experts))
+    return cold / (offloaded_share * experts)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -231,7 +275,11 @@ def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv
     # The offloaded experts' bytes: every expert's offloaded share, or under 'experts' all that is offloaded.
     experts_B = plan.weights_B * (1.0 if plan.experts_only else experts.weights_share)
     rest_B = plan.weights_B - experts_B
-    prefill_routed_B, decode_routed_B = experts_B * experts.prefill_reached, experts_B * experts.decode_reached
+    # Offloading whole experts ('experts') keeps the busiest on the device; a share of every weight is a share of
+    # each expert, which no routing prefers.
+    placed = plan.weights_share if plan.experts_only else 0.0
+    prefill_routed_B = experts_B * offloaded_reached(experts.prefill_reached, experts.prefill_ranked, placed)
+    decode_routed_B = experts_B * offloaded_reached(experts.decode_reached, experts.decode_ranked, placed)
     # The plan offloads one share of every layer, so a step that skips layers moves only its layers' share: a
     # skipped layer's weights are never read, nor its KV (a skipping token holds none there).
     ran = decode_layers / layers if decode_layers else 1.0

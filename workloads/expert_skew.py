@@ -120,6 +120,22 @@ def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str)
 POWER_LAW_DEFAULT = f"{POWER_LAW_PREFIX}1.01"
 
 
+def ranked_loads(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Of draws [draws, ep, experts / ep] (power_law_ranks), each draw's experts busiest first, in expectation over
+    the draws: the rows at each rank, and the share of draws whose expert at that rank gets any."""
+    by_rank = -np.sort(-draws.reshape(len(draws), -1), axis=1)
+    return by_rank.mean(axis=0), (by_rank > 0).mean(axis=0)
+
+
+@functools.lru_cache(maxsize=1024)
+def power_law_ranked(tokens: int, topk: int, experts: int,
+                     routing: str = POWER_LAW_DEFAULT) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """ranked_loads of power_law_draws on one device (ep 1): the expected rows, and the chance of any, of a layer's
+    busiest expert, its second busiest, and so on."""
+    rows, reached = ranked_loads(power_law_draws(tokens, topk, experts, 1, routing))
+    return tuple(rows.tolist()), tuple(reached.tolist())
+
+
 def _expert_parallel_sizes(experts: int) -> list[int]:
     """The EP sizes 1, 2, 4, ... that divide `experts`: each one's devices hold every ep-th expert of a fill order,
     and each's experts are a subset of the last's."""

@@ -367,3 +367,19 @@ def test_offloading_experts_alone_streams_only_the_experts_a_step_reaches(evalua
     assert traffic.decode_routed_B == pytest.approx(share * MIXTRAL_EXPERTS_B / 4, rel=1e-9)
     assert alone["offloaded_B"] == pytest.approx(every["offloaded_B"], rel=1e-6)
     assert alone["tpot_s"] <= every["tpot_s"]
+
+
+def test_offloaded_experts_under_power_law_routing_keep_the_busiest_on_the_device(evaluator):
+    """The same point under power_law routing: the device holds its busiest experts (sim/offload.py, Fiddler's
+    popularity placement), about 3.6 of each layer's 8, and a one-token decode step's 2 experts are a draw's busiest
+    2, so no expert crosses the link in a decode step, where none preferred fetches 2 of 8 of the offloaded ones. The
+    prefill's 128 tokens reach all 8 experts under either routing: every offloaded expert crosses, as before."""
+    point = mixtral(1, offload="experts", moe_routing="power_law")
+    metrics = evaluator.evaluate(point).metrics
+    traffic = _traffic(evaluator, point)
+    held = 8 * (1 - metrics["offloaded_B"] / MIXTRAL_EXPERTS_B)
+    assert 2 <= held < 8
+    assert traffic.decode_routed_B == 0.0 and traffic.decode_to_device_B.tolist() == [0.0] * 31
+    assert traffic.prefill_B[0] == pytest.approx(metrics["offloaded_B"], rel=1e-9)
+    even = evaluator.evaluate(mixtral(1, offload="experts")).metrics
+    assert metrics["tpot_s"] < even["tpot_s"]

@@ -19,12 +19,16 @@ from sim.offload import (
     device_footprint,
     link_wait_s,
     offload_traffic,
+    offloaded_reached,
     pass_wait_s,
     plan_offload,
+    resident_share,
     transfer_s,
 )
 from sim.step_costs import price_passes
 from sim.workload import BatchWorkload, PassTables
+from tests.workloads.test_expert_skew import _Uniforms
+from workloads.expert_skew import power_law_ranked, power_law_ranks, ranked_loads
 
 GB = 1e9
 
@@ -289,3 +293,62 @@ def test_an_experts_decode_step_moves_only_the_offloaded_experts_it_reaches():
     # 0.4375 of the 20 dense GB (8.75) and of the 80 expert GB reached a quarter (8.75): 17.5 GB against 10.9.
     assert every.decode_to_device_B[0] == pytest.approx(17.5 * GB)
     assert traffic.decode_to_device_B[0] < every.decode_to_device_B[0]
+
+
+# ---- the busiest experts kept on the device under power_law routing (Fiddler's popularity placement) -------------
+
+def _hand_draw() -> np.ndarray:
+    """One power-law draw by hand: 4 tokens, top-2 of 8 experts (8 rows <= 8 experts: x in [0.01, 2]), alpha 1.2.
+    Experts 0-2 draw u = 1 (x = 2), the others u = 0 (x = 0.01): 8 x 2 / 6.05 = 2.64 rounds to 3, 8 x 0.01 / 6.05 to
+    0; 9 rows for 8, so one is taken from a busiest expert: loads 3, 3, 2 and five zeros."""
+    u = np.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
+    return power_law_ranks(4, 2, 8, 1, 1.2, _Uniforms(u))
+
+
+def test_a_device_holding_the_two_busiest_experts_finds_their_rows_and_reaches_resident():
+    """Room for 2 of the 8: the busiest two hold 6 of the 8 rows (0.75, against 2/8 with none preferred) and 2 of the
+    3 reached experts; half an expert's room more holds half the third's 2 rows (7/8)."""
+    rows, reached = ranked_loads(_hand_draw())
+    assert rows.tolist() == [3, 3, 2, 0, 0, 0, 0, 0] and reached.tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
+    assert resident_share(rows, 2) == pytest.approx(6 / 8)
+    assert resident_share(rows, 2.5) == pytest.approx(7 / 8)
+    assert resident_share(reached, 2) == pytest.approx(2 / 3)
+    assert resident_share(rows, 0) == 0.0 and resident_share(rows, 8) == pytest.approx(1.0)
+
+
+def test_an_experts_decode_step_fetches_only_the_reached_experts_the_device_does_not_hold():
+    """The hand draw's step with 6 of the 8 experts offloaded (share 0.75): the device holds the busiest 2, so of the
+    3 reached experts 1 crosses, 1/6 of the offloaded experts' bytes, where holding 2 with none preferred fetches
+    3/8 of them; at 6.5 offloaded (1.5 held) 1.5 of the 3 cross, 1.5 / 6.5. Offloading a share of every weight
+    ('weights') holds a share of each expert: the ranks change nothing there."""
+    _, reached = ranked_loads(_hand_draw())
+    ranked = RoutedExperts(weights_share=1.0, decode_reached=3 / 8, decode_ranked=tuple(reached))
+    even = RoutedExperts(weights_share=1.0, decode_reached=3 / 8)
+    for share, want in ((0.75, 1 / 6), (6.5 / 8, 1.5 / 6.5)):
+        plan = OffloadPlan(weights_share=share, weights_B=share * 80 * GB, experts_only=True)
+        hot, flat = (offload_traffic(plan, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
+                                     experts=experts) for experts in (ranked, even))
+        assert hot.decode_routed_B == pytest.approx(share * 80 * GB * want)
+        assert flat.decode_routed_B == pytest.approx(share * 80 * GB * 3 / 8)
+        assert hot.decode_unreached_B == pytest.approx(share * 80 * GB * (1 - want))
+    every = OffloadPlan(weights_share=0.75, weights_B=0.75 * 80 * GB)
+    hot, flat = (offload_traffic(every, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
+                                 experts=experts) for experts in (ranked, even))
+    assert hot.decode_routed_B == flat.decode_routed_B
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 4, 8, 32, 1024])
+@pytest.mark.parametrize("topk, experts", [(2, 8), (1, 16), (4, 64), (8, 256)])
+def test_holding_the_busiest_experts_never_finds_fewer_resident_and_more_room_never_fewer(tokens, topk, experts):
+    """Invariants of the placement on the routing's own draws: at every room the busiest experts hold at least the
+    share of the rows and of the reached experts that as many experts hold with none preferred (room / E), more room
+    never holds less, and a pass never fetches more of the offloaded experts than it would with none preferred."""
+    rows, reached = power_law_ranked(tokens, topk, experts)
+    rooms = np.linspace(0, experts, 4 * experts + 1)
+    for by_rank in (rows, reached):
+        held = np.array([resident_share(by_rank, room) for room in rooms])
+        assert (held >= rooms / experts - 1e-12).all()
+        assert (np.diff(held) >= -1e-12).all()
+    spread = sum(reached) / experts
+    for share in rooms[:-1] / experts:
+        assert offloaded_reached(spread, reached, 1 - share) <= spread + 1e-12

@@ -13,7 +13,13 @@ import pytest
 
 from kernels.aiconfigurator_routing import routed_on_rank0
 from kernels.moe import device_routing
-from workloads.expert_skew import POWER_LAW_DEFAULT, power_law_draws, power_law_expert_load, power_law_ranks
+from workloads.expert_skew import (
+    POWER_LAW_DEFAULT,
+    power_law_draws,
+    power_law_expert_load,
+    power_law_ranked,
+    power_law_ranks,
+)
 from workloads.model_config import POWER_LAW, balanced_expert_load, expert_load, experts_reached
 
 
@@ -141,3 +147,14 @@ def test_each_ep_share_is_the_busiest_ranks_expectation(tokens, k, experts):
 
 def test_power_law_expert_load_is_the_registrys():
     assert expert_load(POWER_LAW, 32, 8, 256) == power_law_expert_load(32, 8, 256)
+
+
+@pytest.mark.parametrize("tokens, k, experts", [(1, 2, 8), (4, 2, 8), (16, 2, 8), (32, 8, 256), (200, 4, 64)])
+def test_ranked_chances_add_up_to_the_experts_the_routing_reaches(tokens, k, experts):
+    """power_law_ranked's chances of being reached, busiest first, sum to the experts a step reaches in expectation:
+    the power_law routing's touched experts on one device (device_routing, rounded to whole experts); its rows, to
+    every row; each falls with the rank."""
+    rows, reached = power_law_ranked(tokens, k, experts)
+    assert abs(sum(reached) - device_routing(tokens, k, experts, experts, POWER_LAW)[0]) <= 0.5
+    assert sum(rows) == pytest.approx(tokens * k)
+    assert (np.diff(rows) <= 0).all() and (np.diff(reached) <= 0).all()
