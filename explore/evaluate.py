@@ -60,7 +60,7 @@ from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_cap
 from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
-from sim.hybrid_kv import kv_groups
+from sim.hybrid_kv import KVGroups, kv_groups
 from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason, layer_kept
 from sim.offload import (
@@ -747,6 +747,24 @@ class Evaluator:
             self._routed[key] = replace(self.config(model), moe_routing=routing)
         return self._routed[key]
 
+    def engine_kv_groups(self, point: DesignPoint) -> KVGroups | None:
+        """vLLM's KV cache groups of a serving point whose model's attention windows differ by layer (gpt-oss; None
+        otherwise): of the target's layers and a draft model's beside them. vLLM v1 registers the draft's attention
+        layers in the engine's one KV cache config with the target's (the proposer takes as its own the layers its
+        load adds: vllm/v1/spec_decode/eagle.py load_model), each a full layer unless its config's layer_types makes
+        it sliding (LlamaAttention, indexed from the draft's first layer: vllm/model_executor/models/llama.py, commit
+        e06c9ba2 of vllm-project/vllm), and _get_kv_cache_groups_uniform_page_size groups them all
+        (vllm/v1/core/kv_cache_utils.py, commit 001cabc1: 'gpt-oss-20b + eagle, with 12 sw + 13 full' pads to two
+        groups of 13), so a draft's blocks are the groups' blocks (sim/hybrid_kv.py kv_groups)."""
+        cfg = self.config(point.model)
+        if not cfg.layer_windows:
+            return None
+        windows = cfg.layer_windows
+        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+            draft = self.config(self.draft_model(point))
+            windows += tuple(draft.layer_window(layer) for layer in range(draft.num_layers))
+        return kv_groups(windows)
+
     @staticmethod
     def draft_ep(point: DesignPoint) -> int:
         """A draft's expert parallelism: an MTP module's layer lays its experts out as the target's layers do (vLLM
@@ -884,7 +902,7 @@ class Evaluator:
         # rank holds its sequences' KV whole.
         kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
-        groups = kv_groups(cfg.layer_windows)
+        groups = self.engine_kv_groups(point)
         if groups is not None:  # a block is one group's: its layers' share of a token's KV (sim/hybrid_kv.py)
             kv_per_token_B *= groups.layers / cfg.num_layers
         speculation = self._serving_speculation(point, fmt, role, device)
@@ -894,7 +912,8 @@ class Evaluator:
             draft_cfg = self.config(self.draft_model(point))
             weights_B += _weight_bytes(_own_param_bytes(speculation.draft.template.param_bytes, draft_cfg), fmt,
                                         device, draft_cfg)
-            kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
+            if groups is None:  # beside hybrid groups the draft's layers are among the groups' (engine_kv_groups)
+                kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
                                          point.tp)
@@ -1031,10 +1050,11 @@ class Evaluator:
         sim/kv_cache.py), cascade attention (vLLM's sliding group finds no common prefix blocks: SlidingWindowManager.
         get_num_common_prefix_blocks returns 0, vllm/v1/core/single_type_kv_cache_manager.py, commit 002f3491), a
         prefix cache beside groups other than one full and one sliding (sim/hybrid_kv.py KVGroups.sliding_window), a
-        KV window or policy of the point's, a draft model or MTP module (its layers would join the target's in vLLM's
-        KV cache groups: _get_kv_cache_groups_uniform_page_size groups every layer of the engine), attention devices of
-        their own and token splitting (InputError otherwise). Medusa's heads write no KV: its verifications attend at
-        each layer's window (kernels/shapes.py step_shape)."""
+        KV window or policy of the point's, an MTP module, a draft model whose layers hold a token's KV in other bytes
+        than the target's (vLLM would then grow some groups' blocks to one page size: unify_kv_cache_spec_page_size,
+        vllm/v1/core/kv_cache_utils.py, commit 001cabc1), attention devices of their own and token splitting
+        (InputError otherwise). A draft model's layers join the target's groups (engine_kv_groups); Medusa's heads
+        write no KV: its verifications attend at each layer's window (kernels/shapes.py step_shape)."""
         spec = point.serving
         window = self.kv_window(point)
         # What shares cached prefixes, where the model's groups are not the layout whose hits are modeled.
@@ -1042,23 +1062,40 @@ class Evaluator:
             ("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
             ("conversation_turns", spec.conversation_turns, spec.conversations),
             ("trace", spec.trace, spec.traced_tree)) if on), None)
-        groups = kv_groups(self.config(point.model).layer_windows)
+        groups = self.engine_kv_groups(point)
         beside = (("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
                   ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB),
                   ("prefix_attention", "cascade", spec.cascade),
                   (*(sharing or ("", None)), sharing and groups is not None and groups.sliding_window is None),
                   ("kv_budget", window, window is not None),
-                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") not in ("", MEDUSA)),
+                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") == MTP),
                   ("attention_device", spec.attention_device, spec.attends_apart),
                   ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
         for name, value, on in beside:
             if on:
-                allowed = {"spec_draft": "none or medusa", "prefix_attention": "paged"}.get(name, "none")
+                allowed = {"spec_draft": "none, medusa or a draft model", "prefix_attention": "paged"}.get(name, "none")
                 raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
                                  f"layer, allowed: {allowed} (beside vLLM's hybrid KV cache groups, a host tier or KV "
                                  f"store, cascade attention, a prefix cache beside groups other than one full and one "
-                                 f"sliding, a KV budget, a draft model's KV, attention devices and token_split are not "
+                                 f"sliding, a KV budget, an MTP module, attention devices and token_split are not "
                                  f"modeled)")
+        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+            self._check_draft_page(point)
+
+    def _check_draft_page(self, point: DesignPoint) -> None:
+        """A draft model beside hybrid KV groups holds a token's KV in each layer in the bytes a target's layer does
+        (on each of the point's tp devices), so that its layers' blocks are the groups' (InputError otherwise)."""
+        fmt = point.numeric_format
+
+        def layer_B(cfg: ModelConfig) -> float:
+            return _kv_token_B(cfg, fmt) * kv_replication(cfg, point.tp) / cfg.num_layers
+
+        target, draft = self.config(point.model), self.config(self.draft_model(point))
+        if layer_B(draft) != layer_B(target):
+            raise InputError(f"spec_draft: found {draft.name} ({layer_B(draft):g} bytes of KV a token in each layer), "
+                             f"allowed with {point.model!r}, whose attention windows differ by layer: a draft whose "
+                             f"layers hold a token's KV in the target's {layer_B(target):g} bytes (vLLM's hybrid KV "
+                             f"cache groups share one page size; grown blocks are not modeled)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their

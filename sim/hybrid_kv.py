@@ -2,17 +2,19 @@
 the blocks a request holds in each.
 
 vLLM groups the layers by their attention spec and splits each kind into groups of one size
-(_get_kv_cache_groups_uniform_page_size, vllm/v1/core/kv_cache_utils.py): the fewest layers of a kind, or the most
-where that is under 1.5 times the fewest (padding the short kind), each kind taking ceil(layers / size) groups
-(gpt-oss-20b: 12 sliding and 12 full layers, two groups of 12). Every group's block is block_tokens tokens of its
-layers, the same bytes in every group, and the groups draw their blocks from one pool, a block table each
-(HybridKVCacheCoordinator, vllm/v1/core/kv_cache_coordinator.py): a request holds blocks in every group. A full group
-holds the blocks of all its tokens; a sliding-window group frees, before each allocation, the blocks wholly before
-the window of the next token (SlidingWindowManager.get_num_skipped_tokens: computed - window + 1 tokens skipped,
-remove_skipped_blocks frees their whole blocks; vllm/v1/core/single_type_kv_cache_manager.py, commit 129ab7c6 of
-vllm-project/vllm). A sequence growing to t tokens with c of them computed then holds ceil(t / B) blocks in a full
-group and ceil(t / B) - floor((c - w + 1) / B) in a group of window w (c >= w): at a decode step (c = t - 1) the blocks
-of its window, and a prefill chunk's blocks besides (c counted before it), those behind the window freed at the
+(_get_kv_cache_groups_uniform_page_size, vllm/v1/core/kv_cache_utils.py): the fewest layers of a kind, or the most where
+that is under 1.5 times the fewest (padding the short kind), each kind taking ceil(layers / size) groups (gpt-oss-20b:
+12 sliding and 12 full layers, two groups of 12). The layers are the engine's, a draft model's beside the target's
+(kv_groups takes them all: one full draft layer beside gpt-oss-20b's makes 12 sliding and 13 full, two groups of 13, the
+sliding one padded), so a speculating request's draft KV lies in the groups' blocks, held for its slots. Every group's
+block is block_tokens tokens of its layers, the same bytes in every group, and the groups draw their blocks from one
+pool, a block table each (HybridKVCacheCoordinator, vllm/v1/core/kv_cache_coordinator.py): a request holds blocks in
+every group. A full group holds the blocks of all its tokens; a sliding-window group frees, before each allocation, the
+blocks wholly before the window of the next token (SlidingWindowManager.get_num_skipped_tokens: computed - window + 1
+tokens skipped, remove_skipped_blocks frees their whole blocks; vllm/v1/core/single_type_kv_cache_manager.py, commit
+129ab7c6 of vllm-project/vllm). A sequence growing to t tokens with c of them computed then holds ceil(t / B) blocks in
+a full group and ceil(t / B) - floor((c - w + 1) / B) in a group of window w (c >= w): at a decode step (c = t - 1) the
+blocks of its window, and a prefill chunk's blocks besides (c counted before it), those behind the window freed at the
 request's next allocation.
 
 Prefix caching (vLLM v1's, on by default) beside a full group and a sliding one, as PagedKVCache keeps it: vLLM takes

@@ -128,7 +128,7 @@ class Batch:
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
                      prefix_groups: list[int] | None = None, first_query: int = 1,
-                     chunk_slots: int = 0) -> tuple[StepShape, StepShape]:
+                     chunk_slots: int = 0, layer_window: int | None = None) -> tuple[StepShape, StepShape]:
         """A speculative draft's iterations after the target's pass, over every sequence of the batch as vLLM v1's
         proposers run them (vllm/v1/spec_decode/llm_base_proposer.py propose: the first step over the batch, then
         k - 1 steps of batch_size tokens): its first step over each prefill chunk and `chunk_slots` more and
@@ -138,17 +138,18 @@ class Batch:
         generated tokens and i drafts alike). The draft runs in the engine's attention, cascading shared prefixes where
         it does (a prefilling sequence holds its own copy). A decode verifying fewer tokens (`short`) runs its first
         step on the tokens it verified and the slots, as a chunk (vLLM v1's first pass takes each request's scheduled
-        tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass)."""
+        tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass). `layer_window`: the
+        window of the draft's windowed layers beside its full ones (shape), each of its layers attending at its own."""
         slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes,
                         short=tuple(q + chunk_slots for q in self.short))
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
-                              prefix_groups=prefix_groups)
+                              prefix_groups=prefix_groups, layer_window=layer_window)
         groups = prefix_groups
         if shared_prefix and self.prefills:
             groups = [-1] * len(self.prefills) + (prefix_groups or [0] * len(self.decodes))
         later = step_shape([], [seq.computed + q + chunk_slots + 1 for seq, q in self.prefills]
                            + [seq.computed + 1 for seq in self.decodes], sampled=self.size, window=window,
-                           shared_prefix=shared_prefix, prefix_groups=groups)
+                           shared_prefix=shared_prefix, prefix_groups=groups, layer_window=layer_window)
         return replace(first, sampled=self.size), later
 
 

@@ -12,8 +12,12 @@ import pytest
 from explore.cli import main
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
+from explore.results import read_results
+from sim.hybrid_kv import KVGroups
+from sim.serving_spec import ServingSpec
 from sim.workload import BatchWorkload
-from tests.explore.tiny_sweep import PRESETS, write_tiny_model
+from tests.explore.tiny_sweep import PRESETS, TINY_CONFIG, write_sweep, write_tiny_model
+from workloads.requests import Fixed
 
 RUN = ["run", "--model", "gpt-oss-20b", "--device", "h200", "--batch", "2", "--prompt", "512", "--execution", "engine",
        "--json"]
@@ -32,11 +36,12 @@ def test_more_output_tokens_grow_the_full_layers_kv_alone(capsys):
     assert grown == pytest.approx(2 * 1024 * 12 * 8 * 64 * 2 * 2, rel=1e-12)
 
 
-def _tiny_gpt_oss(folder: Path, layer_types: list[str]) -> str:
-    """A config.json of gpt-oss-20b's architecture at toy sizes: 4 layers, a 32-token window where a layer has one."""
+def _tiny_gpt_oss(folder: Path, layer_types: list[str], layers: int = 4) -> str:
+    """A config.json of gpt-oss-20b's architecture at toy sizes: 4 layers (or `layers`), a 32-token window where a
+    layer has one."""
     data = json.loads((PRESETS / "gpt-oss-20b.json").read_text()) | dict(
         hidden_size=64, intermediate_size=32, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-        num_local_experts=4, experts_per_token=2, num_experts_per_tok=2, vocab_size=128, num_hidden_layers=4,
+        num_local_experts=4, experts_per_token=2, num_experts_per_tok=2, vocab_size=128, num_hidden_layers=layers,
         layer_types=layer_types, sliding_window=32)
     return write_tiny_model(folder / "_".join(sorted(set(layer_types))), data)
 
@@ -111,11 +116,79 @@ def test_a_tiny_gpt_oss_speculates_with_medusa_in_less_kv_and_attention_than_ful
     assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
 
 
-def test_a_draft_model_beside_layer_windows_is_refused_in_one_line(capsys):
-    """A draft model's layers would join the target's in vLLM's KV cache groups, which is not modeled."""
-    assert main(["run", "--model", "gpt-oss-120b", "--device", "h200", "--serving", "--rate", "10", "--requests",
-                 "4", "--prompt", "64", "--output", "8", "--spec-draft", "gpt-oss-20b"]) == 2
+# A one-layer EAGLE-3 head over gpt-oss (SpecForge's configs/gpt-oss-120B-eagle3.json, LlamaForCausalLMEagle3: hidden
+# 2880, 64 heads, 8 KV heads of 64, MLP 17280, no layer_types: a full-attention layer), run as a draft model.
+EAGLE3 = {"model_type": "llama", "hidden_size": 2880, "intermediate_size": 17280, "num_hidden_layers": 1,
+          "num_attention_heads": 64, "num_key_value_heads": 8, "head_dim": 64, "vocab_size": 201088,
+          "max_position_embeddings": 131072, "rms_norm_eps": 1e-5, "torch_dtype": "bfloat16", "hidden_act": "silu"}
+
+
+def _point(model: str, draft: str = "", **serving) -> DesignPoint:
+    spec = ServingSpec(**{"requests": 1, "rate_per_s": 1.0, "prompt": Fixed(tokens=16), "output": Fixed(tokens=60),
+                          **serving})
+    knobs = {"spec_draft": draft, "spec_tokens": 2, "acceptance": 0.0} if draft else {}
+    return DesignPoint(model=model, device="h100-sxm", batch=spec.max_seqs, prompt=0, output=0, execution="engine",
+                       serving=spec, knobs=tuple(sorted(knobs.items())))
+
+
+@pytest.mark.parametrize("model,layers", [("gpt-oss-20b", 13), ("gpt-oss-120b", 19)])
+def test_an_eagle_layer_joins_gpt_oss_kv_groups_as_vllm_groups_them(tmp_path, model, layers):
+    """vLLM's example (kv_cache_utils.py _get_kv_cache_groups_uniform_page_size): gpt-oss-20b's 12 sliding layers and
+    12 full ones with an EAGLE layer (full) are 12 sliding and 13 full, 13 < 1.5 x 12, so two groups of 13 layers, the
+    sliding one padded; gpt-oss-120b's 18 + 19: two groups of 19. Before: a draft beside them was refused."""
+    draft = write_tiny_model(tmp_path, EAGLE3)
+    assert Evaluator().engine_kv_groups(_point(model, draft)) == KVGroups(windows=(128, None), layers=layers)
+
+
+def test_a_tiny_gpt_oss_holds_its_drafts_kv_in_the_groups_blocks(tmp_path):
+    """The tiny gpt-oss (sliding 32, full, sliding, full; 2 KV heads of 16: 2 x 2 x 16 x 2 = 128 bytes a token a layer)
+    drafting with the tiny Llama of one full layer of the same KV heads: 2 sliding layers and 3 full, 3 >= 1.5 x 2, so
+    groups of 2 layers, one sliding and two full (the second padded), a block 16 tokens x 2 layers x 128 B = 4,096 B
+    (not the target's blocks with the draft's 16 x 128 B added). One request of 16 + 60 tokens, 2 drafts a step all
+    rejected: a verification at c computed tokens holds c + 1 + 2 + 2 slots (the 2 drafts verified, the 2 the draft
+    writes after: lookahead), ceil((c + 5) / 16) blocks in each full group, and in the sliding one those from the
+    block of token c - 31 on. The most at c = 60 to 62: 5 blocks in each full group, and token 29 to 31 in block 1,
+    blocks 1 to 4 sliding: 5 + 5 + 4 = 14. Without the draft (c + 1 slots, two groups): the most at c = 64 to 74, 5
+    blocks full, blocks 2 to 4 sliding (token 33 to 43 in block 2): 5 + 3 = 8."""
+    oss = _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2)
+    draft = write_tiny_model(tmp_path / "draft", TINY_CONFIG | {"num_hidden_layers": 1})
+    evaluator = Evaluator()
+    point = _point(oss, draft)
+    assert evaluator.engine_kv_groups(point) == KVGroups(windows=(32, None, None), layers=2)
+    drafting, plain = (evaluator.evaluate(p).result for p in (point, _point(oss)))
+    assert drafting.memory.kv_block_B == plain.memory.kv_block_B == 16 * 2 * 128
+    assert (drafting.peak_kv_blocks, plain.peak_kv_blocks) == (14, 8)
+
+
+def test_a_sweep_serves_a_tiny_gpt_oss_with_draft_models_each_layer_at_its_window(tmp_path):
+    """A sweep of the tiny gpt-oss drafting with the one-layer tiny Llama, or with a two-layer draft of its own shape,
+    sliding then full, or with both layers full (before: each point refused): all serve and accept drafts, and the
+    windowed draft spends less time in attention than the full one, its sliding layer reading 32 keys + its queries
+    where the full one reads all 256 + (kernels/shapes.py step_shape; by hand in
+    tests/sim/test_hybrid_kv_speculation.py)."""
+    oss = _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2)
+    drafts = [write_tiny_model(tmp_path / "eagle", TINY_CONFIG | {"num_hidden_layers": 1})] + [
+        _tiny_gpt_oss(tmp_path / "draft", types, layers=2)
+        for types in (["sliding_attention", "full_attention"], ["full_attention"] * 2)]
+    path = write_sweep(tmp_path, f"name: drafts\nmodel: {oss}\ndevice: h100-sxm\nexecution: engine\n"
+                                 f"workload:\n  spec_draft: [{', '.join(drafts)}]\n  spec_tokens: 2\n"
+                                 f"  acceptance: 0.7\nserving:\n  requests: 24\n  rate: 200\n  prompt: 256\n"
+                                 f"  output: 64\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = {Path(row["spec_draft"]).parents[1].name: row for row in read_results(tmp_path / "out")}
+    assert set(rows) == {"eagle", "full_attention_sliding_attention", "full_attention"}
+    assert all(row["acceptance"] == 0.7 and row["fits_in_memory"] and row["tpot_s"] > 0 for row in rows.values())
+    assert 0 < rows["full_attention_sliding_attention"]["time_attention_s"] < rows["full_attention"]["time_attention_s"]
+
+
+def test_a_draft_whose_layers_hold_other_kv_bytes_is_refused_in_one_line(tmp_path, capsys):
+    """vLLM's hybrid groups share one page size; a draft of 4 KV heads a layer (256 bytes a token) beside the tiny
+    gpt-oss's 2 (128) would grow some groups' blocks, which is not modeled."""
+    oss = _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2)
+    draft = write_tiny_model(tmp_path / "draft", TINY_CONFIG | {"num_hidden_layers": 1, "num_key_value_heads": 4})
+    assert main(["run", "--model", oss, "--device", "h200", "--serving", "--rate", "10", "--requests", "4", "--prompt",
+                 "64", "--output", "8", "--spec-draft", draft]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("explore: error: --spec-draft: found 'gpt-oss-20b' with 'gpt-oss-120b', whose attention "
-                          "windows differ by layer, allowed: none or medusa")
+    assert err.startswith("explore: error: --spec-draft: found tiny (256 bytes of KV a token in each layer), allowed "
+                          "with ")
     assert err.count("\n") == 1

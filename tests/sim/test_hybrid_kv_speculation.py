@@ -10,6 +10,7 @@ from sim.hybrid_kv import KVGroups
 from sim.kv_cache import PagedKVCache
 from sim.replica import Replica
 from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.schedulers.base import Batch
 from sim.speculative import ServingSpeculation, Speculation
 
 BLOCK = 16
@@ -59,3 +60,16 @@ def test_accepted_drafts_free_what_a_plain_decode_of_as_many_tokens_would():
     _step(replica)
     assert replica.state.running[0].computed == 96
     assert _step(replica) == 7 + 3
+
+
+def test_a_draft_models_windowed_layers_attend_at_their_window():
+    """A draft model with a 32-token window in some layers (gpt-oss-shaped), after the target verified 2 drafts of a
+    sequence of 100 computed tokens: its first step runs the 3 verified tokens and its slot (4 queries at positions
+    100 to 103), which in a windowed layer read the keys of the 4 queries' windows, 32 + 4 - 1 = 35 of its 104; its
+    next step, one query at 101 (the keys it wrote for the accepted tokens are not known here: computed + 1), reads
+    32 of 101. Before, the draft's windowed layers read every key (window_kv 0, each layer priced full)."""
+    seq = Sequence(index=0, arrival_s=0.0, prompt=100, output=50)
+    seq.computed, seq.generated = 100, 1
+    first, later = Batch(decodes=[seq]).draft_shapes(None, first_query=4, chunk_slots=1, layer_window=WINDOW)
+    assert (first.decode_kv, first.window_kv) == (104, 35)
+    assert (later.decode_kv, later.window_kv) == (101, 32)
