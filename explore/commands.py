@@ -81,6 +81,7 @@ from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
+from sim.workload import BatchWorkload
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
 from workloads.model_config import BALANCED, ModelConfig, expert_load, experts_reached, load_model_config
@@ -821,7 +822,8 @@ def cmd_run(args) -> int:
         # With the tables and the device, each kernel's event carries its class, FLOPs, bytes and bound; the process
         # is named for the whole system ('h100-sxm x2 + h20 x4').
         write_chrome_trace(evaluation.result, device_label(point.row()), args.chrome_trace, tables=evaluation.tables,
-                           device=evaluator.point_device(point), execution=point.execution)
+                           device=evaluator.point_device(point), execution=point.execution,
+                           workload=_static_batch(point))
     metrics = json_safe(evaluation.metrics) | _set_inputs(point)
     system = evaluator.point_device(point)
     fitted_links = [system.link.name] if point.tp * point.pp > 1 and system.link.fitted_on else []
@@ -869,7 +871,15 @@ def _op_rows(args, point: DesignPoint, evaluator: Evaluator, evaluation) -> list
     """The per-op table's rows where --ops asks for them (a static point: a serving run has no one pass)."""
     if not args.ops:
         return None
-    return op_rows(evaluation.tables, evaluator.point_device(point), point.execution, evaluation.speculative)
+    return op_rows(evaluation.tables, evaluator.point_device(point), point.execution, evaluation.speculative,
+                   workload=_static_batch(point))
+
+
+def _static_batch(point: DesignPoint) -> BatchWorkload | None:
+    """The static batch a point's tables were traced for (None for a serving point)."""
+    if point.serving is not None:
+        return None
+    return BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
 
 
 def _set_inputs(point: DesignPoint) -> dict:

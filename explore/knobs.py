@@ -336,8 +336,10 @@ _knob("sparsity", str, "weight sparsity: N:M (e.g. 2:4), unstructured:S (Flash-L
       "the pattern runs it dense (kernels/sparsity.py)", "format", default=DENSE, check=_sparsity,
       allowed_text=ALLOWED_SPARSITY, derivable=True)
 _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op), graphs "
-      "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels, decode from CUDA "
-      "graphs)", "top", default="eager", allowed=("eager", "graphs", "engine"))
+      "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels as vLLM launches "
+      "them: a pass of up to 512 tokens from CUDA graphs at a captured size, a decode's full, another's piecewise "
+      "around its attention; a larger one from the host)", "top", default="eager",
+      allowed=("eager", "graphs", "engine"))
 # ---- numeric format parts beyond the bit widths (kernels/formats.py NumericFormat; generic: a column only in
 # sweeps that set them). Defaults give the integer formats with fp16 scales per 128 values of GPTQ/AWQ. MXFP4 is
 # {weight_type: fp4_e2m1, act_type: fp4_e2m1, weight_bits: 4, act_bits: 4, scale_type: e8m0, group_size: 32},

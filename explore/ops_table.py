@@ -19,8 +19,8 @@ import numpy as np
 from hw_models.cost import bound_name
 from kernels.table import KernelTable
 from sim.speculative import SpeculativeTables
-from sim.step_costs import pass_execution, pass_host_wait_s
-from sim.workload import PassTables
+from sim.step_costs import batch_modes, pass_host_wait_s
+from sim.workload import BatchWorkload, PassTables
 
 LAYER_INDEX = re.compile(r"(?<=\.)\d+(?=\.|$)")  # 'layers.12.mlp' -> 'layers.*.mlp'
 
@@ -55,12 +55,16 @@ PHASE_TITLES = {"prefill": "prefill", "draft_prefill": "the draft's prefill", "d
 DECODE_PHASES = ("decode", "verify", "draft_first", "draft_decode")  # passes replayed as decode steps
 
 
-def op_rows(tables: PassTables, device, execution: str, speculative: SpeculativeTables | None = None) -> list[OpRow]:
+def op_rows(tables: PassTables, device, execution: str, speculative: SpeculativeTables | None = None, *,
+            workload: BatchWorkload | None = None) -> list[OpRow]:
     """The prefill's ops, then the first decode step's, each pass's rows by descending time; of a `speculative`
-    point, its passes instead of the plain decode step."""
+    point, its passes instead of the plain decode step. Each pass in the launch mode the run prices it in, for the
+    batch `workload` the tables were traced for (sim/step_costs.py batch_modes; needed under an engine)."""
+    query = 1 if speculative is None else speculative.speculation.verified
+    prefill_mode, decode_mode = batch_modes(device, execution, workload, query)
     rows = []
     for phase, table in _passes(tables, speculative):
-        mode = pass_execution(execution, decode_only=phase in DECODE_PHASES)
+        mode = decode_mode if phase in DECODE_PHASES else prefill_mode
         # The work and bytes the device moves (DeviceModel.as_run: a weight-only GEMM's 16-bit inputs, sparsity).
         rows.extend(_pass_rows(phase, device.as_run(table), device.cost_table(table, mode)))
     return rows

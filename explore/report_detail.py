@@ -26,7 +26,8 @@ from explore.format_checks import format_knob_names, gemms_run_as
 from explore.plots import Roof
 from explore.rows import as_number, is_serving, point_from_row, row_format
 from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
-from sim.step_costs import pass_execution
+from sim.step_costs import batch_modes
+from sim.workload import BatchWorkload
 from workloads.atomic_write import replacing
 
 if TYPE_CHECKING:
@@ -204,10 +205,13 @@ class DetailSource:
         # A speculative point decodes in verification passes (k + 1 query tokens a sequence): its decode step drawn.
         decode = tables.decode if speculative is None else speculative.verify
         # Each pass priced as the run prices it: on the point's system (its all-reduces on the link), in the launch
-        # mode of the pass (an engine replays its decode steps from CUDA graphs); the roofs are one device's.
+        # mode of the pass (sim/step_costs.py batch_modes); the roofs are one device's.
         system = evaluator.point_device(point)
-        phases = {phase: kernel_points(system, table, pass_execution(point.execution, decode_only=phase == "decode"))
-                  for phase, table in (("prefill", tables.prefill), ("decode", decode))}
+        query = 1 if speculative is None else speculative.speculation.verified
+        modes = batch_modes(system, point.execution, BatchWorkload(batch=point.batch, prompt_len=point.prompt,
+                                                                   output_len=point.output), query)
+        phases = {phase: kernel_points(system, table, mode)
+                  for phase, table, mode in (("prefill", tables.prefill, modes[0]), ("decode", decode, modes[1]))}
         # The roofs of the point's own model: an fp16 model's 16-bit math runs at the fp16 peak, a bf16 one's at bf16.
         dtypes = sweep_dtypes(device, self.formats, DTYPE_SHORT[evaluator.config(point.model).dtype])
         return {"roofs": [[list(r.dtypes), r.flops, r.bits] for r in device_roofs(device, dtypes)],

@@ -23,11 +23,20 @@ from kernels.kernel import Kernel
 from kernels.table import KernelTable
 
 # How kernels are dispatched: PyTorch eager ("eager": framework dispatch on the host, then a launch each),
-# replayed from a captured graph ("graphs"), a serving engine's fused kernels ("engine": decode replayed
-# from CUDA graphs, other passes launched from the engine's host loop; sim.step_costs.pass_execution picks
-# per pass), or device time only ("device", what a profiler's kernel durations measure). Devices without a
-# host launch path (an NPU's own controller, an FPGA's instruction stream) price every mode alike.
+# replayed from a captured graph ("graphs"), a serving engine's fused kernels ("engine": its passes within the
+# largest captured size replayed from full or piecewise CUDA graphs, larger ones launched from its host loop;
+# sim.step_costs.pass_launch picks per pass), or device time only ("device", what a profiler's kernel durations
+# measure). Devices without a host launch path (an NPU's own controller, an FPGA's instruction stream) price every
+# mode alike.
 EXECUTION_MODES = ("eager", "graphs", "engine", "device")
+# A serving engine's pass replayed from piecewise CUDA graphs (sim/cuda_graphs.py): its attention kernels launched from
+# the host as under "engine", every other kernel replayed as under "graphs" (DeviceModel.launch_s). A launch mode a
+# pass is priced in, not an execution a design point names.
+PIECEWISE = "piecewise"
+LAUNCH_MODES = (*EXECUTION_MODES, PIECEWISE)
+# Device kinds a serving engine runs from CUDA graphs (sim/cuda_graphs.py); the others' runtimes price every launch
+# mode alike.
+CUDA_GRAPH_KINDS = frozenset({"gpu"})
 # Host time PyTorch eager spends per kernel before its launch, by default (a GPU spec's
 # overhead.framework_dispatch_us sets a host's own; hw_models/gpu_spec.py gives the source).
 EAGER_DISPATCH_S = FRAMEWORK_DISPATCH_US * 1e-6
@@ -109,6 +118,13 @@ class DeviceModel:
         check_execution(execution)
         return 0.0
 
+    def launch_s(self, table: KernelTable, execution: str) -> float | np.ndarray:
+        """Each kernel's launch cost in a launch mode (host_s), in series with it: in a PIECEWISE pass its attention
+        kernels are launched from the host ("engine") and the others replayed from graphs ("graphs")."""
+        if execution != PIECEWISE:
+            return self.host_s(execution)
+        return np.where(table.attention_mask, self.host_s("engine"), self.host_s("graphs"))
+
     def replaying(self, gemm_copies: int = 0) -> DeviceModel:
         """This model pricing kernels as a benchmark times them, replayed on the same tensors: the same model where
         no cache holds a replayed call's working set beyond what the model prices already (a GPU's L2 does)."""
@@ -165,8 +181,8 @@ class DeviceModel:
 
 
 def check_execution(execution: str) -> None:
-    if execution not in EXECUTION_MODES:
-        raise ValueError(f"execution: found {execution!r}, allowed: {', '.join(EXECUTION_MODES)}")
+    if execution not in LAUNCH_MODES:
+        raise ValueError(f"execution: found {execution!r}, allowed: {', '.join(LAUNCH_MODES)}")
 
 
 def dispatch_s(device, execution: str) -> float:

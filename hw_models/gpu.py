@@ -13,7 +13,8 @@ rate, its fused MoE layers on the measured weight-only MoE fit, and an integer o
 (hw_models/gpu_quant.py; quant_plan says so).
 Host cost per kernel depends on the execution mode: "eager" launches every kernel from the host
 (kernel_launch_us, added serially: a host no faster than one launch per kernel), "graphs" replays a
-captured CUDA graph (graph_launch_us per kernel), "device" counts kernel time only (what a profiler's
+captured CUDA graph (graph_launch_us per kernel), "piecewise" launches attention from the host and replays the rest
+(a serving engine's mixed pass: DeviceModel.launch_s), "device" counts kernel time only (what a profiler's
 kernel durations measure).
 
 Energy: static (idle) power x time, plus per-FLOP and per-byte dynamic energy. DRAM energy per bit
@@ -50,7 +51,7 @@ from dataclasses import replace
 import numpy as np
 
 from hw_models.cost import TIME_ENERGY_FIELDS, KernelCosts
-from hw_models.device import VECTOR_DTYPE, DeviceModel, check_execution
+from hw_models.device import PIECEWISE, VECTOR_DTYPE, DeviceModel, check_execution
 from hw_models.gpu_attention import attention_shapes, shaped_attention_times
 from hw_models.gpu_efficiency import (
     TILE_SHAPES,
@@ -76,6 +77,9 @@ from kernels.sparsity import UNSTRUCTURED, exploits, support_key
 from kernels.table import KINDS, KernelTable
 from workloads.errors import InputError
 
+# The launch modes of a serving engine's passes, which run the engine's kernel choices (GPUModel._cost_table): launched
+# from its host, or replayed from piecewise graphs around the attention it launches.
+ENGINE_PASSES = ("engine", PIECEWISE)
 
 class GPUModel(DeviceModel):
     """Prices kernels on one GPU spec. Pure: no state besides the spec and a per-dtype rate cache."""
@@ -451,7 +455,7 @@ class GPUModel(DeviceModel):
         kernel run the format's own kernel at every size (gpt-fast's tinygemm, SqueezeLLM's QuantLinearLUT)."""
         plans = self.row_plans(table)
         costs = self._moe_calls(table, execution, self._priced(table, execution, plans))
-        if execution != "engine":
+        if execution not in ENGINE_PASSES:
             return costs
         moe = table.kind_rows(KernelKind.MOE)  # None where the table has no MoE rows
         for plan, rows in plans:
@@ -502,7 +506,7 @@ class GPUModel(DeviceModel):
     def _priced(self, table: KernelTable, execution: str, plans: list[tuple[QuantPlan, np.ndarray]]) -> KernelCosts:
         """Each kernel's costs on the plans of its quantized GEMMs (row_plans)."""
         spec = self.spec
-        host_s = self.host_s(execution)
+        host_s = self.launch_s(table, execution)
         pairs = self._math_pairs(table, plans)
         peak, flop_J = self._kernel_rates(table, pairs)
         vector_ops = self._vector_ops(table, plans)

@@ -19,7 +19,7 @@ from kernels.table import KernelTable
 from sim.memory import MemoryFootprint
 from sim.result import RESULT_METRICS
 from sim.serving_metrics import two_phase_peak_power_W
-from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, host_stall_s, pass_execution
+from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, batch_modes, host_stall_s
 from sim.workload import BatchWorkload, PassTables
 
 
@@ -110,7 +110,7 @@ def evaluate_block(device, points: int, tables: PassTables, workload: BatchWorkl
     """sim.analytic.evaluate at every point of the block (`device` prices (points, kernels) tables)."""
     if not supports_block(device, tables):
         raise ValueError(f"{device.name}: a block needs one execution unit and a batch decoded whole")
-    prefill_mode, decode_mode = (pass_execution(execution, decode_only=only) for only in (False, True))
+    prefill_mode, decode_mode = batch_modes(device, execution, workload)
 
     # The prefill: its kernels back to back, or its host dispatch where that is the longer (sim/step_costs.py).
     prefill = _PricedPass(device, tables.prefill, prefill_mode, points)

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING, Any
 from hw_models.cost import bound_name
 from sim.result import PHASES, SimResult
 from sim.serving import ServingResult
-from sim.step_costs import pass_execution
+from sim.step_costs import batch_modes
 
 if TYPE_CHECKING:
     from kernels.table import KernelTable
-    from sim.workload import PassTables
+    from sim.workload import BatchWorkload, PassTables
 
 
 # Op names of the attention kernels a CPU trace records (PyTorch's fused SDPA on CPU, the math fallback):
@@ -65,13 +65,16 @@ def kernel_event_name(op_and_module: str, kind: str | None = None) -> str:
 
 
 def chrome_trace_events(result: SimResult, device_name: str, *, tables: PassTables | None = None,
-                        device: Any = None, execution: str = "eager") -> list[dict]:
+                        device: Any = None, execution: str = "eager", workload: BatchWorkload | None = None,
+                        ) -> list[dict]:
     """Complete ('X') events in microseconds, one per kernel, on one track per phase and execution unit.
 
     With the PassTables the result was simulated from (Evaluation.tables), each event is named after its kernel
     and carries its class, FLOPs, bytes, arithmetic intensity and dtype in its args (decode kernels as in the
     first decode step: attention reads a longer KV cache each step); with the device too, what bounds it
-    (compute, memory or overhead) under `execution`. Without tables, names come from the traced ops.
+    (compute, memory or overhead) under `execution`, each pass in its launch mode for the batch `workload` the tables
+    were traced for (sim/step_costs.py batch_modes; needed with the device under an engine). Without tables, names come
+    from the traced ops.
     """
     timeline = result.timeline
     if timeline is None:
@@ -79,7 +82,8 @@ def chrome_trace_events(result: SimResult, device_name: str, *, tables: PassTabl
     units = result.unit_names
     args_of: dict[tuple[int, int], list[dict[str, Any]]] = {}
     if tables is not None:
-        args_of = {key: _kernel_args(table, device, pass_execution(execution, decode_only=key[0] == 1))
+        modes = batch_modes(device, execution, workload) if device is not None else (execution, execution)
+        args_of = {key: _kernel_args(table, device, modes[key[0] == 1])
                    for key, table in _kernel_tables(result, tables).items()}
     events: list[dict] = [{"ph": "M", "pid": 0, "name": "process_name", "args": {"name": device_name}}]
     for phase_index, phase in enumerate(PHASES):
@@ -133,9 +137,11 @@ def serving_trace_events(result: ServingResult, device_name: str) -> list[dict]:
 
 
 def write_chrome_trace(result: SimResult | ServingResult, device_name: str, path: str | Path, *,
-                       tables: PassTables | None = None, device: Any = None, execution: str = "eager") -> None:
+                       tables: PassTables | None = None, device: Any = None, execution: str = "eager",
+                       workload: BatchWorkload | None = None) -> None:
     """Kernels of a static batch (with their class, FLOPs, bytes and bound given the tables and device: see
     chrome_trace_events), or iterations and requests of a serving run."""
     events = (serving_trace_events(result, device_name) if isinstance(result, ServingResult)
-              else chrome_trace_events(result, device_name, tables=tables, device=device, execution=execution))
+              else chrome_trace_events(result, device_name, tables=tables, device=device, execution=execution,
+                                                   workload=workload))
     Path(path).write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ns"}))

@@ -35,9 +35,10 @@ from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
-from sim.data_parallel import ExpertRanks, is_dummy
+from sim.cuda_graphs import PassLaunch
+from sim.data_parallel import ExpertRanks, is_dummy, padded
 from sim.interleave import interleaved_schedule
-from sim.step_costs import HOST_WAIT, host_stall_s, pass_execution
+from sim.step_costs import HOST_WAIT, host_stall_s, pass_launch
 
 KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
 # An iteration's time by class: its kernel classes' busy time, then its wait on the host.
@@ -100,7 +101,7 @@ class IterationCostModel:
         self.experts = experts
         self._memo: dict[tuple, IterationCost] = {}
         self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
-        self._expert_memo: dict[tuple[int, bool], tuple[_Priced, float]] = {}
+        self._expert_memo: dict[tuple[int, str], tuple[_Priced, float]] = {}
         self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}
 
     @property
@@ -112,8 +113,9 @@ class IterationCostModel:
         """The cost of an iteration of this shape (the cost of its bucket's representative shape). One that may cascade
         shared prefixes (StepShape.decode_shared_groups) costs the cheaper of that and its paged iteration, as an engine
         decides per step (vLLM's use_cascade_attention weighs the two), the paged one priced as a paged run prices it
-        (by its own bucket), so cascading is never the slower."""
-        key = self._bucket(shape)
+        (by its own bucket), so cascading is never the slower. A pass an engine replays from CUDA graphs is priced at
+        its captured size (launched)."""
+        key = self._bucket(self.launched(shape))
         cost = self._memo.get(key)
         if cost is None:
             cost = self._memo[key] = self._price(self._representative(key))
@@ -122,6 +124,23 @@ class IterationCostModel:
             if paged.time_s < cost.time_s:
                 return paged
         return cost
+
+    def launched(self, shape: StepShape) -> StepShape:
+        """`shape` as its pass runs: padded to the captured size an engine runs it at (sim/step_costs.py pass_launch),
+        where it runs from CUDA graphs."""
+        tokens = self._launch(shape).tokens
+        return padded(shape, tokens) if tokens != shape.tokens else shape
+
+    def _launch(self, shape: StepShape) -> PassLaunch:
+        """How `shape`'s pass launches (pass_launch): a decode-only pass that reads no shared prefix apart is a uniform
+        decode (a cascaded one runs piecewise, as vLLM's dispatcher skips the full graphs for it)."""
+        uniform = shape.prefill_seqs == 0 and not shape.decode_shared_seqs
+        return pass_launch(self.device, self.execution, decode_only=uniform, tokens=shape.tokens,
+                           query=shape.decode_query)
+
+    def _mode(self, shape: StepShape) -> str:
+        """The launch mode `shape`'s pass is priced in."""
+        return self._launch(shape).mode
 
     def _round(self, total: float, per: int) -> float:
         """`total` over `per` items, rounded to the bucket; exact (as a negative key) below EXACT_BUCKETS buckets,
@@ -198,17 +217,15 @@ class IterationCostModel:
         a dummy batch each, every rank padded where vLLM pads: ExpertRanks.rank_shapes): sim/data_parallel.py's
         bound. Each rank's part and the experts' are memoized by shape bucket."""
         experts = self.experts
-        shapes = experts.rank_shapes(shapes, self.execution)
-        parts = [self._rank_part(shape) for shape in shapes]
-        decode_only = not any(shape.prefill_seqs for shape in shapes)
-        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), decode_only)
+        shapes, mode = experts.rank_shapes(shapes, self._launch)
+        parts = [self._rank_part(shape, mode) for shape in shapes]
+        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), mode)
         exchange_s = experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
         shared_s = float(routed.stage_s[0]) + exchange_s
         shared_kernels = routed_kernels + 2 * experts.moe_layers
         slowest, slowest_s, slowest_wait = None, -1.0, 0.0
-        for shape, (part, kernels) in zip(shapes, parts, strict=True):
+        for part, kernels in parts:
             device_s = float(part.stage_s[0]) + shared_s
-            mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
             wait_s = float(host_stall_s(dispatch_s(self.device, mode) * (kernels + shared_kernels), device_s))
             if device_s + wait_s > slowest_s:
                 slowest, slowest_s, slowest_wait = part, device_s + wait_s, wait_s
@@ -219,37 +236,35 @@ class IterationCostModel:
                              memory_J=routed.memory_J + sum(p.memory_J for p, _ in parts), class_time_s=class_time,
                              stage_time_s=(slowest_s,))
 
-    def _rank_part(self, shape: StepShape) -> tuple[_Priced, float]:
-        """One rank's dense part (every row but the experts', on its device, its host's wait left out) and its kernel
-        count; its groups' shared prefixes cascaded where that is the faster, its paged part priced by its own bucket
-        (as price weighs the two). A dummy batch runs no rows after the decoder's layers (its final norm, LM head and
-        sampling), as an engine's dummy forward returns hidden states."""
+    def _rank_part(self, shape: StepShape, mode: str) -> tuple[_Priced, float]:
+        """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
+        out) and its kernel count; its groups' shared prefixes cascaded where that is the faster, its paged part priced
+        by its own bucket (as price weighs the two). A dummy batch runs no rows after the decoder's layers (its final
+        norm, LM head and sampling), as an engine's dummy forward returns hidden states."""
         dummy = is_dummy(shape)
-        key = ("dummy", shape.padding) if dummy else self._bucket(shape)
+        key = (("dummy", shape.padding) if dummy else self._bucket(shape), mode)
         if key not in self._rank_memo:
-            representative = shape if dummy else self._representative(key)
+            representative = shape if dummy else self._representative(key[0])
             table, counts = self.template.stage_table(representative, 1)
             if dummy:
                 kept = np.flatnonzero(self.template.row_places(shape, counts.shape[1]) != PLACE_TAIL)
                 table, counts = table.select(kept), counts[:, kept]
-            mode = pass_execution(self.execution, decode_only=representative.prefill_seqs == 0)
             self._rank_memo[key] = (_price_rows_waitless(self.experts.system.device, table, counts, mode),
                                     float(counts.sum()))
         part = self._rank_memo[key]
         if shape.decode_shared_seqs:
-            paged = self._rank_part(shape.paged())
+            paged = self._rank_part(shape.paged(), mode)
             if float(paged[0].stage_s[0]) < float(part[0].stage_s[0]):
                 return paged
         return part
 
-    def _experts_part(self, tokens: int, decode_only: bool) -> tuple[_Priced, float]:
-        """Every device's experts on the tokens of all ranks (its energy every device's) and one device's kernel
-        count."""
-        key = (tokens, decode_only)
+    def _experts_part(self, tokens: int, mode: str) -> tuple[_Priced, float]:
+        """Every device's experts on the tokens of all ranks in launch mode `mode` (its energy every device's) and one
+        device's kernel count."""
+        key = (tokens, mode)
         if key not in self._expert_memo:
             experts = self.experts
             table, counts = experts.template.stage_table(StepShape(prefill_tokens=tokens, positions=1), 1)
-            mode = pass_execution(self.execution, decode_only=decode_only)
             self._expert_memo[key] = (_price_rows_waitless(experts.system, table, counts, mode), float(counts.sum()))
         return self._expert_memo[key]
 
@@ -302,7 +317,7 @@ class IterationCostModel:
         the link (_comm_chain), so that one half's all-reduce runs while the other half computes. What the all-reduce
         kernel's SMs take from the compute beside it, and TokenWeave's fused AllReduce-RMSNorm, are not priced.
         None where the iteration does not split."""
-        halves = shape.token_halves()
+        halves = _padding_dealt(shape, shape.token_halves())
         if len(halves) < 2:
             return None
         return self._price_chains(shape, halves, self._comm_chain, 2)
@@ -312,7 +327,7 @@ class IterationCostModel:
         count) taking turns on `unit_count` units (sim/interleave.py): its time is the last segment's end, plus the
         host's wait where dispatching every share's kernels takes longer. Energy and time by class are the shares'
         sums."""
-        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        mode = self._mode(shape)
         chains = {share: chain(share, mode) for share in set(shares)}  # equal shares priced once
         durations = [chains[share][0] for share in shares]
         units = [chains[share][1] for share in shares]
@@ -377,7 +392,7 @@ class IterationCostModel:
 
     def _price_whole(self, shape: StepShape) -> IterationCost:
         """An iteration run whole: its kernels back to back on each stage in turn."""
-        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        mode = self._mode(shape)
         first, sums, masks, counts = self._whole_rows(shape, mode)
         priced = _priced(sums, masks, counts, dispatch_s(self.device, mode))
         class_time, compute_J, memory_J = priced.class_time_s, priced.compute_J, priced.memory_J
@@ -433,9 +448,9 @@ class IterationCostModel:
         its attention on every attention device (each its heads), the sends between them in every layer: the schedule
         bound of its shares (sim/attention_pool.py), their energy and their time by class."""
         pool = self.attention
-        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        mode = self._mode(shape)
         layers = self.template.attention_layers
-        shares = shape.shares(n)
+        shares = _padding_dealt(shape, shape.shares(n))
         priced = {share: self._price_share(share, mode) for share in set(shares)}
         parts = [priced[share] for share in shares]
         time_s = disaggregated_time_s([float(model.stage_s.sum()) for model, *_ in parts],
@@ -457,7 +472,7 @@ class IterationCostModel:
         their tokens' sends in every layer each way; its time is hybrid_time_s of these, its energy and its time by
         class their sums."""
         pool = self.attention
-        mode = pass_execution(self.execution, decode_only=shape.prefill_seqs == 0)
+        mode = self._mode(shape)
         layers = self.template.attention_layers
         # Each side attends to its own sequences: their keys and their work (a KV policy's work per key differs by
         # sequence: an eviction's below and past its budget).
@@ -496,6 +511,16 @@ class IterationCostModel:
         stage on another node crosses the node link: hw_models/nodes.py); `first`: the iteration's first kernel."""
         send = collective_kernel(KernelKind.SEND_RECV, first, float(tokens * self.send_B_per_token), 2)
         return self.device.cost_table(KernelTable.from_kernels([send] * (self.stages - 1)), mode)
+
+
+def _padding_dealt(shape: StepShape, shares: tuple[StepShape, ...]) -> tuple[StepShape, ...]:
+    """`shape`'s shares (StepShape.shares, token_halves: each keeps the whole shape's padding) with its padding dealt
+    over them evenly instead."""
+    parts = len(shares)
+    if not shape.padding or parts == 1:
+        return shares
+    return tuple(replace(share, padding=shape.padding // parts + (i < shape.padding % parts))
+                 for i, share in enumerate(shares))
 
 
 @dataclass(frozen=True)

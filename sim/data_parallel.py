@@ -20,26 +20,28 @@ at every exchange, so the iteration takes
 with w_r the rank's wait on its host where dispatching its kernels takes longer than they run. Its energy is every
 rank's dense part (the dummies' included) and every device's experts; its time by class the slowest rank's.
 
-Where every rank's pass, the dummies' included, runs from a CUDA graph (sim/step_costs.py pass_execution: all passes
-under `graphs`, decode-only ones under `engine`), each rank runs as many tokens as the busiest (rank_shapes): vLLM's
-ranks agree on one graph mode, the least of theirs, and under a graph mode pad their token counts to the largest
-(vllm-project/vllm vllm/v1/worker/dp_utils.py at 0074614, coordinate_batch_across_dp: _post_process_cudagraph_mode,
+Where every rank's pass, the dummies' included, runs from CUDA graphs (sim/step_costs.py pass_launch: every pass
+under `graphs`; under `engine` a uniform decode from a full graph and any other pass within the largest captured size
+from piecewise graphs, each at a captured size: sim/cuda_graphs.py), every rank runs as many tokens as the busiest's
+captured size (rank_shapes): vLLM's ranks agree on one graph mode, the least of theirs, and under a graph mode pad their
+token counts, each rank's already padded to a size it captured, to the largest (vllm-project/vllm
+vllm/v1/worker/dp_utils.py at 0074614, coordinate_batch_across_dp: _post_process_cudagraph_mode,
 _post_process_dp_padding); each rank's model runner feeds the padded count to every layer and computes logits for its
 real tokens alone (vllm/v1/worker/gpu_model_runner.py at 000fc94, execute_model: num_tokens_padded, logits_indices).
 A padding token (StepShape.padding) thus runs the kernels outside attention, the experts' included (which take every
 rank's padded tokens); attention runs the real sequences alone, as a full graph's padded requests attend to no keys
-(pad_attn). Where any rank's pass is launched from the host, no rank pads (the least mode is none). Not modeled: vLLM
-pads to the largest of the ranks' captured graph sizes (each rank's tokens rounded up to a size it captured), as the
-sim prices no pass at a captured size; and it runs a mixed pass within its largest captured size from piecewise
-graphs, padded too, where the sim launches an engine's mixed passes from the host.
+(pad_attn). Where any rank's pass is launched from the host (past the largest captured size), no rank pads and every
+rank launches from its host (the least mode is none); a decoding rank beside a rank's prefill runs piecewise.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from hw_models.device import PIECEWISE
 from kernels.shapes import StepShape, StepTemplate
-from sim.step_costs import pass_execution
+from sim.cuda_graphs import PassLaunch
 
 # How a layer's tokens reach the experts: spread experts' all-to-alls, or split experts' all-gather and
 # reduce-scatter.
@@ -51,6 +53,10 @@ EXCHANGES = ("all_to_all", "gather")
 # attention metadata (no KV read) and no logits or sampling (vllm-project/vllm vllm/v1/engine/core.py at 00080ee,
 # vllm/v1/worker/gpu_worker.py at 35d5cda, vllm/v1/worker/gpu_model_runner.py at 4e17906).
 DUMMY_BATCH = StepShape(decode_seqs=1)
+# Launch modes from the least to the most graphed: the ranks run the least of theirs (a rank launched from its host
+# makes every rank launch from its host, a piecewise one every graphed rank piecewise), and pad where it replays graphs.
+LEAST_MODE_FIRST = ("eager", "device", "engine", PIECEWISE, "graphs")
+GRAPH_MODES = (PIECEWISE, "graphs")
 
 
 def padded(shape: StepShape, tokens: int) -> StepShape:
@@ -86,16 +92,20 @@ class ExpertRanks:
     def ranks(self) -> int:
         return self.system.tp
 
-    def rank_shapes(self, shapes: tuple[StepShape, ...], execution: str) -> tuple[StepShape, ...]:
-        """Every rank's batch in an iteration whose working ranks run `shapes` under `execution`: each other rank a
-        DUMMY_BATCH, and each padded to the busiest rank's tokens where every rank's pass runs from a CUDA graph."""
+    def rank_shapes(self, shapes: tuple[StepShape, ...], launch: Callable[[StepShape], PassLaunch],
+                    ) -> tuple[tuple[StepShape, ...], str]:
+        """Every rank's batch in an iteration whose working ranks run `shapes`, each other rank a DUMMY_BATCH, and the
+        launch mode they all run in: the least of the ranks' own (`launch` of each: sim/step_costs.py pass_launch), each
+        rank padded to the most tokens any rank's own launch runs where that mode replays graphs (full or piecewise)."""
         if not 0 < len(shapes) <= self.ranks:
             raise ValueError(f"shapes: found {len(shapes)} working ranks, allowed: 1 to the {self.ranks} ranks")
         ranks = (*shapes, *(DUMMY_BATCH,) * (self.ranks - len(shapes)))
-        if any(pass_execution(execution, decode_only=not shape.prefill_seqs) != "graphs" for shape in ranks):
-            return ranks
-        tokens = max(shape.tokens for shape in ranks)
-        return tuple(padded(shape, tokens) for shape in ranks)
+        launches = [launch(shape) for shape in ranks]
+        mode = min((each.mode for each in launches), key=LEAST_MODE_FIRST.index)
+        if mode not in GRAPH_MODES:
+            return ranks, mode
+        tokens = max(each.tokens for each in launches)
+        return tuple(padded(shape, tokens) for shape in ranks), mode
 
     def exchange_s(self, tokens: int) -> float:
         """One layer's two exchanges when the busiest rank has `tokens` tokens: its dispatch and combine all-to-alls

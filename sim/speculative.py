@@ -51,7 +51,14 @@ from kernels.table import KernelTable
 from sim.draft_restarts import restart_gain
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
-from sim.step_costs import DYNAMIC_ENERGY_FIELDS, HOST_WAIT, DecodeCosts, pass_execution, pass_host_wait_s
+from sim.step_costs import (
+    DYNAMIC_ENERGY_FIELDS,
+    HOST_WAIT,
+    DecodeCosts,
+    batch_modes,
+    pass_execution,
+    pass_host_wait_s,
+)
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig
 
@@ -379,7 +386,7 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     steps its slowest sequences take after the others (ragged_steps, priced from `tables.one_sequence`; past the
     draft's context only that tail, as the lag the drafted steps left, made up a token a step)."""
     spec, prompt, batch = tables.speculation, workload.prompt_len, workload.batch
-    decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
+    prefill_mode, decode_mode = batch_modes(device, execution, workload, spec.verified)
     drafted, stop_odds = draft_reach(workload, spec, tables.draft_positions)
     drafts_prompt = tables.draft is not None and drafter_fits(prompt, spec, tables.draft_positions)
     prefills = [tables.prefill] + ([tables.draft.prefill] if drafts_prompt else [])
@@ -519,7 +526,8 @@ class ServingSpeculation:
         from sim.costs import TIME_CLASS_NAMES, IterationCost  # sim.costs imports nothing of this module
 
         table = self.heads(rows)
-        costs = self.device.cost_table(table, pass_execution(self.execution, decode_only=True))
+        mode = pass_execution(self.device, self.execution, decode_only=True, tokens=rows)
+        costs = self.device.cost_table(table, mode)
         class_time = np.zeros(len(TIME_CLASS_NAMES))
         class_time[TIME_CLASS_NAMES.index("gemm")] = float(costs.time_s.sum())
         return IterationCost(time_s=float(costs.time_s.sum()), compute_J=float(costs.compute_J.sum()),

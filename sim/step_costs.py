@@ -23,8 +23,9 @@ from functools import cached_property
 import numpy as np
 
 from hw_models.cost import SUM_COLUMN, IndexedCosts, KernelCosts
-from hw_models.device import cost_passes, dispatch_s, stacked_costs
+from hw_models.device import CUDA_GRAPH_KINDS, cost_passes, dispatch_s, stacked_costs
 from kernels.table import KernelTable
+from sim.cuda_graphs import PassLaunch, engine_launch
 from sim.interleave import interleaved_schedule
 from sim.offload import LinkTraffic
 from sim.workload import BatchWorkload, PassTables
@@ -256,11 +257,35 @@ class StepCosts:
 _STALL_FIELDS = ("time_s", "overhead_s")
 
 
-def pass_execution(execution: str, *, decode_only: bool) -> str:
-    """The launch mode a pass is priced in: a serving engine replays decode-only passes from captured CUDA graphs
-    (vLLM captures decode batch sizes; TensorRT-LLM's CUDA graph mode likewise) and launches prefills and mixed
-    passes from its host loop; every other execution prices all passes alike."""
-    return "graphs" if execution == "engine" and decode_only else execution
+def pass_execution(device, execution: str, *, decode_only: bool, tokens: int, query: int = 1) -> str:
+    """The launch mode a pass of `tokens` tokens is priced in on `device` (pass_launch's)."""
+    return pass_launch(device, execution, decode_only=decode_only, tokens=tokens, query=query).mode
+
+
+def pass_launch(device, execution: str, *, decode_only: bool, tokens: int, query: int = 1) -> PassLaunch:
+    """The launch mode a pass of `tokens` tokens is priced in on `device` and the tokens it runs: a serving engine's
+    (`engine`) on a GPU as vLLM runs it (sim/cuda_graphs.py engine_launch: a uniform decode of `query` tokens a sequence
+    from a full graph, any other pass from piecewise graphs, padded to a captured size, a pass past the largest launched
+    from the host); every other execution, and every device whose runtime launches no CUDA graphs, prices every pass
+    alike at its own tokens. `engine` is vLLM's: other engines' graphs (TensorRT-LLM's, SGLang's, of their own sizes
+    and modes) are not modeled apart."""
+    if execution == "engine" and device.kind in CUDA_GRAPH_KINDS:
+        return engine_launch(tokens, uniform_decode=decode_only, query=query)
+    return PassLaunch(execution, tokens)
+
+
+def batch_modes(device, execution: str, workload: BatchWorkload | None, query: int = 1) -> tuple[str, str]:
+    """The launch modes (pass_launch) of a static batch's prefill (its prompts' tokens) and of its decode steps (`query`
+    tokens a sequence). Its passes are priced on tables traced at the batch's own size, without an engine's padding to
+    a captured size (the serving path's step template pads: sim/costs.py IterationCostModel.launched). `workload` may be
+    None where the execution prices every pass alike (any but an engine's)."""
+    if workload is None:
+        if execution == "engine":
+            raise ValueError("workload: found None, allowed: the static batch its passes run (an engine launches each "
+                             "pass by its tokens)")
+        return execution, execution
+    prefill = pass_execution(device, execution, decode_only=False, tokens=workload.batch * workload.prompt_len)
+    return prefill, pass_execution(device, execution, decode_only=True, tokens=workload.batch * query, query=query)
 
 
 def host_stall_s(host_s, device_s):
@@ -318,8 +343,7 @@ def whole_batch_totals(device, tables: PassTables, workload: BatchWorkload, exec
     its kernels, each step's attention at its KV length) without their per-kernel arrays, for the analytic path's
     one point per call. The event simulation prices the same passes through price_passes; tests hold the two equal."""
     kv_lens = workload.decode_kv_lengths()
-    decode_mode = pass_execution(execution, decode_only=True)
-    prefill_mode = pass_execution(execution, decode_only=False)
+    prefill_mode, decode_mode = batch_modes(device, execution, workload)
     decode = tables.decode
     sums = _pass_sums(device, tables.prefill, decode, decode.at_kv_lengths(kv_lens, tables.attention_window),
                       prefill_mode, decode_mode, len(kv_lens))
@@ -452,7 +476,7 @@ def price_passes(device, tables: PassTables, workload: BatchWorkload, execution:
     offloaded batch decodes whole (each sub-batch would stream the offloaded weights again).
     """
     kv_lens = workload.decode_kv_lengths()
-    decode_mode, prefill_mode = (pass_execution(execution, decode_only=only) for only in (True, False))
+    prefill_mode, decode_mode = batch_modes(device, execution, workload)
 
     def price(size: int, table, base: KernelCosts | None = None, attention: KernelCosts | None = None) -> DecodeCosts:
         if base is None:

@@ -88,6 +88,10 @@ class ProfileCostModel(IterationCostModel):
         super().__init__(base.device, base.template, execution=base.execution, kv_bucket_tokens=base.kv_bucket_tokens)
         self.profile, self.decode_ms = profile, decode_ms
 
+    def launched(self, shape: StepShape) -> StepShape:
+        """The shape itself: a profile's times are of passes as the engine ran them, its padding included."""
+        return shape
+
     def _price(self, shape: StepShape) -> IterationCost:
         tokens = shape.prefill_tokens + shape.decode_seqs
         if shape.prefill_seqs == 0 and self.decode_ms is not None:

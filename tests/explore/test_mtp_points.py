@@ -125,7 +125,7 @@ def test_each_speculative_step_runs_the_first_step_and_k_minus_1_one_token_steps
         assert [k.flops for k in table.kernels if k.module == "eh_proj"] == [2 * rows * 128 * 64]
 
     def gemm_s(table) -> float:
-        costs = device.cost_table(table, pass_execution("engine", decode_only=True))
+        costs = device.cost_table(table, pass_execution(device, "engine", decode_only=True, tokens=16))
         return float(costs.time_s[table.class_masks["gemm"]].sum())
 
     assert longer - shorter == pytest.approx(gemm_s(tables.verify) + gemm_s(first) + 2 * gemm_s(one_token), rel=1e-9)

@@ -9,6 +9,7 @@ import pytest
 from explore.design_point import DesignPoint
 from explore.evaluate import Evaluator
 from explore.ops_table import format_op_table, op_rows
+from sim.workload import BatchWorkload
 from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
 
 # The claims here are about rows, columns, messages and files, not about what a report's figure shows.
@@ -123,7 +124,7 @@ def test_a_collective_is_bound_by_its_link(tmp_path):
     evaluator = Evaluator()
     point = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=1, prompt=32, output=2, tp=2)
     result, system = evaluator.evaluate(point), evaluator.point_device(point)
-    rows = op_rows(result.tables, system, "engine")
+    rows = op_rows(result.tables, system, "engine", workload=BatchWorkload(batch=1, prompt_len=32, output_len=2))
     assert {r.bound for r in rows if r.kind == "all_reduce"} == {"link"}
     assert {r.bound for r in rows if r.kind != "all_reduce"} <= {"compute", "memory", "overhead"}
     args = _kernel_args(result.tables.decode, system, "engine")

@@ -7,6 +7,12 @@ import math
 from explore.design_point import DesignPoint
 from explore.ops_table import op_rows
 from explore.report_detail import DetailSource
+from sim.workload import BatchWorkload
+
+
+def _batch(point: DesignPoint) -> BatchWorkload:
+    """The static batch a point's tables were traced for (an engine launches each pass by its tokens)."""
+    return BatchWorkload(batch=point.batch, prompt_len=point.prompt, output_len=point.output)
 
 
 def test_roofline_decode_kernels_run_at_the_runs_launch_cost(evaluator) -> None:
@@ -15,8 +21,8 @@ def test_roofline_decode_kernels_run_at_the_runs_launch_cost(evaluator) -> None:
     whose decode rows sum to the run's step (not at the host-launched rate, 0.8 us a kernel slower)."""
     point = DesignPoint(model="llama-2-7b", device="h100-sxm", batch=1, prompt=128, output=8, execution="engine")
     evaluation = evaluator.evaluate(point)
-    rows = [r for r in op_rows(evaluation.tables, evaluator.device(point.device), point.execution)
-            if r.phase == "decode"]
+    rows = [r for r in op_rows(evaluation.tables, evaluator.device(point.device), point.execution,
+                               workload=_batch(point)) if r.phase == "decode"]
     step_s = sum(r.time_s for r in rows)
     assert math.isclose(step_s, evaluation.metrics["tpot_s"], rel_tol=0.01)  # the table is the run's step
     expected = [math.log10(r.flops / r.time_s) for r in rows if r.flops > 0]
@@ -36,8 +42,8 @@ def test_roofline_shares_are_of_the_systems_pass(evaluator) -> None:
     point = DesignPoint(model="llama-2-7b", device="a100-sxm-80gb", batch=8, prompt=128, output=8, execution="engine",
                         tp=2)
     evaluation = evaluator.evaluate(point)
-    rows = [r for r in op_rows(evaluation.tables, evaluator.point_device(point), point.execution)
-            if r.phase == "decode"]
+    rows = [r for r in op_rows(evaluation.tables, evaluator.point_device(point), point.execution,
+                               workload=_batch(point)) if r.phase == "decode"]
     assert any(r.kind == "all_reduce" and r.share > 0.02 for r in rows)  # a share the roofline must not spread
     drawn = DetailSource(evaluator, [point.row() | evaluation.metrics], None)._kernels(point)["phases"]["decode"]
     assert math.isclose(sum(drawn["time_share"]), sum(r.share for r in rows if r.flops > 0), rel_tol=1e-6)

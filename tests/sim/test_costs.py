@@ -74,21 +74,18 @@ def test_more_groups_read_more_prefix_bytes_and_are_priced_apart(costs):
     # The rotary table has a row per position of the longest query: chunks of 32 + 32 tokens, and of 40 + 24.
     (StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, sampled=2, positions=32),
      StepShape(prefill_seqs=2, prefill_tokens=64, prefill_pairs=1056, sampled=2, positions=40), "graphs"),
-    # An engine launches a pass with a prefill from its host, a decode-only pass from a graph: 4 tokens, 4 sampled,
-    # one position, each way.
-    (StepShape(prefill_seqs=1, prefill_tokens=1, prefill_pairs=1, decode_seqs=3, decode_kv=300, sampled=4),
-     StepShape(decode_seqs=4, decode_kv=400, sampled=4), "engine"),
 ])
-def test_rows_outside_attention_are_kept_apart_by_sampled_sequences_positions_and_launch(costs, first, second,
-                                                                                          execution):
+def test_rows_outside_attention_are_kept_apart_by_sampled_sequences_and_positions(costs, first, second, execution):
     """The rows outside attention are priced once per tokens, sampled sequences, longest query and launch mode, and
-    kept (IterationCostModel._whole_rows): two iterations of the same tokens that differ in one of the others, priced
-    one after the other, each cost what it costs on a model that priced nothing before, and the rows outside attention
-    of the two do cost apart (a key that left that one out would give the second the first's)."""
+    kept (IterationCostModel._whole_rows; an engine's passes of equal tokens launch those rows alike, from graphs
+    within its largest captured size and from its host beyond it): two iterations of the same tokens that differ in one
+    of the others, priced one after the other, each cost what it costs on a model that priced nothing before, and the
+    rows outside attention of the two do cost apart (a key that left that one out would give the second the first's)."""
     model = IterationCostModel(costs.device, costs.template, execution=execution)
     assert first.tokens == second.tokens
     linear = [costs.device.cost_table(costs.template.linear_table(shape)[0], pass_execution(
-        execution, decode_only=shape.prefill_seqs == 0)).time_s for shape in (first, second)]
+        costs.device, execution, decode_only=shape.prefill_seqs == 0, tokens=shape.tokens)).time_s
+        for shape in (first, second)]
     assert not np.array_equal(*linear)
     model.price(first)
     fresh = IterationCostModel(costs.device, costs.template, execution=execution).price(second)
@@ -242,7 +239,7 @@ def test_a_split_prefill_overlaps_all_reduces_and_is_bounded_by_its_busiest_unit
     from sim.step_costs import pass_execution
 
     split_model, whole_model = tokenweave
-    mode = pass_execution("engine", decode_only=False)
+    mode = pass_execution(split_model.device, "engine", decode_only=False, tokens=8192)
     shape = step_shape([(8192, 0)], [], sampled=1)
     # Priced as it is, not as its bucket's representative (price() rounds the causal pairs to a KV bucket).
     split, whole = split_model._price_kernels(shape), whole_model._price_kernels(shape)

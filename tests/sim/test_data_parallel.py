@@ -154,22 +154,49 @@ def _energy_J(cost: IterationCost) -> float:
     return cost.compute_J + cost.memory_J
 
 
+# Under an engine (vLLM): the ranks' launch mode and the captured size every rank runs (sim/cuda_graphs.py: 1, 2, 4,
+# then multiples of 8 below 256). Two decoding ranks of 6 and 2 sequences replay full graphs at 8 tokens; a
+# rank's 48-token prefill runs piecewise at 48 (a captured size), and the least mode is the ranks' mode, so the
+# decoding rank runs piecewise padded to 48 too.
+ENGINE_RUNS = {"decodes": ("graphs", 8), "prefill beside decodes": ("piecewise", 48)}
+
+
 @pytest.mark.parametrize("name", sorted(SHAPES))
-def test_an_engine_pads_the_ranks_only_where_every_rank_decodes(templates, name):
-    """A serving engine replays decode-only passes from CUDA graphs and launches the others from its host: vLLM's
-    ranks take the least of their graph modes, so two decoding ranks pad to the busier's 6 tokens, while a rank's
-    prefill leaves every rank unpadded (48 + 4 tokens through the experts, launched from the host). Energy, which no
-    host's wait adds to: each rank's part and both devices' experts."""
-    shapes = SHAPES[name]
-    cost = _costs(templates, execution="engine").price_ranks(shapes)
+def test_an_engine_pads_the_ranks_to_the_busiest_ranks_captured_size(templates, name):
+    """vLLM's ranks take the least of their graph modes and pad to the largest of their captured sizes: the iteration
+    is the slowest rank's part, then the experts on every rank's padded tokens, then the exchanges of the busiest
+    rank's, each priced in the ranks' mode at the padded tokens. Energy: each rank's part and both devices' experts."""
+    mode, tokens = ENGINE_RUNS[name]
+    cost = _costs(templates, execution="engine").price_ranks(SHAPES[name])
+    run = tuple(replace(shape, padding=tokens - shape.tokens) for shape in SHAPES[name])
+    expected_s = (max(_dense_s(templates, shape, mode) for shape in run) + _experts_s(templates, RANKS * tokens, mode)
+                  + 2 * LAYERS * _exchange_s(tokens))
+    assert cost.time_s == pytest.approx(expected_s, rel=1e-9)
     device = load_device("h100-sxm")
-    decodes = name == "decodes"
-    run = _padded(shapes) if decodes else shapes
-    assert [shape.tokens for shape in run] == ([6, 6] if decodes else [48, 4])
-    parts_J = sum(_energy_J(IterationCostModel(device, templates[0], execution="engine").price(s)) for s in run)
-    experts = IterationCostModel(device, templates[1], execution="graphs" if decodes else "eager").price(
-        StepShape(prefill_tokens=sum(shape.tokens for shape in run), positions=1))
+    parts_J = sum(_energy_J(IterationCostModel(device, templates[0], execution=mode).price(s)) for s in run)
+    experts = IterationCostModel(device, templates[1], execution=mode).price(
+        StepShape(prefill_tokens=RANKS * tokens, positions=1))
     assert _energy_J(cost) == pytest.approx(parts_J + RANKS * _energy_J(experts), rel=1e-9)
+
+
+def test_a_rank_past_the_largest_captured_size_launches_every_rank_from_its_host(templates):
+    """A rank's 600-token prefill lies past vLLM's largest captured size (512): its pass runs without graphs, the ranks
+    take that least mode, and no rank pads: each launched from its host at its own tokens, the other rank's 64 decodes
+    too (over long contexts: the slower rank)."""
+    shapes = (step_shape([(600, 0)], sampled=1), step_shape(decode_kv=[200_000] * 64, sampled=64))
+    cost = _costs(templates, execution="engine").price_ranks(shapes)
+    dense, experts = templates
+    ranks_s = [_rows_s(load_device("h100-sxm"), dense, shape) for shape in shapes]
+    assert ranks_s[1] > ranks_s[0]
+    expected_s = (ranks_s[1] + _rows_s(_system(), experts, StepShape(prefill_tokens=664, positions=1))
+                  + 2 * LAYERS * _exchange_s(600))
+    assert cost.time_s == pytest.approx(expected_s, rel=1e-9)
+
+
+def _rows_s(device, template: StepTemplate, shape: StepShape) -> float:
+    """`template`'s rows of `shape` back to back on `device`, each launched from the host: their costs summed."""
+    table, counts = template.stage_table(shape, 1)
+    return float(device.cost_table(table, "engine").time_s @ counts[0])
 
 
 @pytest.mark.parametrize("name", sorted(SHAPES))
