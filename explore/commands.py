@@ -80,7 +80,7 @@ from sim.autoscalers.sla_planner import SLAPlanner
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
-from sim.speculative import MEDUSA, MTP, Speculation, expected_tokens
+from sim.speculative import MEDUSA, MTP, NGRAM, Speculation
 from sim.workload import BatchWorkload
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
@@ -430,7 +430,7 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
     for draft in (d for d in values["spec_draft"] if d):
         for model in dims["model"]:
             if serving:
-                found.update(dict.fromkeys([] if draft == MEDUSA else _template_traces(
+                found.update(dict.fromkeys([] if draft in (MEDUSA, NGRAM) else _template_traces(
                     evaluator.config(evaluator.draft_of(model, draft)))))
                 continue
             for routed, b, p, k, tree in itertools.product(_routed_models(evaluator, {**dims, "model": [model]}),
@@ -1346,6 +1346,10 @@ def _speculation_text(point: DesignPoint) -> str:
     draft, k, a = point.knob("spec_draft"), point.knob("spec_tokens"), point.knob("acceptance")
     times = "once" if k == 1 else f"{k} times"
     if draft == MEDUSA:
+    elif draft == NGRAM:
+        match = point.knob("ngram_match")
+        by = (f"vLLM's n-gram lookup of the request's own tokens on the host (not priced), {k} tokens drafted on "
+              f"{match:.0%} of the steps" + (", the others verifying none" if match < 1 else ""))
         by = f"{count_label(k, 'Medusa head')} on the target (kernels/medusa.py)"
     elif draft == MTP:
         by = (f"the target's multi-token-prediction module (eh_proj, its norms and one decoder layer with a KV cache "
@@ -1354,7 +1358,8 @@ def _speculation_text(point: DesignPoint) -> str:
     else:
         by = f"draft model {load_model_config(draft).name} run {times} a step"
     return (f"speculative decoding: {by}, each drafted token accepted with probability {a:g} "
-            f"({expected_tokens(a, k):.2f} tokens a step in expectation)")
+            f"({Speculation(drafted=k, acceptance=a, match=point.knob('ngram_match')).tokens_per_step:.2f} tokens a "
+            f"step in expectation)")
 
 
 def _named(device: str) -> str:

@@ -93,6 +93,7 @@ from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
     MTP,
+    NGRAM,
     DecodePasses,
     ServingSpeculation,
     Speculation,
@@ -693,7 +694,7 @@ class Evaluator:
         if not point.knob("spec_draft"):
             return None
         return Speculation(drafted=point.knob("spec_tokens"), acceptance=point.knob("acceptance"),
-                           tree=point.knob("spec_tree"))
+                           tree=point.knob("spec_tree"), match=point.knob("ngram_match"))
 
     def _check_draft(self, point: DesignPoint) -> None:
         """A draft must be smaller than the point's model and shard over its tp devices, an MTP draft's model ship
@@ -709,7 +710,10 @@ class Evaluator:
             raise InputError(f"spec_tree: found {tree} with spec_draft {draft!r}, allowed: 0 (a chain): only Medusa "
                              f"heads are priced verifying a tree (a draft model or an MTP module drafts one chain of "
                              f"spec_tokens tokens)")
-        if draft not in (MEDUSA, MTP):
+        if draft != NGRAM and point.knob("ngram_match") != 1.0:
+            raise InputError(f"ngram_match: found {point.knob('ngram_match')} with spec_draft {draft!r}, allowed: 1 "
+                             f"(only an n-gram lookup, spec_draft {NGRAM!r}, drafts on some steps alone)")
+        if draft not in (MEDUSA, MTP, NGRAM):
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
@@ -781,7 +785,7 @@ class Evaluator:
         if batch > 1:
             alone = self.speculative_passes(model, draft, spec, 1, prompt)  # the draft's decode only: no prefill
             one = replace(alone, draft=alone.draft and replace(alone.draft, passes=PLAIN_PASSES[1:]))
-        if draft == MEDUSA:
+        if draft in (MEDUSA, NGRAM):
             return SpeculativePasses(verify=verify, draft=None, draft_first=None, one_sequence=one)
         drafter = self.draft_of(model, draft)
         return SpeculativePasses(
@@ -800,10 +804,10 @@ class Evaluator:
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         passes = self.speculative_passes(self.point_model(point), draft, spec, point.batch, point.prompt)
         one = None if passes.one_sequence is None else self._step_tables(point, passes.one_sequence, fmt, fusion)
-        if passes.draft is None:  # Medusa heads
-            verify = self._step_tables(point, passes, fmt, fusion).verify
-            return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
-                                     window=target.attention_window, draft=None, one_sequence=one)
+        if passes.draft is None:  # Medusa heads, or n-gram drafts beside the plain decode
+            step = self._step_tables(point, passes, fmt, fusion)
+            return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
+                                     window=target.attention_window, draft=None, one_sequence=one, plain=step.plain)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
         drafted = passes.draft
         draft_tables = self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp,
@@ -821,6 +825,9 @@ class Evaluator:
         draft's first and later steps (`draft_decode` where the draft's tables hold it already: Evaluator.tables)."""
         verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
         spec = self.speculation(point)
+        if point.knob("spec_draft") == NGRAM:  # no drafter; the sequences without a match decode one token
+            plain = replace(passes.verify, passes=(("decode", 1, 1),))
+            return DecodePasses(verify=verify, plain=self._single_pass(plain, fmt, point.tp, point.ep, fusion))
         if passes.draft is None:  # Medusa heads
             heads = medusa_head_table(self.config(point.model), spec.drafted, passes.verify.batch * spec.verified,
                                       point.tp)
@@ -864,7 +871,7 @@ class Evaluator:
             window=window, layer_windows=cfg.layer_windows,
         )
         draft = point.knob("spec_draft")
-        if not draft:
+        if draft in ("", NGRAM):  # n-gram drafts hold nothing on the device but the KV of the tokens verified
             return memory
         if draft == MEDUSA:
             heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
@@ -1007,9 +1014,11 @@ class Evaluator:
         draft model can draft it needs its own KV of the prompt, which the prefill pool computes beside the target's
         and hands over with it (Medusa heads need none: None there)."""
         speculation = self.speculation(point)
-        if speculation is None or (role == "prefill" and point.knob("spec_draft") == MEDUSA):
+        if speculation is None or (role == "prefill" and point.knob("spec_draft") in (MEDUSA, NGRAM)):
             return None
         self._check_draft(point)
+        if point.knob("spec_draft") == NGRAM:  # no drafter to price (NGRAM: its host time is not priced)
+            return ServingSpeculation(speculation, lookup=True)
         if point.knob("spec_draft") != MEDUSA:  # a draft on the target's tp devices, drafting within its context
             model = self.draft_model(point)
             return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=model,

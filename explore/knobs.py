@@ -70,7 +70,7 @@ from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
-from sim.speculative import MEDUSA, MTP
+from sim.speculative import MEDUSA, MTP, NGRAM
 from workloads.errors import InputError
 from workloads.model_config import BALANCED, EXPERT_LOADS, ModelConfig, load_model_config
 
@@ -303,7 +303,7 @@ class RefusedValueError(ValueError):
 def _draft(name: str) -> str:
     """A speculative draft: off, Medusa heads, the target's MTP module, or a model that loads (its size is checked
     against the target's where both are known: sim/speculative.py draft_error; an MTP module's presence, mtp_error)."""
-    if name not in ("", MEDUSA, MTP):
+    if name not in ("", MEDUSA, MTP, NGRAM):
         try:
             load_model_config(name)
         except InputError as err:
@@ -467,9 +467,10 @@ register(Knob(name="retrieval_heads", type=float, section="workload", default=0.
 register(Knob(name="spec_draft", type=str, section="workload", default="", label="draft",
               help="speculative decoding's draft: a smaller model preset or config.json on the same devices (sharded "
               "as the target), 'medusa' (spec_tokens extra decoding heads on the target) or 'mtp' (the target's "
-              "multi-token-prediction module, DeepSeek-V3's, run spec_tokens times); empty: off", check=_draft,
-              allowed_text="empty (off), 'medusa', 'mtp' (a model whose config has num_nextn_predict_layers), or a "
-              "model preset or config.json path smaller than the target in parameters active per token"))
+              "multi-token-prediction module, DeepSeek-V3's, run spec_tokens times), 'ngram' (no model: vLLM's "
+              "prompt lookup on the host, ngram_match of the steps finding drafts); empty: off", check=_draft,
+              allowed_text="empty (off), 'medusa', 'mtp' (a model whose config has num_nextn_predict_layers), "
+              "'ngram', or a model preset or config.json path smaller than the target in parameters active per token"))
 # At most 32 drafted tokens: the chance that the last one is accepted, acceptance^32, is under 4% even at an
 # acceptance of 0.9, so longer drafts only add cost (Medusa trains 5 heads; Leviathan et al. test up to 10 tokens).
 register(Knob(name="spec_tokens", type=int, section="workload", default=5, minimum=1, maximum=32,
@@ -484,6 +485,13 @@ register(Knob(name="acceptance", type=float, section="workload", default=0.0, mi
               label="acceptance rate", only_with=("spec_draft",),
               help="chance that each drafted token is accepted (Leviathan et al.'s alpha; 0: none are, speculation "
               "only costs)", allowed_text="a fraction from 0 to 1", derivable=True))
+# vLLM's n-gram proposer drafts only where the request's last tokens recur in its prompt or output (sim/speculative.py
+# NGRAM). No published share of steps with a match was found to default to: 1 is the upper bound, every step drafting.
+register(Knob(name="ngram_match", type=float, section="workload", default=1.0, minimum=0.0, maximum=1.0,
+              label="n-gram match share", only_with=("spec_draft",),
+              help="share of a sequence's steps whose n-gram lookup finds drafts (spec_draft ngram); the others verify "
+              "none and compute one token", allowed_text="a fraction from 0 to 1 (with spec_draft ngram)",
+              derivable=True))
 # Memory tiers (FlexGen, Sheng et al., ICML 2023, Section 4; DeepSpeed ZeRO-Inference): a static batch that does not fit
 # in device memory keeps the excess in host memory (or flash) and streams it over the host link layer by layer,
 # each layer's transfer overlapping the previous layer's compute (sim/offload.py). A point that fits offloads nothing.

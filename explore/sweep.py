@@ -68,7 +68,7 @@ from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.kv_policy import budget_error
 from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
-from sim.speculative import MEDUSA, MTP, draft_error, mtp_error
+from sim.speculative import MEDUSA, MTP, NGRAM, draft_error, mtp_error
 from workloads.errors import InputError, found_document, found_value
 from workloads.model_config import check_context, load_model_config
 from workloads.yaml_lines import LocatedYAML
@@ -978,7 +978,7 @@ def _check_drafts(sweep: Sweep, located: LocatedYAML) -> None:
                                  f"{getattr(workload, name)!r} with no spec_draft, allowed: with workload.spec_draft "
                                  f"(speculative decoding), or left out")
     for draft in as_list(workload.spec_draft):
-        if draft in ("", MEDUSA):
+        if draft in ("", MEDUSA, NGRAM):
             continue
         for model in as_list(sweep.spec.model):
             target = load_model_config(model)

@@ -98,6 +98,8 @@ class Replica:
         # The sequences whose next verification carries k zero drafts: the draft did not run after their last
         # iteration (ServingSpeculation.drafts_after).
         self._undrafted: set[int] = set()
+        # The sequences whose n-gram lookup after their last iteration found no match: their next verifies one token.
+        self._unmatched: set[int] = set()
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token, self.fetch_s_per_token = window, swap_s_per_token, fetch_s_per_token
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
@@ -202,6 +204,21 @@ class Replica:
         batch = self.scheduler.next_batch(self.state)
         if not batch and self.poll_sends():
             batch = self.scheduler.next_batch(self.state)
+        return self._unmatched_short(batch)
+
+    def _unmatched_short(self, batch):
+        """`batch` with its decodes whose n-gram lookup found no match verifying one token, among the decodes that
+        verify fewer than the others (Batch.short, which lists the last): vLLM v1 schedules a request's one token and
+        its spec_token_ids, empty without a match (vllm/v1/spec_decode/ngram_proposer.py at 016e8ede). The chunked
+        scheduler still counts k + 1 tokens of each against its budget."""
+        if not self._unmatched or not batch.decodes:
+            return batch
+        verified, cut = self.speculation.speculation.verified, len(batch.short)
+        tokens = [verified] * (len(batch.decodes) - cut) + list(batch.short)
+        tokens = [1 if seq.index in self._unmatched else q for seq, q in zip(batch.decodes, tokens, strict=True)]
+        whole = [seq for seq, q in zip(batch.decodes, tokens, strict=True) if q == verified]
+        fewer = [(seq, q) for seq, q in zip(batch.decodes, tokens, strict=True) if q < verified]
+        batch.decodes, batch.short = whole + [seq for seq, _ in fewer], tuple(q for _, q in fewer)
         return batch
 
     def sleep(self) -> simpy.Event:
@@ -345,6 +362,8 @@ class Replica:
             self._undrafted.difference_update(indices)
         else:
             self._undrafted.update(indices)
+        self._unmatched.difference_update(indices)
+        self._unmatched.update(self.speculation.unmatched(self.rng, indices))
         for place, verified in enumerate(batch.short, len(advance) - len(batch.short)):
             # Verifying fewer tokens than the others (Batch.short: its drafts cut by the budget, or none yet), a decode
             # accepts at most those.

@@ -67,6 +67,13 @@ MEDUSA = "medusa"  # the spec_draft value that drafts with Medusa heads on the t
 # as vLLM's speculative method 'deepseek_mtp' does: its one layer run k times a step (the first over the verified
 # tokens: first_draft_tokens), a KV cache of its own.
 MTP = "mtp"
+# The spec_draft value that drafts with no model: vLLM's n-gram proposer (method 'ngram', prompt lookup decoding;
+# vllm/v1/spec_decode/ngram_proposer.py at 016e8ede: _find_longest_matched_ngram_and_propose_tokens) looks up the
+# request's last prompt_lookup_min..max tokens in its own prompt and output, on the host after each pass, and proposes
+# the k that followed the latest longest match; a request with none proposes nothing (an empty list) and its next
+# pass computes its one token. The proposer's host time is not priced: neither vLLM's source nor a figure found gives
+# one a step. Its drafts are priced as k a match (it proposes fewer where fewer tokens follow the match).
+NGRAM = "ngram"
 
 
 def expected_tokens(acceptance: float, drafted: int) -> float:
@@ -80,11 +87,14 @@ def expected_tokens(acceptance: float, drafted: int) -> float:
 @dataclass(frozen=True, kw_only=True)
 class Speculation:
     """k drafted tokens per step (Medusa: k heads), each accepted with probability `acceptance`; `tree` > 0
-    verifies that many candidates (a Medusa tree, whose acceptance along its best path the knob then gives)."""
+    verifies that many candidates (a Medusa tree, whose acceptance along its best path the knob then gives); `match`:
+    the share of a sequence's steps that have drafts (an n-gram lookup's matches, NGRAM), the others verifying none
+    and computing one token."""
 
     drafted: int
     acceptance: float
     tree: int = 0
+    match: float = 1.0
 
     def __post_init__(self) -> None:
         if self.drafted < 1:
@@ -93,6 +103,8 @@ class Speculation:
             raise ValueError(f"acceptance: found {self.acceptance}, allowed: a fraction from 0 to 1")
         if self.tree < 0:
             raise ValueError(f"spec_tree: found {self.tree}, allowed: an integer >= 0")
+        if not 0.0 <= self.match <= 1.0:
+            raise ValueError(f"ngram_match: found {self.match}, allowed: a fraction from 0 to 1")
 
     @property
     def verified(self) -> int:
@@ -101,7 +113,8 @@ class Speculation:
 
     @property
     def tokens_per_step(self) -> float:
-        return expected_tokens(self.acceptance, self.drafted)
+        """Tokens a step yields a sequence in expectation: E with drafts, 1 without (step_token_odds' mean)."""
+        return self.match * expected_tokens(self.acceptance, self.drafted) + 1.0 - self.match
 
 
 def draft_slots(draft: str) -> int:
@@ -143,11 +156,13 @@ def mtp_error(target: ModelConfig) -> str:
 @dataclass(frozen=True, kw_only=True)
 class DecodePasses:
     """The passes of a speculative step: the target's verification (Medusa heads included) and the draft's first step
-    and later decode step (None with Medusa heads)."""
+    and later decode step (None with Medusa heads); with n-gram drafts (NGRAM), `plain`: the target's one-token decode
+    that the sequences without a match run in the verification's pass."""
 
     verify: KernelTable
     draft_first: KernelTable | None = None
     draft_decode: KernelTable | None = None
+    plain: KernelTable | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -171,12 +186,13 @@ class SpeculativeTables:
     # The same step's passes run by one sequence, which price the steps the batch's slowest sequences take after the
     # others finish (evaluate_speculative; None: a batch of one, or that tail left unpriced).
     one_sequence: DecodePasses | None = None
+    plain: KernelTable | None = None  # with n-gram drafts, the target's one-token decode (DecodePasses.plain)
 
     @property
     def passes(self) -> DecodePasses:
         """The batch's speculative step."""
         return DecodePasses(verify=self.verify, draft_first=self.draft_first,
-                            draft_decode=None if self.draft is None else self.draft.decode)
+                            draft_decode=None if self.draft is None else self.draft.decode, plain=self.plain)
 
 
 def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | None) -> bool:
@@ -192,10 +208,13 @@ def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | 
 
 def step_token_odds(speculation: Speculation) -> np.ndarray:
     """P(a speculative step yields x tokens) for x = 1 .. k + 1: x - 1 drafts accepted, then one rejected (or all k
-    accepted), each with the acceptance rate; the target's own token is the last (expected_tokens' mean)."""
-    k, a = speculation.drafted, speculation.acceptance
+    accepted), each with the acceptance rate; the target's own token is the last (expected_tokens' mean). A step
+    without drafts (1 - match of them) yields one token."""
+    k, a, m = speculation.drafted, speculation.acceptance, speculation.match
     odds = a ** np.arange(k + 1) * (1.0 - a)
     odds[k] = a**k
+    odds *= m
+    odds[0] += 1.0 - m
     return odds
 
 
@@ -285,7 +304,7 @@ class RaggedSteps:
 @functools.lru_cache(maxsize=256)  # a sweep's points repeat a few settings; 0.07 s each at 16K tokens
 def ragged_steps(batch: int, tokens: int, speculation: Speculation) -> RaggedSteps:
     """RaggedSteps of a batch of `batch` sequences yielding `tokens` decode tokens each."""
-    if batch <= 1 or tokens <= 0 or speculation.acceptance in (0.0, 1.0):  # every sequence yields alike
+    if batch <= 1 or tokens <= 0 or step_token_odds(speculation).max() == 1.0:  # every sequence yields alike
         return RaggedSteps()
     survival = steps_survival(tokens, speculation)
     with np.errstate(divide="ignore"):  # a step every sequence is still in: log(0)
@@ -319,13 +338,19 @@ def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode:
 
 
 def _decode_passes(device, passes: DecodePasses, batch: int, tables: SpeculativeTables, workload: BatchWorkload,
-                   generated: np.ndarray, drafted: float, mode: str) -> tuple[list[DecodeCosts], list[DecodeCosts]]:
+                   generated: np.ndarray, drafted: float, mode: str,
+                   mixed: str = "") -> tuple[list[DecodeCosts], list[DecodeCosts]]:
     """(the passes of every speculative step, the plain steps' past the draft's context) of `passes` run by `batch`
     sequences, each priced at the keys of the steps the batch's mean sequence takes (`generated`: its tokens before
-    each priced step, step_plan)."""
+    each priced step, step_plan); with n-gram drafts (DecodePasses.plain) the verification and the plain decode again
+    in `mixed` mode, the launch mode of a pass whose sequences verify unequal tokens."""
     spec, prompt, window = tables.speculation, workload.prompt_len, tables.window
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
-    speculative = [_pass(device, passes.verify, prompt + generated + spec.verified - 1, window, mode, batch)]
+    verify_kv = prompt + generated + spec.verified - 1
+    speculative = [_pass(device, passes.verify, verify_kv, window, mode, batch)]
+    if passes.plain is not None and len(generated):  # the sequences without an n-gram match: one token at its keys
+        speculative += [_pass(device, passes.verify, verify_kv, window, mixed, batch),
+                        _pass(device, passes.plain, prompt + generated, window, mixed, batch)]
     if passes.draft_first is not None and len(generated):
         # A first draft step attends to the verification's keys, one more for a draft model's own slot: vLLM v1 runs
         # it padded over all k + 1 verified positions (the accepted ones end 1 to k + 1 keys before), with the
@@ -402,13 +427,24 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     # A verification each step; a draft round after each that drafts for the next, or for none after the batch's last
     # step: one fewer where the draft does not run after the last step with drafts (the prefill's round drafted for the
     # first); past the draft's context the steps left in expectation (by 1 where the drafts end on a whole token).
-    speculative_scales = ([steps / len(generated)] + [max(steps - stop_odds, 0.0) / len(generated)] * 2
-                          if len(generated) else [0.0] * 3)
+    per = steps / len(generated) if len(generated) else 0.0
+    drafts = max(steps - stop_odds, 0.0) / len(generated) if len(generated) else 0.0
 
     def phases(passes: DecodePasses, n: int) -> tuple[dict[str, float], dict[str, float]]:
         """The totals of the speculative steps and of the plain ones of `passes` run by n sequences."""
-        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode)
-        return (_totals(speculative, speculative_scales[:len(speculative)]),
+        m = spec.match
+        # With n-gram drafts a step's pass computes k + 1 tokens of each sequence with a match and one of each other
+        # (DecodePasses.plain), its cost taken linear in the sequences as the ragged steps take it (_ragged_costs): the
+        # verification's where all n matched (chance m^n), a uniform decode; else a pass of unequal query lengths,
+        # which vLLM runs as it runs chunks (sim/cuda_graphs.py: a uniform decode has every sequence at the decode's
+        # query length), m - m^n of the verification's cost and 1 - m of the plain decode's in that mode.
+        mixed = pass_execution(device, execution, decode_only=False,
+                               tokens=max(round(n * (m * spec.verified + 1.0 - m)), 1))
+        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode,
+                                            mixed)
+        verify = [per * m**n, per * (m - m**n), per * (1.0 - m)] if passes.plain is not None else [per]
+        scales = verify + [drafts] * 2
+        return (_totals(speculative, scales[:len(speculative)]),
                 _totals(plain, [plain_steps / p.steps for p in plain]))
 
     speculative, plain = phases(tables.passes, batch)
@@ -453,19 +489,22 @@ class ServingSpeculation:
     verifies `verified` tokens of each (the target's pass, priced from its step template with that many query tokens
     per sequence); after it the draft runs its k steps over every sequence of the iteration (the draft's own step
     template: the first over the prefill chunks and its slots and `draft_query` tokens of each decode
-    (first_draft_tokens), k - 1 of one token a sequence), or the Medusa heads run over the verified rows; each
+    (first_draft_tokens), k - 1 of one token a sequence), or the Medusa heads run over the verified rows, or, with
+    n-gram drafts, nothing runs and a sequence whose lookup found no match verifies one token (unmatched); each
     sequence then advances by its accepted drafts plus one, drawn from the acceptance rate with a seeded generator.
     The draft runs where drafter_fits the iteration's longest sequence, for all of its sequences or for none; a
     sequence whose last iteration it did not run after verifies k zero drafts and advances by one token (the replica
     keeps which: this object prices, and is shared by a pool's replicas and a capacity search's runs)."""
 
     def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
-                 draft_positions: int | None = None, draft_query: int = 1):
+                 draft_positions: int | None = None, draft_query: int = 1, lookup: bool = False):
         """`draft`: the draft's IterationCostModel; `heads(rows)`: the Medusa heads' KernelTable over `rows` hidden
         states, priced on `device` (one of the two); `draft_positions`: the draft model's context
         (max_position_embeddings; None: no limit, Medusa heads run on the target); `draft_query`: tokens a decoding
-        sequence of the draft's first step (first_draft_tokens)."""
+        sequence of the draft's first step (first_draft_tokens); `lookup`: n-gram drafts (NGRAM), nothing run beside
+        the target's pass."""
         self.speculation, self.draft, self.heads, self.draft_query = speculation, draft, heads, draft_query
+        self.lookup = lookup
         self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
 
@@ -512,7 +551,7 @@ class ServingSpeculation:
             extra = []
             if self.draft is not None:
                 extra = [first] + [rest] * (self.speculation.drafted - 1)
-            elif shape.decode_seqs or short:
+            elif not self.lookup and (shape.decode_seqs or short):
                 extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified + short)]
             self._memo[key] = _sum_costs([cost, *extra])
         return self._memo[key]
@@ -532,6 +571,14 @@ class ServingSpeculation:
         class_time[TIME_CLASS_NAMES.index("gemm")] = float(costs.time_s.sum())
         return IterationCost(time_s=float(costs.time_s.sum()), compute_J=float(costs.compute_J.sum()),
                              memory_J=float(costs.memory_J.sum()), class_time_s=class_time)
+
+    def unmatched(self, rng: np.random.Generator, indices: list[int]) -> list[int]:
+        """Those of `indices` (the sequences an iteration ran) whose n-gram lookup after it finds no match, each with
+        chance 1 - match (Speculation.match): their next pass verifies no drafts and computes one token."""
+        if self.speculation.match >= 1.0 or not indices:
+            return []
+        draws = rng.random(len(indices))
+        return [i for i, drawn in zip(indices, draws, strict=True) if drawn >= self.speculation.match]
 
     def accepted_tokens(self, rng: np.random.Generator, sequences: int) -> np.ndarray:
         """Tokens each of `sequences` verified sequences advances by: its accepted drafts (each accepted with the

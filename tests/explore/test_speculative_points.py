@@ -141,6 +141,20 @@ def serving_point(model: str, seed: int = 0, **knobs) -> DesignPoint:
                        execution="engine", knobs=tuple(sorted(knobs.items())))
 
 
+def served_together(evaluator, model: str, knobs: tuple, batch: int, prompt: int, output: int, tmp_path,
+                    seeds: range = range(5)) -> dict[str, float]:
+    """The mean metrics over `seeds` of a static batch served: `batch` requests of `prompt` + `output` tokens
+    arriving at once on the static scheduler, each drawing its own speculation."""
+    trace = tmp_path / "together.csv"
+    trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + f"0,{prompt},{output}\n" * batch)
+    runs = [evaluator.evaluate(DesignPoint(
+        model=model, device="h100-sxm", batch=batch, prompt=0, output=0, execution="engine", knobs=knobs,
+        serving=ServingSpec(requests=batch, arrival="trace", trace=str(trace), rate_per_s=None, scheduler="static",
+                            max_seqs=batch, max_batched_tokens=batch * prompt, seed=seed))).metrics for seed in seeds]
+    return {name: float(np.mean([run[name] for run in runs])) for name in ("tokens_per_s", "decode_tokens_per_s",
+                                                                           "tpot_s")}
+
+
 @pytest.mark.parametrize("kind", ["draft", "medusa"])
 def test_a_static_batch_finishes_as_its_sequences_served_together_do(tiny_config, tiny_evaluator, draft, kind,
                                                                       tmp_path):
@@ -156,15 +170,9 @@ def test_a_static_batch_finishes_as_its_sequences_served_together_do(tiny_config
                                                  output=output, execution="engine", knobs=knobs)).result
     static = result.metrics()
     assert sum(result.time_by_class_s.values()) == pytest.approx(result.makespan_s, rel=1e-9)  # the tail's too
-    trace = tmp_path / "together.csv"
-    trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + f"0,{prompt},{output}\n" * batch)
-    served = [tiny_evaluator.evaluate(DesignPoint(
-        model=tiny_config, device="h100-sxm", batch=batch, prompt=0, output=0, execution="engine", knobs=knobs,
-        serving=ServingSpec(requests=batch, arrival="trace", trace=str(trace), rate_per_s=None, scheduler="static",
-                            max_seqs=batch, max_batched_tokens=batch * prompt, seed=seed))).metrics
-        for seed in range(5)]
+    served = served_together(tiny_evaluator, tiny_config, knobs, batch, prompt, output, tmp_path)
     for name in ("tokens_per_s", "decode_tokens_per_s", "tpot_s"):
-        assert static[name] == pytest.approx(np.mean([m[name] for m in served]), rel=0.04), name
+        assert static[name] == pytest.approx(served[name], rel=0.04), name
     assert static["tokens_per_s"] < batch * output / static["e2e_s"]  # the makespan is past the mean's finish
 
 

@@ -1,0 +1,71 @@
+"""N-gram speculation (sim/speculative.py NGRAM, vLLM's prompt lookup): a sequence's step has drafts with chance
+`match` and yields E(a, k) tokens in expectation, else none and one token; a serving replica's decode without a match
+verifies one token where the others verify k + 1. Figures by hand."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import simpy
+
+from sim.kv_cache import PagedKVCache
+from sim.replica import Replica
+from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.speculative import ServingSpeculation, Speculation, expected_steps, step_token_odds
+
+
+def test_tokens_a_step_by_hand():
+    """a = 0.5, k = 3: E = (1 - 0.5^4) / 0.5 = 1.875 with drafts; at match 0.6 a step yields 0.6 x 1.875 + 0.4 x 1 =
+    1.525. Its odds: one token 0.4 + 0.6 x 0.5 = 0.7, two 0.6 x 0.25 = 0.15, three 0.075, four 0.075."""
+    spec = Speculation(drafted=3, acceptance=0.5, match=0.6)
+    assert spec.tokens_per_step == pytest.approx(1.525)
+    assert step_token_odds(spec) == pytest.approx([0.7, 0.15, 0.075, 0.075])
+    assert step_token_odds(spec) @ np.arange(1, 5) == pytest.approx(1.525)
+
+
+def test_no_match_yields_one_token_a_step_as_no_speculation():
+    """Match 0: every step yields one token, so 10 tokens take 10 steps, whatever the acceptance."""
+    spec = Speculation(drafted=4, acceptance=0.9, match=0.0)
+    assert spec.tokens_per_step == 1.0
+    assert expected_steps(10, spec) == pytest.approx(10.0)
+
+
+def test_a_match_share_outside_0_to_1_is_refused():
+    with pytest.raises(ValueError, match="ngram_match: found 1.5, allowed: a fraction from 0 to 1"):
+        Speculation(drafted=2, acceptance=0.5, match=1.5)
+
+
+def _replica(match: float, decoding: int = 8) -> Replica:
+    """A chunked replica whose budget never binds, holding `decoding` long sequences past a 4-token prompt, each with
+    its first token sampled, speculating k = 2 tokens at the n-gram match share `match`, every draft accepted."""
+    kv = PagedKVCache(capacity_blocks=8000, block_tokens=16)
+    state = EngineState(kv=kv)
+    for index in range(decoding):
+        seq = Sequence(index=index, arrival_s=0.0, prompt=4, output=100_000)
+        seq.computed, seq.generated, seq.scheduled_s, seq.first_token_s, seq.last_token_s = 4, 1, 0.0, 0.0, 0.0
+        kv.hold(index, 5)
+        state.running.append(seq)
+    speculation = ServingSpeculation(Speculation(drafted=2, acceptance=1.0, match=match), lookup=True)
+    scheduler = make_scheduler("chunked", SchedulerLimits(max_seqs=decoding, chunk_tokens=4096))
+    return Replica(simpy.Environment(), None, scheduler, state, window=None, swap_s_per_token=0.0,
+                   on_finish=lambda seq: None, speculation=speculation, seed=(7,))
+
+
+@pytest.mark.parametrize(("match", "tokens"), [(0.0, 1.0), (0.5, 2.0), (1.0, 3.0)])
+def test_a_served_decode_verifies_k_plus_one_tokens_with_a_match_and_one_without(match, tokens):
+    """k = 2: a decode with a match verifies 3 tokens and, every draft accepted, advances 3; one without verifies and
+    advances 1. Over 300 iterations of 8 decodes the mean per decode is m x 3 + (1 - m) x 1: 1, 2 and 3 at m = 0,
+    0.5 and 1 (the draws' standard error at 0.5: 1 / sqrt(2,400) = 0.02; the first iteration, before any lookup has
+    run, verifies 3 each)."""
+    replica = _replica(match)
+    verified, advanced = [], []
+    for step in range(1, 301):
+        batch = replica.next_batch()
+        before = sum(seq.generated for seq in batch.decodes)
+        if step > 1:
+            verified.append(batch.computed_tokens(3) / len(batch.decodes))
+        replica._apply(batch, float(step))
+        if step > 1:
+            advanced.append((sum(seq.generated for seq in batch.decodes) - before) / len(batch.decodes))
+    assert np.mean(verified) == pytest.approx(tokens, abs=0.08)
+    assert np.mean(advanced) == pytest.approx(tokens, abs=0.08)
