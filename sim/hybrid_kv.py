@@ -30,6 +30,16 @@ prefix while it is still shared, in the order they were freed (BlockPool: freed 
 allocation evicts from its front, vllm/v1/core/block_pool.py), and once one of the k blocks before a hit point is
 evicted the hit falls to an earlier point whose k blocks are cached, or to none. A request recomputing past such a
 point caches the sliding blocks it computes again (cache_full_blocks keys each computed block by its hash).
+
+Beside a KV connector (a prefill pool's hand-over, NIXL's: sim/kv_sends.py) the groups stay. vLLM once turned its hybrid
+manager off wherever kv_transfer_config was set, every layer then allocated as full attention (vllm/config/vllm.py,
+commit 09f030ea of vllm-project/vllm); it now does so only for a connector that does not subclass SupportsHMA
+(KVConnectorFactory.supports_hma_config, vllm/config/vllm.py, commit 000fc94b), and NixlConnector subclasses it
+(vllm/distributed/kv_transfer/kv_connector/v1/nixl/connector.py, commit 01e4fce0). The decode side allocates a
+sliding group's blocks for the window of the tokens it receives only (KVCacheManager.allocate_slots,
+vllm/v1/core/kv_cache_manager.py, commit ace980e6), and NIXL pulls a sliding group's last cdiv(w, B) + 1 blocks, a full
+group's all (NixlConnectorScheduler.get_sw_clipped_blocks, .../v1/nixl/scheduler.py, commit 053da34b): a hand-over
+moves a sliding group's window and a full group's every token (KVGroups.tokens, in tokens, not whole blocks).
 """
 
 from __future__ import annotations
