@@ -33,19 +33,23 @@ What is modeled
   tables route by (balanced or uniform: ModelConfig.moe_routing), every expert is reached alike, so the device's
   share of them is the share of a step's reached experts it finds resident, whichever experts it holds: an expert
   cache's hit rate, as an LRU cache's under routing with no locality. Under power_law routing the device holds the
-  experts with the highest expected load, as Fiddler places experts by their profiled popularity (Kamahori et al.,
-  "Fiddler: CPU-GPU Orchestration for Fast Inference of Mixture-of-Experts Models", arXiv:2402.07033, Figure 2;
-  efeslab/fiddler 00e70f091f54 src/fiddler/mixtral.py set_expert_loc: (layer, expert) pairs "in the order of
-  popularity determined based on profile", the first as many as the GPU's free memory holds put on the GPU; Fiddler
-  then runs the others on the CPU, where here they cross the link). The loads are the routing's own power-law draws
-  (workloads/expert_skew.py power_law_ranked: each draw's experts busiest first, in expectation), so of a step's
-  reached experts the device finds resident the busiest ranks' chances of being reached (resident_share,
-  offloaded_reached): with 2 of Mixtral's 8 experts resident, a step of 4 tokens (power_law_ranked: 4.67 reached,
-  the busiest 2 every time) fetches 2.67 of 6 offloaded, where holding 2 with none preferred fetches 3.75 (5 reached,
-  rounded, 6 in 8 of them offloaded). A draw routes a step's rows by its weights (rounded shares), so weights
-  lasting from step to step (the popularity a profile measures) put each step's busiest experts on the device; a
-  real router picks per token, and a step of few tokens reaches experts off the profile's top that the draw's
-  rounding does not, so there the hits are an upper bound (a one-token step's 2 experts are always the 2 busiest).
+  most popular experts, as Fiddler places experts by their profiled popularity (Kamahori et al., "Fiddler: CPU-GPU
+  Orchestration for Fast Inference of Mixture-of-Experts Models", arXiv:2402.07033, Figure 2; efeslab/fiddler
+  00e70f091f54 src/fiddler/mixtral.py set_expert_loc: (layer, expert) pairs "in the order of popularity determined
+  based on profile", the first as many as the GPU's free memory holds put on the GPU; Fiddler then runs the others
+  on the CPU, where here they cross the link). A static placement holds fixed identities, so the popularity is a
+  fixed one: each expert keeps its power-law weight from step to step, each token picks its experts by those weights
+  (workloads/expert_skew.py power_law_popularity: each expert's chance of being among a token's top-k, Mixtral's 8
+  at top-2 0.73, 0.52, 0.32, 0.19, 0.12, 0.07, 0.04, 0.02), and a step of T tokens reaches an expert with chance
+  1 - (1 - p)^T (reach_chances). Of a step's reached experts the device finds resident the held experts' chances
+  (resident_share, offloaded_reached): with 2 of Mixtral's 8 experts resident, a one-token step's rows find 0.63 of
+  them resident and fetch 0.75 of 6 offloaded experts (none preferred: 1.5), and a step of 4 tokens reaches 4.15, of
+  which 2.21 of 6 are offloaded (none preferred: 3.75 of 5 reached, rounded, 6 in 8 of them offloaded). The
+  popularity's weights are the draws' own (aiconfigurator's power law) assigned to fixed experts, an assumption: its
+  draws give each step new weights, so no identity is hot across its steps, while Fiddler's premise is a profile
+  that lasts. Fixed identities draw a step's tokens to the same experts, so a step reaches fewer than a draw spreads
+  its rows over (16 tokens: 6.25 of Mixtral's 8, where every draw reaches all 8); the kernel tables still price a
+  step's compute on the draws.
   A share of every weight ('weights', 'auto') holds a share of each expert, which no routing prefers.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
@@ -75,6 +79,7 @@ compressed transfers, an expert cache across decode steps and speculative expert
 recently used experts on the device, an LRU cache, and guesses the next layer's experts from the current hidden
 state, so fewer experts cross the link or more of them ahead of time; the prefetch buffers here hold whole layers'
 offloaded share and cache nothing between steps, and the experts held under power_law routing are fixed),
+tokens whose experts are correlated (a step's tokens are routed independently of one another),
 per-layer differences in the routing (one draw serves every layer, so each layer holds the same share of its
 experts, where Fiddler's one popularity order over every layer's experts gives the layers whose popular experts are
 more popular more of them), and the
@@ -194,9 +199,9 @@ class HostLink:
 class RoutedExperts:
     """A mixture-of-experts model's routed experts: their share of its weight bytes, and the share of a layer's
     experts the prefill's and a decode step's tokens reach (kernels/moe.py device_routing). Where the routing prefers
-    some experts (power_law), `*_ranked` gives the chance that each of a layer's experts, busiest first, is reached
-    (workloads/expert_skew.py power_law_ranked), and a device holding whole experts holds the busiest; empty where
-    no expert is preferred."""
+    some experts (power_law), `*_ranked` gives the chance that each of a layer's experts, the most popular first, is
+    reached (workloads/expert_skew.py reach_chances), and a device holding whole experts holds the most popular; empty
+    where no expert is preferred."""
 
     weights_share: float = 0.0
     prefill_reached: float = 1.0
@@ -209,7 +214,7 @@ DENSE = RoutedExperts()
 
 
 def resident_share(by_rank, resident_experts: float) -> float:
-    """The share of `by_rank` (a layer's experts' rows or chances of being reached, busiest first) that its busiest
+    """The share of `by_rank` (a layer's experts' chances of being picked or reached, most popular first) that its first
     `resident_experts` hold, a fraction of an expert holding its part of the next one's; 0 where it sums to 0."""
     values = np.asarray(by_rank, dtype=float)
     total = values.sum()
@@ -223,7 +228,7 @@ def resident_share(by_rank, resident_experts: float) -> float:
 def offloaded_reached(reached: float, ranked: tuple[float, ...], offloaded_share: float) -> float:
     """The share of a layer's offloaded experts a pass reaches, `offloaded_share` of them in host memory: `reached`
     (its share of all of them) where no expert is preferred or nothing is placed by popularity; under `ranked` (each
-    expert's chance of being reached, busiest first) the device holds the busiest 1 - offloaded_share of them and the
+    expert's chance of being reached, most popular first) the device holds the first 1 - offloaded_share of them and the
     pass reaches, of the others, the chances they leave."""
     if not ranked or offloaded_share <= 0:
         return reached
@@ -275,7 +280,7 @@ def offload_traffic(plan: OffloadPlan, link: HostLink, *, layers: int, prompt_kv
     # The offloaded experts' bytes: every expert's offloaded share, or under 'experts' all that is offloaded.
     experts_B = plan.weights_B * (1.0 if plan.experts_only else experts.weights_share)
     rest_B = plan.weights_B - experts_B
-    # Offloading whole experts ('experts') keeps the busiest on the device; a share of every weight is a share of
+    # Offloading whole experts ('experts') keeps the most popular on the device; a share of every weight is a share of
     # each expert, which no routing prefers.
     placed = plan.weights_share if plan.experts_only else 0.0
     prefill_routed_B = experts_B * offloaded_reached(experts.prefill_reached, experts.prefill_ranked, placed)

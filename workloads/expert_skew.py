@@ -17,6 +17,10 @@ same skew. One draw:
 
 A rank's experts are interchangeable to the kernel (each whole, with its rows), so a draw is kept as each rank's
 loads in ascending order; steps 2-3 move whole levels of loads as the one-row-at-a-time loop does.
+
+Each draw draws new weights, so no expert identity is popular from one step to the next. Where identities matter (a
+device holding fixed experts, sim/offload.py), power_law_popularity keeps the draws' weights on fixed experts and
+routes each token by them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ import hashlib
 import numpy as np
 
 POWER_LAW_PREFIX = "power_law_"
+# The weights' bounds (x_min, x_max) of a draw whose rows (tokens x k) are no more than the experts.
+FEW_ROWS_BOUNDS = (0.01, 2.0)
 # Draws averaged per shape: the collector times 5 a row; more make the expectation steadier (at 64 draws the touched
 # expert count of a 256-expert layer moves by under 1% between seeds).
 DRAWS = 64
@@ -83,13 +89,25 @@ def _lower(rows: np.ndarray, take: np.ndarray) -> np.ndarray:
     return -_raise(-rows[..., ::-1], take)[..., ::-1]
 
 
+def _seeded(shape: str) -> np.random.Generator:
+    """A generator seeded by a shape's description: the same shape always gives the same draws."""
+    return np.random.default_rng(int.from_bytes(hashlib.sha256(shape.encode()).digest()[:8], "little"))
+
+
+def _power_law_weights(bounds: tuple[float, float], alpha: float, rng: np.random.Generator, draws: int,
+                       experts: int) -> np.ndarray:
+    """Step 1 of a draw: each expert's weight, [draws, experts], by inverse CDF of the power law of exponent `alpha`
+    on bounds (x_min, x_max)."""
+    (x_min, x_max), a = bounds, 1.0 - alpha
+    return ((x_max ** a - x_min ** a) * rng.random((draws, experts)) + x_min ** a) ** (1.0 / a)
+
+
 def power_law_ranks(tokens: int, topk: int, experts: int, ep: int, alpha: float, rng: np.random.Generator,
                     draws: int = 1) -> np.ndarray:
     """`draws` draws of the collector's power-law routing: rows per expert as [draws, ep, experts / ep], each rank's
     loads ascending, the busiest rank first (module docstring)."""
-    x_min, x_max = (1.0, tokens * 0.8) if tokens * topk > experts else (0.01, 2.0)
-    a = 1.0 - alpha
-    sample = ((x_max ** a - x_min ** a) * rng.random((draws, experts)) + x_min ** a) ** (1.0 / a)
+    bounds = (1.0, tokens * 0.8) if tokens * topk > experts else FEW_ROWS_BOUNDS
+    sample = _power_law_weights(bounds, alpha, rng, draws, experts)
     target = tokens * topk
     loads = np.round(sample / sample.sum(axis=1, keepdims=True) * target).astype(np.int64)
     overflow = np.maximum(loads - tokens, 0).sum(axis=1)
@@ -109,10 +127,8 @@ def power_law_ranks(tokens: int, topk: int, experts: int, ep: int, alpha: float,
 def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str) -> np.ndarray:
     """DRAWS draws of power_law_ranks, [DRAWS, ep, experts / ep], from a generator seeded by the shape: the same
     shape always gives the same draws."""
-    alpha = power_law_alpha(routing)
-    seed = int.from_bytes(hashlib.sha256(f"{tokens}:{topk}:{experts}:{ep}:{routing}".encode()).digest()[:8], "little")
-    rng = np.random.default_rng(seed)
-    return power_law_ranks(tokens, topk, experts, ep, alpha, rng, DRAWS)
+    rng = _seeded(f"{tokens}:{topk}:{experts}:{ep}:{routing}")
+    return power_law_ranks(tokens, topk, experts, ep, power_law_alpha(routing), rng, DRAWS)
 
 
 # The skew aiconfigurator estimates serving with: its models' workload_distribution 'power_law' (sdk ModelConfig's
@@ -120,20 +136,39 @@ def power_law_draws(tokens: int, topk: int, experts: int, ep: int, routing: str)
 POWER_LAW_DEFAULT = f"{POWER_LAW_PREFIX}1.01"
 
 
-def ranked_loads(draws: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Of draws [draws, ep, experts / ep] (power_law_ranks), each draw's experts busiest first, in expectation over
-    the draws: the rows at each rank, and the share of draws whose expert at that rank gets any."""
-    by_rank = -np.sort(-draws.reshape(len(draws), -1), axis=1)
-    return by_rank.mean(axis=0), (by_rank > 0).mean(axis=0)
+def topk_marginals(weights: np.ndarray, topk: int, rng: np.random.Generator, tokens: int) -> np.ndarray:
+    """Each expert's chance of being among a token's `topk` experts when the token picks them without replacement,
+    each pick in proportion to the weights left (Plackett-Luce), estimated over `tokens` tokens: a token's experts are
+    the topk largest log-weights plus Gumbel noise, which samples exactly that (Kool et al., "Stochastic Beams and
+    Where to Find Them: The Gumbel-Top-k Trick for Sampling Sequences Without Replacement", ICML 2019)."""
+    keys = np.log(weights) + rng.gumbel(size=(tokens, len(weights)))
+    picked = np.argpartition(-keys, topk - 1, axis=1)[:, :topk]
+    return np.bincount(picked.ravel(), minlength=len(weights)) / tokens
 
 
-@functools.lru_cache(maxsize=1024)
-def power_law_ranked(tokens: int, topk: int, experts: int,
-                     routing: str = POWER_LAW_DEFAULT) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """ranked_loads of power_law_draws on one device (ep 1): the expected rows, and the chance of any, of a layer's
-    busiest expert, its second busiest, and so on."""
-    rows, reached = ranked_loads(power_law_draws(tokens, topk, experts, 1, routing))
-    return tuple(rows.tolist()), tuple(reached.tolist())
+# Gumbel keys drawn for a popularity: 2^21 / experts tokens (262,144 of 8 experts, 8,192 of 256), so that each
+# chance's standard error stays under 0.005.
+PROFILE_FLOATS = 2 ** 21
+
+
+@functools.lru_cache(maxsize=256)
+def power_law_popularity(topk: int, experts: int, routing: str = POWER_LAW_DEFAULT) -> tuple[float, ...]:
+    """Each of a layer's experts' chance of being among a token's topk, the most popular first, where the experts'
+    identities keep their power-law weights from step to step: the weights are the draws' (step 1, at the bounds a
+    draw of few rows takes, FEW_ROWS_BOUNDS, the one range that does not scale with a step's tokens), each draw's
+    sorted and scaled to sum to 1, in expectation over DRAWS draws; a token picks its topk of them without
+    replacement by weight (topk_marginals). The chances sum to topk; none exceeds 1."""
+    rng = _seeded(f"popularity:{topk}:{experts}:{routing}")
+    draws = _power_law_weights(FEW_ROWS_BOUNDS, power_law_alpha(routing), rng, DRAWS, experts)
+    ranked = -np.sort(-draws / draws.sum(axis=1, keepdims=True), axis=1)
+    chances = topk_marginals(ranked.mean(axis=0), topk, rng, PROFILE_FLOATS // experts)
+    return tuple(np.sort(chances)[::-1].tolist())  # the estimate's noise can swap near-equal neighbours
+
+
+def reach_chances(popularity: tuple[float, ...], tokens: int) -> tuple[float, ...]:
+    """Each expert's chance that a step of `tokens` tokens, each routed on its own by `popularity` (each expert's
+    chance of being among a token's experts), reaches it: 1 - (1 - p)^tokens."""
+    return tuple((1.0 - (1.0 - np.asarray(popularity)) ** tokens).tolist())
 
 
 def _expert_parallel_sizes(experts: int) -> list[int]:

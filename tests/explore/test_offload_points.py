@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 from explore.knobs import knob
 from workloads.errors import InputError
 
@@ -23,11 +22,6 @@ LAYERS_70B = 80  # Llama-2-70B's num_hidden_layers (config.json)
 PCIE4_X16_Bps = 31.5e9  # per direction: 16 GT/s x 16 lanes x 128/130 / 8 (PCIe 4.0 base specification)
 PCIE5_X16_Bps = 63.0e9  # 32 GT/s x 16 lanes x 128/130 / 8 (PCIe 5.0 base specification)
 TIMINGS = ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J")
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 def point70b(device: str = "a100-sxm-80gb", **knobs) -> DesignPoint:
@@ -369,17 +363,18 @@ def test_offloading_experts_alone_streams_only_the_experts_a_step_reaches(evalua
     assert alone["tpot_s"] <= every["tpot_s"]
 
 
-def test_offloaded_experts_under_power_law_routing_keep_the_busiest_on_the_device(evaluator):
-    """The same point under power_law routing: the device holds its busiest experts (sim/offload.py, Fiddler's
-    popularity placement), about 3.6 of each layer's 8, and a one-token decode step's 2 experts are a draw's busiest
-    2, so no expert crosses the link in a decode step, where none preferred fetches 2 of 8 of the offloaded ones. The
-    prefill's 128 tokens reach all 8 experts under either routing: every offloaded expert crosses, as before."""
+def test_offloaded_experts_under_power_law_routing_keep_the_most_popular_on_the_device(evaluator):
+    """The same point under power_law routing: the device holds its most popular experts (sim/offload.py, Fiddler's
+    popularity placement), 3 to 4 of each layer's 8. A one-token decode step's 2 experts follow fixed popularities,
+    not the step's own draw, so it sometimes picks an offloaded one: more than none cross the link, and fewer than
+    with none preferred (2 of 8 of the offloaded experts' bytes). The prefill's 128 tokens cross more than a step's
+    and at most every offloaded expert (the least popular may go unpicked by all 128)."""
     point = mixtral(1, offload="experts", moe_routing="power_law")
     metrics = evaluator.evaluate(point).metrics
     traffic = _traffic(evaluator, point)
     held = 8 * (1 - metrics["offloaded_B"] / MIXTRAL_EXPERTS_B)
-    assert 2 <= held < 8
-    assert traffic.decode_routed_B == 0.0 and traffic.decode_to_device_B.tolist() == [0.0] * 31
-    assert traffic.prefill_B[0] == pytest.approx(metrics["offloaded_B"], rel=1e-9)
+    assert 3 <= held < 4
+    assert 0 < traffic.decode_routed_B < metrics["offloaded_B"] * 2 / 8
+    assert traffic.decode_routed_B < traffic.prefill_B[0] <= metrics["offloaded_B"]
     even = evaluator.evaluate(mixtral(1, offload="experts")).metrics
     assert metrics["tpot_s"] < even["tpot_s"]

@@ -27,8 +27,7 @@ from sim.offload import (
 )
 from sim.step_costs import price_passes
 from sim.workload import BatchWorkload, PassTables
-from tests.workloads.test_expert_skew import _Uniforms
-from workloads.expert_skew import power_law_ranked, power_law_ranks, ranked_loads
+from workloads.expert_skew import power_law_popularity, reach_chances
 
 GB = 1e9
 
@@ -295,57 +294,62 @@ def test_an_experts_decode_step_moves_only_the_offloaded_experts_it_reaches():
     assert traffic.decode_to_device_B[0] < every.decode_to_device_B[0]
 
 
-# ---- the busiest experts kept on the device under power_law routing (Fiddler's popularity placement) -------------
+# ---- the most popular experts kept on the device under power_law routing (Fiddler's popularity placement) -------
 
-def _hand_draw() -> np.ndarray:
-    """One power-law draw by hand: 4 tokens, top-2 of 8 experts (8 rows <= 8 experts: x in [0.01, 2]), alpha 1.2.
-    Experts 0-2 draw u = 1 (x = 2), the others u = 0 (x = 0.01): 8 x 2 / 6.05 = 2.64 rounds to 3, 8 x 0.01 / 6.05 to
-    0; 9 rows for 8, so one is taken from a busiest expert: loads 3, 3, 2 and five zeros."""
-    u = np.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0]])
-    return power_law_ranks(4, 2, 8, 1, 1.2, _Uniforms(u))
-
-
-def test_a_device_holding_the_two_busiest_experts_finds_their_rows_and_reaches_resident():
-    """Room for 2 of the 8: the busiest two hold 6 of the 8 rows (0.75, against 2/8 with none preferred) and 2 of the
-    3 reached experts; half an expert's room more holds half the third's 2 rows (7/8)."""
-    rows, reached = ranked_loads(_hand_draw())
-    assert rows.tolist() == [3, 3, 2, 0, 0, 0, 0, 0] and reached.tolist() == [1, 1, 1, 0, 0, 0, 0, 0]
-    assert resident_share(rows, 2) == pytest.approx(6 / 8)
-    assert resident_share(rows, 2.5) == pytest.approx(7 / 8)
-    assert resident_share(reached, 2) == pytest.approx(2 / 3)
-    assert resident_share(rows, 0) == 0.0 and resident_share(rows, 8) == pytest.approx(1.0)
+# A hand popularity: 8 experts of weights 0.4, 0.2, 0.1, 0.1, 0.05 x 4, a token's top-2 drawn without replacement by
+# weight. Expert i is picked first with chance w_i, or second after j with chance w_j w_i / (1 - w_j):
+#   w 0.4:  0.4 + 0.2(0.4)/0.8 + 2(0.1)(0.4)/0.9 + 4(0.05)(0.4)/0.95                  = 0.673099
+#   w 0.2:  0.2 + 0.4(0.2)/0.6 + 2(0.1)(0.2)/0.9 + 4(0.05)(0.2)/0.95                  = 0.419883
+#   w 0.1:  0.1 + 0.4(0.1)/0.6 + 0.2(0.1)/0.8 + 0.1(0.1)/0.9 + 4(0.05)(0.1)/0.95      = 0.223830
+#   w 0.05: 0.05 + 0.4(0.05)/0.6 + 0.2(0.05)/0.8 + 2(0.1)(0.05)/0.9 + 3(0.05)(0.05)/0.95 = 0.114839
+# (they sum to 2.000000, the two picks of a token).
+HAND_POPULARITY = (0.673099, 0.419883, 0.223830, 0.223830, 0.114839, 0.114839, 0.114839, 0.114839)
 
 
-def test_an_experts_decode_step_fetches_only_the_reached_experts_the_device_does_not_hold():
-    """The hand draw's step with 6 of the 8 experts offloaded (share 0.75): the device holds the busiest 2, so of the
-    3 reached experts 1 crosses, 1/6 of the offloaded experts' bytes, where holding 2 with none preferred fetches
-    3/8 of them; at 6.5 offloaded (1.5 held) 1.5 of the 3 cross, 1.5 / 6.5. Offloading a share of every weight
-    ('weights') holds a share of each expert: the ranks change nothing there."""
-    _, reached = ranked_loads(_hand_draw())
-    ranked = RoutedExperts(weights_share=1.0, decode_reached=3 / 8, decode_ranked=tuple(reached))
-    even = RoutedExperts(weights_share=1.0, decode_reached=3 / 8)
-    for share, want in ((0.75, 1 / 6), (6.5 / 8, 1.5 / 6.5)):
-        plan = OffloadPlan(weights_share=share, weights_B=share * 80 * GB, experts_only=True)
+def test_a_device_holding_the_two_most_popular_experts_finds_their_share_of_a_steps_rows():
+    """Room for 2 of the 8: a one-token step's rows are on the 2 held experts with their chances' mass over the 2
+    picks, (0.673099 + 0.419883) / 2 = 0.546491 (against 2/8 with none preferred); half an expert's room more holds
+    half the third's, + 0.223830 / 4."""
+    assert resident_share(HAND_POPULARITY, 2) == pytest.approx(0.546491, abs=1e-6)
+    assert resident_share(HAND_POPULARITY, 2.5) == pytest.approx(0.546491 + 0.223830 / 4, abs=1e-6)
+    assert resident_share(HAND_POPULARITY, 0) == 0.0 and resident_share(HAND_POPULARITY, 8) == pytest.approx(1.0)
+
+
+def test_an_experts_decode_step_fetches_the_offloaded_experts_its_tokens_pick():
+    """6 of the 8 experts offloaded (share 0.75), the 2 most popular held: a one-token step picks an offloaded expert
+    with the chances left, 2 - 1.092982 = 0.907018 of them, 0.907018 / 6 of the offloaded bytes (none preferred: its
+    2 of 8, 0.25); a step of 2 tokens reaches an expert of chance p with 1 - (1 - p)^2 (0.893136, 0.663464, 0.397561,
+    0.216490), the offloaded ones 2 x 0.397561 + 4 x 0.216490 = 1.661082 of 6 (none preferred: its share of the 8's
+    reach, 3.217682 / 8). Offloading a share of
+    every weight ('weights') holds a share of each expert: the popularity changes nothing there."""
+    for tokens, cold, spread in ((1, 0.907018, 2 / 8), (2, 1.661082, 3.217682 / 8)):
+        reached = reach_chances(HAND_POPULARITY, tokens)
+        assert sum(reached) == pytest.approx(spread * 8, abs=1e-5)
+        ranked = RoutedExperts(weights_share=1.0, decode_reached=spread, decode_ranked=reached)
+        even = RoutedExperts(weights_share=1.0, decode_reached=spread)
+        plan = OffloadPlan(weights_share=0.75, weights_B=0.75 * 80 * GB, experts_only=True)
         hot, flat = (offload_traffic(plan, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
                                      experts=experts) for experts in (ranked, even))
-        assert hot.decode_routed_B == pytest.approx(share * 80 * GB * want)
-        assert flat.decode_routed_B == pytest.approx(share * 80 * GB * 3 / 8)
-        assert hot.decode_unreached_B == pytest.approx(share * 80 * GB * (1 - want))
-    every = OffloadPlan(weights_share=0.75, weights_B=0.75 * 80 * GB)
-    hot, flat = (offload_traffic(every, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
-                                 experts=experts) for experts in (ranked, even))
-    assert hot.decode_routed_B == flat.decode_routed_B
+        assert hot.decode_routed_B == pytest.approx(0.75 * 80 * GB * cold / 6, rel=1e-5)
+        assert flat.decode_routed_B == pytest.approx(0.75 * 80 * GB * spread)
+        assert hot.decode_unreached_B == pytest.approx(0.75 * 80 * GB * (1 - cold / 6), rel=1e-5)
+        every = OffloadPlan(weights_share=0.75, weights_B=0.75 * 80 * GB)
+        hot, flat = (offload_traffic(every, LINK, layers=10, prompt_kv_B=0.0, step_kv_B=np.zeros(1), token_kv_B=0.0,
+                                     experts=experts) for experts in (ranked, even))
+        assert hot.decode_routed_B == flat.decode_routed_B
 
 
 @pytest.mark.parametrize("tokens", [1, 3, 4, 8, 32, 1024])
 @pytest.mark.parametrize("topk, experts", [(2, 8), (1, 16), (4, 64), (8, 256)])
-def test_holding_the_busiest_experts_never_finds_fewer_resident_and_more_room_never_fewer(tokens, topk, experts):
-    """Invariants of the placement on the routing's own draws: at every room the busiest experts hold at least the
-    share of the rows and of the reached experts that as many experts hold with none preferred (room / E), more room
-    never holds less, and a pass never fetches more of the offloaded experts than it would with none preferred."""
-    rows, reached = power_law_ranked(tokens, topk, experts)
+def test_holding_the_most_popular_experts_never_finds_fewer_resident_and_more_room_never_fewer(tokens, topk, experts):
+    """Invariants of the placement on the power-law popularity: at every room the most popular experts hold at least
+    the share of a token's picks and of a step's reached experts that as many experts hold with none preferred
+    (room / E), more room never holds less, and a pass never fetches more of the offloaded experts than it would with
+    none preferred."""
+    popularity = power_law_popularity(topk, experts)
+    reached = reach_chances(popularity, tokens)
     rooms = np.linspace(0, experts, 4 * experts + 1)
-    for by_rank in (rows, reached):
+    for by_rank in (popularity, reached):
         held = np.array([resident_share(by_rank, room) for room in rooms])
         assert (held >= rooms / experts - 1e-12).all()
         assert (np.diff(held) >= -1e-12).all()

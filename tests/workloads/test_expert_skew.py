@@ -17,8 +17,10 @@ from workloads.expert_skew import (
     POWER_LAW_DEFAULT,
     power_law_draws,
     power_law_expert_load,
-    power_law_ranked,
+    power_law_popularity,
     power_law_ranks,
+    reach_chances,
+    topk_marginals,
 )
 from workloads.model_config import POWER_LAW, balanced_expert_load, expert_load, experts_reached
 
@@ -149,12 +151,30 @@ def test_power_law_expert_load_is_the_registrys():
     assert expert_load(POWER_LAW, 32, 8, 256) == power_law_expert_load(32, 8, 256)
 
 
-@pytest.mark.parametrize("tokens, k, experts", [(1, 2, 8), (4, 2, 8), (16, 2, 8), (32, 8, 256), (200, 4, 64)])
-def test_ranked_chances_add_up_to_the_experts_the_routing_reaches(tokens, k, experts):
-    """power_law_ranked's chances of being reached, busiest first, sum to the experts a step reaches in expectation:
-    the power_law routing's touched experts on one device (device_routing, rounded to whole experts); its rows, to
-    every row; each falls with the rank."""
-    rows, reached = power_law_ranked(tokens, k, experts)
-    assert abs(sum(reached) - device_routing(tokens, k, experts, experts, POWER_LAW)[0]) <= 0.5
-    assert sum(rows) == pytest.approx(tokens * k)
-    assert (np.diff(rows) <= 0).all() and (np.diff(reached) <= 0).all()
+def test_a_tokens_top_2_without_replacement_picks_each_expert_with_its_hand_worked_chance():
+    """Weights 0.4, 0.2, 0.1, 0.1, 0.05 x 4, a token's 2 experts drawn without replacement by weight: expert i is
+    picked first with chance w_i or second after j with w_j w_i / (1 - w_j), 0.673099, 0.419883, 0.223830 and
+    0.114839 by hand (tests/sim/test_offload.py HAND_POPULARITY); the estimate over 262,144 tokens has a standard
+    error under 0.001 (twice each weight, 0.8 for the first, would fail)."""
+    weights = np.array([0.4, 0.2, 0.1, 0.1, 0.05, 0.05, 0.05, 0.05])
+    chances = topk_marginals(weights, 2, np.random.default_rng(7), 2 ** 18)
+    want = [0.673099, 0.419883, 0.223830, 0.223830, 0.114839, 0.114839, 0.114839, 0.114839]
+    assert chances == pytest.approx(want, abs=0.004)
+    assert chances.sum() == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("k, experts", [(2, 8), (1, 16), (4, 32), (8, 256)])
+def test_the_power_law_popularity_is_a_tokens_k_picks_most_popular_first(k, experts):
+    """Each expert's chance of being among a token's k: they sum to k, none exceeds 1, they fall from the most
+    popular, and the most popular is picked more often than under no preference (k / E)."""
+    popularity = np.array(power_law_popularity(k, experts))
+    assert popularity.sum() == pytest.approx(k) and (popularity <= 1.0).all() and (popularity > 0).all()
+    assert (np.diff(popularity) <= 0).all()
+    assert popularity[0] > k / experts
+
+
+def test_a_step_reaches_an_expert_unless_every_token_passes_it_by():
+    """A step of T tokens routed one by one reaches an expert of chance p with 1 - (1 - p)^T: p itself at one token,
+    0.75 at two tokens of 0.5, 1 at a chance of 1, 0 at a chance of 0."""
+    assert reach_chances((0.5, 1.0, 0.0, 0.25), 1) == pytest.approx((0.5, 1.0, 0.0, 0.25))
+    assert reach_chances((0.5, 1.0, 0.0, 0.25), 2) == pytest.approx((0.75, 1.0, 0.0, 0.4375))
