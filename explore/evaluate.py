@@ -60,7 +60,7 @@ from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_cap
 from sim.costs import IterationCostModel
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
-from sim.hybrid_kv import kv_groups
+from sim.hybrid_kv import KVGroups, kv_groups
 from sim.kv_cache import shared_prefix_tokens
 from sim.memory import MemoryFootprint, batch_footprint, infeasible_reason, layer_kept
 from sim.offload import (
@@ -93,6 +93,7 @@ from sim.slowdown import SLOWDOWN_METRICS
 from sim.speculative import (
     MEDUSA,
     MTP,
+    NGRAM,
     DecodePasses,
     ServingSpeculation,
     Speculation,
@@ -693,7 +694,7 @@ class Evaluator:
         if not point.knob("spec_draft"):
             return None
         return Speculation(drafted=point.knob("spec_tokens"), acceptance=point.knob("acceptance"),
-                           tree=point.knob("spec_tree"))
+                           tree=point.knob("spec_tree"), match=point.knob("ngram_match"))
 
     def _check_draft(self, point: DesignPoint) -> None:
         """A draft must be smaller than the point's model and shard over its tp devices, an MTP draft's model ship
@@ -709,7 +710,10 @@ class Evaluator:
             raise InputError(f"spec_tree: found {tree} with spec_draft {draft!r}, allowed: 0 (a chain): only Medusa "
                              f"heads are priced verifying a tree (a draft model or an MTP module drafts one chain of "
                              f"spec_tokens tokens)")
-        if draft not in (MEDUSA, MTP):
+        if draft != NGRAM and point.knob("ngram_match") != 1.0:
+            raise InputError(f"ngram_match: found {point.knob('ngram_match')} with spec_draft {draft!r}, allowed: 1 "
+                             f"(only an n-gram lookup, spec_draft {NGRAM!r}, drafts on some steps alone)")
+        if draft not in (MEDUSA, MTP, NGRAM):
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
@@ -747,6 +751,24 @@ class Evaluator:
             self._routed[key] = replace(self.config(model), moe_routing=routing)
         return self._routed[key]
 
+    def engine_kv_groups(self, point: DesignPoint) -> KVGroups | None:
+        """vLLM's KV cache groups of a serving point whose model's attention windows differ by layer (gpt-oss; None
+        otherwise): of the target's layers and a draft model's beside them. vLLM v1 registers the draft's attention
+        layers in the engine's one KV cache config with the target's (the proposer takes as its own the layers its
+        load adds: vllm/v1/spec_decode/eagle.py load_model), each a full layer unless its config's layer_types makes
+        it sliding (LlamaAttention, indexed from the draft's first layer: vllm/model_executor/models/llama.py, commit
+        e06c9ba2 of vllm-project/vllm), and _get_kv_cache_groups_uniform_page_size groups them all
+        (vllm/v1/core/kv_cache_utils.py, commit 001cabc1: 'gpt-oss-20b + eagle, with 12 sw + 13 full' pads to two
+        groups of 13), so a draft's blocks are the groups' blocks (sim/hybrid_kv.py kv_groups)."""
+        cfg = self.config(point.model)
+        if not cfg.layer_windows:
+            return None
+        windows = cfg.layer_windows
+        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+            draft = self.config(self.draft_model(point))
+            windows += tuple(draft.layer_window(layer) for layer in range(draft.num_layers))
+        return kv_groups(windows)
+
     @staticmethod
     def draft_ep(point: DesignPoint) -> int:
         """A draft's expert parallelism: an MTP module's layer lays its experts out as the target's layers do (vLLM
@@ -763,7 +785,7 @@ class Evaluator:
         if batch > 1:
             alone = self.speculative_passes(model, draft, spec, 1, prompt)  # the draft's decode only: no prefill
             one = replace(alone, draft=alone.draft and replace(alone.draft, passes=PLAIN_PASSES[1:]))
-        if draft == MEDUSA:
+        if draft in (MEDUSA, NGRAM):
             return SpeculativePasses(verify=verify, draft=None, draft_first=None, one_sequence=one)
         drafter = self.draft_of(model, draft)
         return SpeculativePasses(
@@ -782,10 +804,10 @@ class Evaluator:
         fmt, fusion, draft = point.numeric_format, self.fusion(point), point.knob("spec_draft")
         passes = self.speculative_passes(self.point_model(point), draft, spec, point.batch, point.prompt)
         one = None if passes.one_sequence is None else self._step_tables(point, passes.one_sequence, fmt, fusion)
-        if passes.draft is None:  # Medusa heads
-            verify = self._step_tables(point, passes, fmt, fusion).verify
-            return SpeculativeTables(prefill=target.prefill, verify=verify, speculation=spec,
-                                     window=target.attention_window, draft=None, one_sequence=one)
+        if passes.draft is None:  # Medusa heads, or n-gram drafts beside the plain decode
+            step = self._step_tables(point, passes, fmt, fusion)
+            return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
+                                     window=target.attention_window, draft=None, one_sequence=one, plain=step.plain)
         # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
         drafted = passes.draft
         draft_tables = self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp,
@@ -803,6 +825,9 @@ class Evaluator:
         draft's first and later steps (`draft_decode` where the draft's tables hold it already: Evaluator.tables)."""
         verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
         spec = self.speculation(point)
+        if point.knob("spec_draft") == NGRAM:  # no drafter; the sequences without a match decode one token
+            plain = replace(passes.verify, passes=(("decode", 1, 1),))
+            return DecodePasses(verify=verify, plain=self._single_pass(plain, fmt, point.tp, point.ep, fusion))
         if passes.draft is None:  # Medusa heads
             heads = medusa_head_table(self.config(point.model), spec.drafted, passes.verify.batch * spec.verified,
                                       point.tp)
@@ -846,7 +871,7 @@ class Evaluator:
             window=window, layer_windows=cfg.layer_windows,
         )
         draft = point.knob("spec_draft")
-        if not draft:
+        if draft in ("", NGRAM):  # n-gram drafts hold nothing on the device but the KV of the tokens verified
             return memory
         if draft == MEDUSA:
             heads_B = _medusa_heads_B(prefill_trace.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
@@ -884,7 +909,7 @@ class Evaluator:
         # rank holds its sequences' KV whole.
         kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
             cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
-        groups = kv_groups(cfg.layer_windows)
+        groups = self.engine_kv_groups(point)
         if groups is not None:  # a block is one group's: its layers' share of a token's KV (sim/hybrid_kv.py)
             kv_per_token_B *= groups.layers / cfg.num_layers
         speculation = self._serving_speculation(point, fmt, role, device)
@@ -894,7 +919,8 @@ class Evaluator:
             draft_cfg = self.config(self.draft_model(point))
             weights_B += _weight_bytes(_own_param_bytes(speculation.draft.template.param_bytes, draft_cfg), fmt,
                                         device, draft_cfg)
-            kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
+            if groups is None:  # beside hybrid groups the draft's layers are among the groups' (engine_kv_groups)
+                kv_per_token_B += _kv_token_B(draft_cfg, fmt) * kv_replication(draft_cfg, point.tp)
         elif speculation is not None:
             weights_B += _medusa_heads_B(costs.template.param_bytes, cfg, point.knob("spec_tokens"), fmt, device,
                                          point.tp)
@@ -988,9 +1014,11 @@ class Evaluator:
         draft model can draft it needs its own KV of the prompt, which the prefill pool computes beside the target's
         and hands over with it (Medusa heads need none: None there)."""
         speculation = self.speculation(point)
-        if speculation is None or (role == "prefill" and point.knob("spec_draft") == MEDUSA):
+        if speculation is None or (role == "prefill" and point.knob("spec_draft") in (MEDUSA, NGRAM)):
             return None
         self._check_draft(point)
+        if point.knob("spec_draft") == NGRAM:  # no drafter to price (NGRAM: its host time is not priced)
+            return ServingSpeculation(speculation, lookup=True)
         if point.knob("spec_draft") != MEDUSA:  # a draft on the target's tp devices, drafting within its context
             model = self.draft_model(point)
             return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=model,
@@ -1031,10 +1059,11 @@ class Evaluator:
         sim/kv_cache.py), cascade attention (vLLM's sliding group finds no common prefix blocks: SlidingWindowManager.
         get_num_common_prefix_blocks returns 0, vllm/v1/core/single_type_kv_cache_manager.py, commit 002f3491), a
         prefix cache beside groups other than one full and one sliding (sim/hybrid_kv.py KVGroups.sliding_window), a
-        KV window or policy of the point's, a draft model or MTP module (its layers would join the target's in vLLM's
-        KV cache groups: _get_kv_cache_groups_uniform_page_size groups every layer of the engine), attention devices of
-        their own and token splitting (InputError otherwise). Medusa's heads write no KV: its verifications attend at
-        each layer's window (kernels/shapes.py step_shape)."""
+        KV window or policy of the point's, an MTP module, a draft model whose layers hold a token's KV in other bytes
+        than the target's (vLLM would then grow some groups' blocks to one page size: unify_kv_cache_spec_page_size,
+        vllm/v1/core/kv_cache_utils.py, commit 001cabc1), attention devices of their own and token splitting
+        (InputError otherwise). A draft model's layers join the target's groups (engine_kv_groups); Medusa's heads
+        write no KV: its verifications attend at each layer's window (kernels/shapes.py step_shape)."""
         spec = point.serving
         window = self.kv_window(point)
         # What shares cached prefixes, where the model's groups are not the layout whose hits are modeled.
@@ -1042,23 +1071,40 @@ class Evaluator:
             ("prefix_tokens", spec.prefix_tokens, spec.prefix_tokens),
             ("conversation_turns", spec.conversation_turns, spec.conversations),
             ("trace", spec.trace, spec.traced_tree)) if on), None)
-        groups = kv_groups(self.config(point.model).layer_windows)
+        groups = self.engine_kv_groups(point)
         beside = (("host_cache_GB", spec.host_cache_GB, spec.host_cache_GB),
                   ("kv_store_GB", spec.kv_store_GB, spec.kv_store_GB),
                   ("prefix_attention", "cascade", spec.cascade),
                   (*(sharing or ("", None)), sharing and groups is not None and groups.sliding_window is None),
                   ("kv_budget", window, window is not None),
-                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") not in ("", MEDUSA)),
+                  ("spec_draft", point.knob("spec_draft"), point.knob("spec_draft") == MTP),
                   ("attention_device", spec.attention_device, spec.attends_apart),
                   ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
         for name, value, on in beside:
             if on:
-                allowed = {"spec_draft": "none or medusa", "prefix_attention": "paged"}.get(name, "none")
+                allowed = {"spec_draft": "none, medusa or a draft model", "prefix_attention": "paged"}.get(name, "none")
                 raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
                                  f"layer, allowed: {allowed} (beside vLLM's hybrid KV cache groups, a host tier or KV "
                                  f"store, cascade attention, a prefix cache beside groups other than one full and one "
-                                 f"sliding, a KV budget, a draft model's KV, attention devices and token_split are not "
+                                 f"sliding, a KV budget, an MTP module, attention devices and token_split are not "
                                  f"modeled)")
+        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+            self._check_draft_page(point)
+
+    def _check_draft_page(self, point: DesignPoint) -> None:
+        """A draft model beside hybrid KV groups holds a token's KV in each layer in the bytes a target's layer does
+        (on each of the point's tp devices), so that its layers' blocks are the groups' (InputError otherwise)."""
+        fmt = point.numeric_format
+
+        def layer_B(cfg: ModelConfig) -> float:
+            return _kv_token_B(cfg, fmt) * kv_replication(cfg, point.tp) / cfg.num_layers
+
+        target, draft = self.config(point.model), self.config(self.draft_model(point))
+        if layer_B(draft) != layer_B(target):
+            raise InputError(f"spec_draft: found {draft.name} ({layer_B(draft):g} bytes of KV a token in each layer), "
+                             f"allowed with {point.model!r}, whose attention windows differ by layer: a draft whose "
+                             f"layers hold a token's KV in the target's {layer_B(target):g} bytes (vLLM's hybrid KV "
+                             f"cache groups share one page size; grown blocks are not modeled)")
 
     def _check_attention(self, point: DesignPoint) -> None:
         """Attention on devices of its own (sim/attention_pool.py): the attention devices split the heads, their
