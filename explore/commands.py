@@ -1346,11 +1346,11 @@ def _speculation_text(point: DesignPoint) -> str:
     draft, k, a = point.knob("spec_draft"), point.knob("spec_tokens"), point.knob("acceptance")
     times = "once" if k == 1 else f"{k} times"
     if draft == MEDUSA:
+        by = f"{count_label(k, 'Medusa head')} on the target (kernels/medusa.py)"
     elif draft == NGRAM:
         match = point.knob("ngram_match")
         by = (f"vLLM's n-gram lookup of the request's own tokens on the host (not priced), {k} tokens drafted on "
               f"{match:.0%} of the steps" + (", the others verifying none" if match < 1 else ""))
-        by = f"{count_label(k, 'Medusa head')} on the target (kernels/medusa.py)"
     elif draft == MTP:
         by = (f"the target's multi-token-prediction module (eh_proj, its norms and one decoder layer with a KV cache "
               f"of its own, the target's embedding and LM head shared: workloads/mtp.py) run {times} a step, as "
