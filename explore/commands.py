@@ -1245,10 +1245,9 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                       f"{each}{_own_node_link('mixed', point)}{handoff}), one router over them all")
         scaling = s.autoscaling("decode") or s.autoscaling("prefill") or s.autoscaling("mixed")
         if scaling is not None:
-            pairs = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
-                     else ((device_name, s.max_replicas),
-                           (f"mixed {_named(s.mixed_device)}", s.mixed_max_replicas)) if s.mixed
-                     else ())
+            own = ((("prefill", s.prefill_max_replicas), ("decode", s.max_replicas)) if s.disaggregated
+                   else ((device_name, s.max_replicas),) if s.mixed else ())
+            pairs = own + (((f"mixed {_named(s.mixed_device)}", s.mixed_max_replicas),) if s.mixed else ())
             scaled = f" scaling up to {s.max_replicas}" if not pairs else ", scaling the " + " and the ".join(
                 f"{what} replicas up to {most}" for what, most in pairs if most is not None)
             if s.replicas == 0:

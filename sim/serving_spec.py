@@ -597,8 +597,9 @@ class ServingSpec:
 
     def _scaling_unjudged(self) -> str:
         """Why an autoscaled pool is not modeled beside this spec's other settings ('' where it is): a pool scaled from
-        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner or a prefill pool; conversations
-        beside scaling."""
+        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling. A
+        fleet beside a prefill pool scales as a fleet does: an HPA of each pool, the prefill pool's and each decode
+        pool's."""
         scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
                                                     ("prefill_max_replicas", self.prefill_max_replicas),
                                                     ("mixed_max_replicas", self.mixed_max_replicas))
@@ -612,11 +613,12 @@ class ServingSpec:
                 ("mixed_replicas", self.mixed, "0 (a fleet's gateway always has a replica to send to)")):
             if self.replicas == 0 and conflict:
                 return f"{name}: found {getattr(self, name)!r} with replicas 0, allowed: {allowed}"
+        # Dynamo's planners size one pool of each role, its prefill and decode workers' replica counts (Dynamo's
+        # docs/pages/design-docs/planner-design.md, ai-dynamo/dynamo as maljazaery/dynamo holds it): not a fleet's.
         for name, conflict, allowed in (
                 ("mixed_replicas", self.mixed and kind.name != "hpa",
-                 "0 (Dynamo's planners scale one kind of worker; a fleet's pools scale by an HPA each)"),
-                ("mixed_replicas", self.mixed and self.disaggregated,
-                 "0 (a fleet of decode pools beside a prefill pool is modeled at fixed sizes only)"),
+                 "0 (Dynamo's planners scale one kind of worker, or one prefill and one decode pool; a fleet's pools "
+                 "scale by an HPA each)"),
                 ("conversation_turns", (self.conversation_turns or 1) > 1,
                  "1 (a conversation's turns stay on the replica that served it)")):
             if conflict:

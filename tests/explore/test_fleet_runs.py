@@ -82,11 +82,41 @@ def test_a_fleet_of_the_point_s_own_device_is_two_pools_priced_apart(capsys):
     assert "scaling the mixed h100-sxm replicas up to 4 as the HPA does" in header, header
 
 
+def test_a_fleet_beside_a_prefill_pool_scales_each_decode_pool_by_its_own_hpa(capsys):
+    """One prefill H100, one decode H100 and one decode L4 at 12 req/s for 20 s, then 48: fixed, the decode side falls
+    behind (its p99 TPOT past 100 ms); the L4 pool scaling up to four on 2 running requests a replica (a 5 s cold
+    start) serves more requests within the SLO. Only the L4 pool scales, so the fleet is priced as the two H100s
+    throughout and the L4s' replica-hours held: 2 x $3.78 + $0.7992 x (mean replicas - 2) an hour (the presets).
+    The header names each pool's HPA, the prefill pool's too where it scales."""
+    flags = ["--rate", "12", "--rate-profile", "20:1,20:4", "--prefill-replicas", "1", "--mixed-device", "l4",
+             "--mixed-replicas", "1"]
+    scaling = ["--mixed-max-replicas", "4", "--autoscale-target", "2", "--autoscale-metric", "running",
+               "--cold-start-s", "5"]
+    fixed, scaled = _run(capsys, *flags), _run(capsys, *flags, *scaling)
+    assert "mean_replicas" not in fixed and fixed["tpot_p99_s"] > 0.1
+    assert 3.0 < scaled["mean_replicas"] < 6.0 and scaled["max_replicas_held"] > 3
+    assert scaled["goodput_rps"] > 1.2 * fixed["goodput_rps"]
+    hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
+    assert fixed["usd_per_hour"] == pytest.approx(2 * hourly[0] + hourly[1])
+    assert scaled["usd_per_hour"] == pytest.approx(2 * hourly[0] + hourly[1] * (scaled["mean_replicas"] - 2))
+    assert main([*RUN, *flags, *scaling, "--requests", "20", "--prefill-max-replicas", "2", "--max-replicas",
+                 "2"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert ("scaling the prefill replicas up to 2 and the decode replicas up to 2 and the mixed l4 replicas up to 4 "
+            "as the HPA does") in header, header
+
+
 @pytest.mark.parametrize(("flags", "words"), [
     (["--mixed-replicas", "2"], "--mixed-device: found '' with --mixed-replicas 2, allowed: a device"),
-    ([*FLEET, "--prefill-replicas", "1", "--max-replicas", "3", "--autoscale-target", "4"],
-     "--mixed-replicas: found 2 with --max-replicas 3, allowed: 0 (a fleet of decode pools beside a prefill pool is "
-     "modeled at fixed sizes only)"),
+    # Beside a prefill pool, Dynamo's planners (which size one prefill and one decode pool) and scale-to-zero (a
+    # decode pool keeps a replica to hand requests to) are not modeled; the HPA of each pool is.
+    ([*FLEET, "--prefill-replicas", "1", "--max-replicas", "3", "--autoscaler", "sla_planner"],
+     "--mixed-replicas: found 2 with --max-replicas 3, allowed: 0 (Dynamo's planners scale one kind of worker, or one "
+     "prefill and one decode pool; a fleet's pools scale by an HPA each)"),
+    ([*FLEET, "--prefill-replicas", "1", "--mixed-max-replicas", "3", "--autoscaler", "load_planner"],
+     "--mixed-replicas: found 2 with --mixed-max-replicas 3, allowed: 0 (Dynamo's planners scale one kind of worker"),
+    ([*FLEET, "--prefill-replicas", "1", "--replicas", "0", "--max-replicas", "3", "--autoscale-target", "4"],
+     "--prefill-replicas: found 1 with --replicas 0, allowed: 0 (a decode pool keeps a replica to hand requests to)"),
     ([*FLEET, "--attention-device", "h20"],
      "--attention-device: found 'h20' with --mixed-replicas 2, allowed: none (a fleet of mixed devices attends "
      "itself)"),
@@ -106,8 +136,8 @@ def test_what_a_fleet_does_not_model_is_one_line(capsys, flags, words):
 def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_every_point(tmp_path, capsys):
     """mixed_replicas [0, 2] x prefill_replicas [0, 1]: a fleet beside a prefill pool decodes on the point's replica and
     the mixed L4s, so all 4 points run, that one priced as the prefill H100, the decode H100 and two L4s (their
-    presets); a fleet beside a prefill pool that scales is not modeled: a grid of that alone is refused in one line,
-    as explore run refuses it."""
+    presets); a fleet beside a prefill pool scales too: a grid crossing max_replicas [2, 3] there runs both points,
+    the one whose decode pool may not grow once (its max_replicas is its replicas: no autoscale columns)."""
     fleet = "  rate: 2\n  mixed_device: l4\n"
     path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: [0, 2]\n  prefill_replicas: [0, 1]\n")
     assert main(["check", path]) == 0
@@ -125,11 +155,14 @@ def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_every_point(tmp_path, 
     assert float(rows["2", "1"]["usd_per_hour"]) == pytest.approx(2 * hourly[0] + 2 * hourly[1])
     capsys.readouterr()
     path = write_tiny_serving_sweep(tmp_path, f"{fleet}  mixed_replicas: 2\n  prefill_replicas: 1\n"
-                                              f"  max_replicas: [2, 3]\n  autoscale_target: 4\n")
-    assert main(["check", path]) == 2
-    err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1, err
-    assert "serving.mixed_replicas: found 2 with serving.max_replicas 2, allowed: 0 (a fleet of decode" in err, err
+                                              f"  replicas: 2\n  max_replicas: [2, 3]\n  autoscale_target: 4\n")
+    assert main(["check", path]) == 0
+    said = capsys.readouterr().out
+    assert "2 design points (all evaluated)" in said, said
+    assert main(["--quiet", path, "--out", str(tmp_path / "scaled")]) == 0
+    with open(tmp_path / "scaled" / "results.csv", newline="") as file:
+        rows = {row["max_replicas"]: row for row in csv.DictReader(file)}
+    assert not rows["3"]["infeasible_reason"] and float(rows["3"]["mean_replicas"]) >= 1 + 2 + 2, rows["3"]
 
 
 def test_a_fleet_beside_a_prefill_pool_hands_each_request_s_kv_over_its_decode_device_s_link(tiny_evaluator):

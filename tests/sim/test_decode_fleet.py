@@ -11,9 +11,12 @@ import pytest
 
 from hw_models.registry import load_device
 from kernels.shapes import step_shape
+from sim.autoscalers import Autoscaling
+from sim.autoscalers.hpa import SYNC_PERIOD_S
 from sim.costs import IterationCostModel
 from sim.schedulers import SCHEDULERS, SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
+from tests.sim.autoscaled_pool import Slower
 from workloads.requests import RequestSet
 
 BLOCK = 16
@@ -85,6 +88,11 @@ def test_a_decode_fleet_s_router_picks_among_every_decode_pool(costs, l4):
     assert decoded == {"decode (h100) replica 0": 2, "decode (l4) replica 0": 2}, decoded
 
 
+def _stepping(costs, decode_step_s: float) -> Slower:
+    """`costs` stretched so that a lone decode step of a 16-token prompt takes `decode_step_s`."""
+    return Slower(costs, decode_step_s / costs.price(step_shape(decode_kv=[16], sampled=1)).time_s)
+
+
 def replace_router(pool: Pool, replicas: int, router: str) -> Pool:
     return replace(pool, replicas=replicas, router=router)
 
@@ -95,3 +103,62 @@ def test_a_prefill_pool_beside_serving_pools_is_refused(costs):
              _pool("serve", "serve", costs, "continuous", KV_PER_TOKEN_B)]
     with pytest.raises(ValueError, match=r"pools: found roles \['prefill', 'serve'\], allowed: 'serve' pools"):
         serve_pools(pools, requests)
+
+
+def test_a_decode_fleet_s_pool_scales_by_its_own_hpa_at_each_sync(costs, l4):
+    """A prefill pool (HPA, one up to two replicas), a fixed decode L4 and a decode H100 pool scaling by an HPA from one
+    up to six on requests waiting against 2 a replica (a 10 s cold start), least requests over every decode pool's
+    serving replicas, a request arriving every second from 0.5 s (the step from none). Prefills take microseconds; a
+    decode step about 1,000 s, one request at a time a replica, so nothing finishes within the first minute and a
+    replica's waiting requests are those it was handed less the one it runs. By the HPA's formula at each 15 s sync:
+    - 15 s: 15 requests handed over, alternately to the L4 (first, on ties) and the H100: 8 and 7, the H100's 6
+      waiting against 2 a replica wants ceil(6 / 2) = 3 (within the step limit, 1 + max(4, 1));
+    - 25 s: its two new replicas serve; meanwhile 10 more, 5 each to the L4 (13) and the first H100 (12);
+    - 30 s: 5 more to the new replicas (3 and 2, ties to the first): 11 + 2 + 1 = 14 waiting over 3 replicas, read
+      14 / 6 of the target, wants ceil(14 / 6 x 3) = 7, held at the most, 6;
+    - the prefill pool waits on nothing: its HPA keeps its one replica.
+    The fleet holds 1 + 1 + 1, then 1 + 1 + 3, then 1 + 1 + 6 (the syncs count from the run's start, 0 s)."""
+    scaling = Autoscaling(max_replicas=6, target=2.0, cold_start_s=10.0)
+    prefill = replace(_pool("prefill", "prefill", costs, "continuous", KV_PER_TOKEN_B), router="least_requests",
+                      autoscaling=replace(scaling, max_replicas=2))
+    fixed = replace(_pool("decode (l4)", "decode", _stepping(l4, 1000.0), "continuous", KV_PER_TOKEN_B),
+                    router="least_requests")
+    scaled = replace(_pool("decode (h100)", "decode", _stepping(costs, 1000.0), "continuous", KV_PER_TOKEN_B),
+                     router="least_requests", autoscaling=scaling)
+    fixed, scaled = (replace(p, limits=replace(p.limits, max_seqs=1)) for p in (fixed, scaled))
+    count = 45
+    requests = RequestSet(arrival_s=0.5 + np.arange(float(count)), prompt_tokens=np.full(count, 16),
+                          output_tokens=np.full(count, 2))
+    result = serve_pools([prefill, fixed, scaled], requests, kv_transfer_s=lambda message_B: 0.0)
+    assert result.scaled[:3] == ((0.5, 3), (SYNC_PERIOD_S, 5), (2 * SYNC_PERIOD_S, 8))
+    log, names = result.iterations, result.iterations.replica_names
+    for replica in range(1, 6):  # the H100 pool's new replicas serve a cold start after their sync asked for them
+        starts = log.start_s[log.replica == names.index(f"decode (h100) replica {replica}")]
+        assert len(starts) and starts.min() >= (SYNC_PERIOD_S if replica < 3 else 2 * SYNC_PERIOD_S) + 10.0, replica
+
+
+def test_a_draining_decode_replica_of_a_fleet_is_handed_nothing_new(costs, l4):
+    """A decode H100 pool scaling by its HPA from one up to four beside a fixed decode L4, round robin over every
+    decode pool's serving replicas, each request 2 s of decode alone: a 20 s burst of 4 req/s scales the H100 pool to
+    four, then a request every 5 s for ten minutes leaves them idle, and once the 300 s window has passed the pool gives
+    three back. From then on the requests still coming go round the H100 it keeps and the L4 only: no iteration of the
+    three starts after they were given back (each was handed a request every 25 s or so while it served)."""
+    prefill = _pool("prefill", "prefill", costs, "continuous", KV_PER_TOKEN_B)
+    scaled = replace(_pool("decode (h100)", "decode", _stepping(costs, 2.0), "continuous", KV_PER_TOKEN_B),
+                     autoscaling=Autoscaling(max_replicas=4, target=1.0, cold_start_s=5.0))
+    fixed = _pool("decode (l4)", "decode", _stepping(l4, 2.0), "continuous", KV_PER_TOKEN_B)
+    scaled, fixed = (replace(p, limits=replace(p.limits, max_seqs=1)) for p in (scaled, fixed))
+    arrivals = np.concatenate([0.25 * np.arange(80), 20.0 + 5.0 * np.arange(120)])
+    requests = RequestSet(arrival_s=arrivals, prompt_tokens=np.full(len(arrivals), 16),
+                          output_tokens=np.full(len(arrivals), 2))
+    result = serve_pools([prefill, scaled, fixed], requests, kv_transfer_s=lambda message_B: 0.0)
+    held = dict(result.scaled)
+    assert max(held.values()) == 1 + 4 + 1
+    given_back_s = min(time_s for time_s, count in held.items() if count == 1 + 1 + 1 and time_s > SYNC_PERIOD_S)
+    assert given_back_s < arrivals[-1] - 100.0
+    log, names = result.iterations, result.iterations.replica_names
+    for replica in range(1, 4):
+        starts = log.start_s[log.replica == names.index(f"decode (h100) replica {replica}")]
+        assert len(starts) and starts.max() < given_back_s, replica
+    kept = log.start_s[log.replica == names.index("decode (h100) replica 0")]
+    assert (kept > given_back_s).sum() >= 10
