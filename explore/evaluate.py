@@ -103,6 +103,7 @@ from sim.speculative import (
     evaluate_speculative,
     first_draft_tokens,
     mtp_error,
+    names_draft_model,
 )
 from sim.step_costs import sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
@@ -713,7 +714,7 @@ class Evaluator:
         if draft != NGRAM and point.knob("ngram_match") != 1.0:
             raise InputError(f"ngram_match: found {point.knob('ngram_match')} with spec_draft {draft!r}, allowed: 1 "
                              f"(only an n-gram lookup, spec_draft {NGRAM!r}, drafts on some steps alone)")
-        if draft not in (MEDUSA, MTP, NGRAM):
+        if names_draft_model(draft):
             reason = draft_error(self.config(point.model), self.config(draft))
             if reason:
                 raise InputError(f"spec_draft: {reason}")
@@ -764,7 +765,7 @@ class Evaluator:
         if not cfg.layer_windows:
             return None
         windows = cfg.layer_windows
-        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+        if names_draft_model(point.knob("spec_draft")):
             draft = self.config(self.draft_model(point))
             windows += tuple(draft.layer_window(layer) for layer in range(draft.num_layers))
         return kv_groups(windows)
@@ -1082,13 +1083,14 @@ class Evaluator:
                   ("overlap", point.knob("overlap"), point.knob("overlap") != "none"))
         for name, value, on in beside:
             if on:
-                allowed = {"spec_draft": "none, medusa or a draft model", "prefix_attention": "paged"}.get(name, "none")
+                allowed = {"spec_draft": "none, medusa, ngram or a draft model",
+                           "prefix_attention": "paged"}.get(name, "none")
                 raise InputError(f"{name}: found {value!r} with {point.model!r}, whose attention windows differ by "
                                  f"layer, allowed: {allowed} (beside vLLM's hybrid KV cache groups, a host tier or KV "
                                  f"store, cascade attention, a prefix cache beside groups other than one full and one "
                                  f"sliding, a KV budget, an MTP module, attention devices and token_split are not "
                                  f"modeled)")
-        if point.knob("spec_draft") not in ("", MEDUSA, MTP):
+        if names_draft_model(point.knob("spec_draft")):
             self._check_draft_page(point)
 
     def _check_draft_page(self, point: DesignPoint) -> None:

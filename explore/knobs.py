@@ -70,7 +70,7 @@ from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
-from sim.speculative import MEDUSA, MTP, NGRAM
+from sim.speculative import names_draft_model
 from workloads.errors import InputError
 from workloads.model_config import BALANCED, EXPERT_LOADS, ModelConfig, load_model_config
 
@@ -303,7 +303,7 @@ class RefusedValueError(ValueError):
 def _draft(name: str) -> str:
     """A speculative draft: off, Medusa heads, the target's MTP module, or a model that loads (its size is checked
     against the target's where both are known: sim/speculative.py draft_error; an MTP module's presence, mtp_error)."""
-    if name not in ("", MEDUSA, MTP, NGRAM):
+    if names_draft_model(name):
         try:
             load_model_config(name)
         except InputError as err:

@@ -76,6 +76,12 @@ MTP = "mtp"
 NGRAM = "ngram"
 
 
+def names_draft_model(spec_draft: str) -> bool:
+    """Whether a spec_draft value names a draft model (a preset or config.json), not off, Medusa heads, the target's MTP
+    module or the n-gram lookup."""
+    return spec_draft not in ("", MEDUSA, MTP, NGRAM)
+
+
 def expected_tokens(acceptance: float, drafted: int) -> float:
     """Tokens a speculative step yields per sequence in expectation (Leviathan et al. 2023, eq. 1): the accepted
     drafts and the target's own next token."""

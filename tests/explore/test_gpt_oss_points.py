@@ -116,6 +116,17 @@ def test_a_tiny_gpt_oss_speculates_with_medusa_in_less_kv_and_attention_than_ful
     assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
 
 
+def test_a_tiny_gpt_oss_speculates_with_ngram_lookups_in_less_kv_and_attention_than_full_layers(tmp_path, capsys):
+    """An n-gram lookup drafts with no model, so beside sliding layers it adds no layers to the KV groups (before:
+    the point failed looking up a model named 'ngram'); the same requests with every layer full hold more KV and spend
+    longer in attention."""
+    ngram = ("--spec-draft", "ngram", "--spec-tokens", "2", "--acceptance", "0.7", "--ngram-match", "0.5")
+    windowed = _served(capsys, _tiny_gpt_oss(tmp_path, ["sliding_attention", "full_attention"] * 2), *ngram)
+    full = _served(capsys, _tiny_gpt_oss(tmp_path, ["full_attention"] * 4), *ngram)
+    assert 0 < windowed["kv_utilization_max"] < full["kv_utilization_max"]
+    assert 0 < windowed["time_attention_s"] < full["time_attention_s"]
+
+
 # A one-layer EAGLE-3 head over gpt-oss (SpecForge's configs/gpt-oss-120B-eagle3.json, LlamaForCausalLMEagle3: hidden
 # 2880, 64 heads, 8 KV heads of 64, MLP 17280, no layer_types: a full-attention layer), run as a draft model.
 EAGLE3 = {"model_type": "llama", "hidden_size": 2880, "intermediate_size": 17280, "num_hidden_layers": 1,
