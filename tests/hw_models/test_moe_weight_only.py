@@ -33,6 +33,7 @@ from kernels.kernel import Kernel, KernelKind
 from kernels.measured import MeasuredKernel
 from kernels.moe import fused_moe_kernel
 from kernels.table import KernelTable
+from tests.kernels.measured_tables import aic_quantized_moe_rows
 from workloads.errors import InputError
 
 AICONFIGURATOR = Path(__file__).resolve().parents[3] / "shared" / "data" / "aiconfigurator"
@@ -211,22 +212,11 @@ def test_weight_only_fits_round_trip_through_a_calibration_file(tmp_path):
     assert back.with_variant("bf16/w4int").moe_fit("bf16") == TRUTH
 
 
-@functools.cache
-def _quantized_layers(gpu: str, device: str) -> tuple[tuple[str, MeasuredKernel], ...]:
-    """aiconfigurator's quantized-weight MoE layers of one GPU, each with its fit key: read once for the tests that
-    hold out one key each (reading and keying a GPU's whole MoE table takes seconds)."""
-    from kernels.aiconfigurator_import import _moe_rows
-
-    path = next((AICONFIGURATOR / gpu / "moe").glob("*/*/moe_perf.csv.gz"))
-    keyed = ((gemm_key(r), r) for r in _moe_rows(path, device, gpu))
-    return tuple((key, r) for key, r in keyed if key)  # the 16-bit layers ('') are not held out here
-
-
 def held_out_layers(gpu: str, device: str, key: str) -> list[MeasuredKernel]:
     """aiconfigurator's quantized-weight MoE layers of one fit key ('bf16/w4int', 'fp8/w4fp4') that the shipped
     calibration was not fitted on."""
     train = set(load_calibration(device).provenance["train_sources"])
-    rows = [r for k, r in _quantized_layers(gpu, device) if k == key]
+    rows = [r for k, r in aic_quantized_moe_rows(gpu, device) if k == key]
     held = [r for r in rows if r.source not in train]
     assert rows and len(held) >= len(rows) // 3, "the shipped fit holds out about half the layouts"
     return held

@@ -3,8 +3,7 @@ expanded trace op by op: the same table, every column of every row in order, und
 
 from __future__ import annotations
 
-import functools
-from dataclasses import fields, replace
+from dataclasses import fields
 
 import numpy as np
 import pytest
@@ -15,17 +14,12 @@ from kernels.layer_kernels import stored_table
 from kernels.lowering import lower_trace
 from kernels.parallel import shard_tensor_parallel
 from kernels.table import KernelTable
-from workloads.layer_replication import LayerTrace
-from workloads.model_config import ModelConfig, load_model_config
+from tests.kernels.layer_traces import PASSES, captured, op_by_op, preset_config
 
-PASSES = {
-    "prefill": dict(phase="prefill", batch=2, seq_len=24),
-    "decode": dict(phase="decode", batch=2, seq_len=1, context_len=24),
-}
 # Dense (Llama-2-7B), dense with a sliding window (Mistral-7B), MoE (Mixtral-8x7B), MLA with dense first layers
 # before MoE ones (DeepSeek-V2-Lite; DeepSeek-V3 among the slow tests) and MoE with a window in every other layer
-# (gpt-oss-20b, its windows cut to 16 keys by _config), at full depth, with the tensor-parallel devices (experts spread
-# whole over them) each is sharded over.
+# (gpt-oss-20b, its windows cut to 16 keys by preset_config), at full depth, with the tensor-parallel devices (experts
+# spread whole over them) each is sharded over.
 MODELS = {"llama-2-7b": 2, "mistral-7b": 2, "mixtral-8x7b": 2, "deepseek-v2-lite": 8, "gpt-oss-20b": 4}
 # The traced precision, a uniform 4-bit format with an 8-bit KV cache, formats by layer and module (the first and last
 # two layers and the attention at 8 bits, hot experts at 8), and DeepSeek-V3's block-scaled fp8 checkpoint.
@@ -37,20 +31,6 @@ FORMATS = (
     NumericFormat(weight_bits=8, act_bits=8, weight_type="fp8_e4m3", act_type="fp8_e4m3", scale_type="fp32",
                   scale_granularity="block", group_size=128, head_bits=16),
 )
-
-
-def _config(name: str) -> ModelConfig:
-    """The preset; windows that differ by layer cut to 16 keys, fewer than PASSES' 24, so that a sliding layer's
-    kernels differ from a full one's in both passes."""
-    config = load_model_config(name)
-    return replace(config, layer_windows=tuple(w and 16 for w in config.layer_windows))
-
-
-@functools.cache
-def _captured(name: str, phase: str) -> LayerTrace:
-    from workloads.capture import trace_layers
-
-    return trace_layers(_config(name), **PASSES[phase])
 
 
 def assert_same_table(got: KernelTable, want: KernelTable) -> None:
@@ -69,9 +49,9 @@ def assert_same_table(got: KernelTable, want: KernelTable) -> None:
 def check_table_from_layers(name: str, phase: str, tp: int) -> None:
     """stored_table of a model's pass captured from its distinct layers is the op-by-op lowering of its expanded trace,
     as traced, under each of FORMATS, and sharded over `tp` devices and fused as a serving engine runs it."""
-    config, layers = _config(name), _captured(name, phase)
+    config, layers = preset_config(name), captured(name, phase)
     assert len(set(layers.sources)) < len(layers.sources) == config.num_layers  # most layers are copies
-    got, want = stored_table(layers), KernelTable.from_kernels(lower_trace(layers.expanded()))
+    got, want = stored_table(layers), op_by_op(name, phase)
     assert len({k.layer for k in want.kernels} - {None}) == config.num_layers
     assert_same_table(got, want)
     for fmt in FORMATS:

@@ -4,16 +4,13 @@ under formats by layer and block-scaled fp8."""
 
 from __future__ import annotations
 
-import functools
-
 import pytest
 
 from kernels.fusion import ENGINE, fuse, fused_rows
 from kernels.layer_kernels import context_layers, layer_table
-from kernels.lowering import lower_trace
 from kernels.parallel import shard_tensor_parallel, sharded_rows
-from kernels.table import KernelTable
-from tests.kernels.test_layer_kernels import FORMATS, _captured, _config, assert_same_table
+from tests.kernels.layer_traces import captured, op_by_op, preset_config
+from tests.kernels.test_layer_kernels import FORMATS, assert_same_table
 
 # Each model's layouts: tensor-parallel devices and the devices its experts are spread over (1: each expert split).
 # Dense (Llama-2-7B), with a sliding window (Mistral-7B), MoE (Mixtral-8x7B), MLA with a dense first layer before MoE
@@ -23,22 +20,16 @@ LAYOUTS = {"llama-2-7b": [(1, 1), (2, 1), (8, 1)], "mistral-7b": [(8, 1)],
            "gpt-oss-20b": [(1, 1), (4, 4), (8, 1)]}
 
 
-@functools.cache
-def _op_by_op(name: str, phase: str) -> KernelTable:
-    """The op-by-op lowering of a pass's expanded trace."""
-    return KernelTable.from_kernels(lower_trace(_captured(name, phase).expanded()))
-
-
 def check_prepared_from_layers(name: str, phase: str, tp: int, ep: int, fusion: str) -> None:
     """A pass's table sharded over `tp` devices (experts spread over `ep`) and fused by `fusion` on its short model
     then expanded is the op-by-op table sharded and fused, and so under formats by layer (edge layers, attention at 8
     bits; hot experts) and DeepSeek-V3's block-scaled fp8."""
-    config, layers = _config(name), _captured(name, phase)
+    config, layers = preset_config(name), captured(name, phase)
     short = layer_table(layers)
-    assert len(short.table) < len(_op_by_op(name, phase)) / 3  # prepared on a fraction of the rows
+    assert len(short.table) < len(op_by_op(name, phase)) / 3  # prepared on a fraction of the rows
     got = short.transformed(lambda table: sharded_rows(table, tp, config, ep)).transformed(
         lambda table: fused_rows(table, fusion)).expanded()
-    want = fuse(shard_tensor_parallel(_op_by_op(name, phase), tp, config, ep), fusion)
+    want = fuse(shard_tensor_parallel(op_by_op(name, phase), tp, config, ep), fusion)
     assert_same_table(got, want)
     for fmt in FORMATS[2:]:
         assert_same_table(got.with_format(fmt, kv_head_dim=config.head_dim),
