@@ -40,11 +40,6 @@ GPT_FAST_SPEEDUP_W8 = _gpt_fast_tokens_per_s("w8a16") / _gpt_fast_tokens_per_s("
 TOLERANCE = 0.20
 
 
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
-
-
 def _tpot(evaluator: Evaluator, point: DesignPoint) -> float:
     return evaluator.evaluate(point).metrics["tpot_s"]
 

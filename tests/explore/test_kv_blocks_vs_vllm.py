@@ -100,11 +100,6 @@ LLAMA2_70B_A100_TP4 = VllmStartup(name="llama-2-70b 4xa100-80gb v0.2.5", model="
 PASSING = [LLAMA_31_8B_H100, CODELLAMA_7B_H100, QWEN25_7B_H100]
 
 
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
-
-
 def _memory(evaluator: Evaluator, row: VllmStartup):
     spec = ServingSpec(scheduler="chunked" if row.chunked else "continuous", requests=4, rate_per_s=1000.0,
                        prompt=Fixed(tokens=512), output=Fixed(tokens=4), memory_utilization=row.utilization,

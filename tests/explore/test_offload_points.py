@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 from explore.knobs import knob
 from workloads.errors import InputError
 
@@ -23,11 +22,6 @@ LAYERS_70B = 80  # Llama-2-70B's num_hidden_layers (config.json)
 PCIE4_X16_Bps = 31.5e9  # per direction: 16 GT/s x 16 lanes x 128/130 / 8 (PCIe 4.0 base specification)
 PCIE5_X16_Bps = 63.0e9  # 32 GT/s x 16 lanes x 128/130 / 8 (PCIe 5.0 base specification)
 TIMINGS = ("ttft_s", "tpot_s", "e2e_s", "energy_per_token_J")
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 def point70b(device: str = "a100-sxm-80gb", **knobs) -> DesignPoint:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import pytest
 
 from explore.design_point import DesignPoint
-from explore.evaluate import Evaluator
 
 # Apple M1: 4 performance (Firestorm) cores, up to 3.204 GHz, 128-bit LPDDR4X-4266 (4266e6 x 16 B = 68.26 GB/s)
 # (askgeek.io 'Apple M1 (8-core GPU)': max frequency 3.204 GHz, LPDDR4X-4266; Wikipedia 'Apple M1': four Firestorm and
@@ -41,11 +40,6 @@ LESS_THAN_ACCELERATE = 0.80  # "over 80% less ... token latency compared to Acce
 PEAK_70B_B = 3.1e9  # "requiring only 3.1 GB of memory for 70B-scale models" (abstract)
 MEMORY_CUT = 0.90  # "cutting the peak memory footprint of Llama 2-70B by 90%" (abstract)
 LINK = "ethernet-100g"
-
-
-@pytest.fixture(scope="module")
-def evaluator() -> Evaluator:
-    return Evaluator()
 
 
 def point(model: str = "llama-2-7b", tp: int = 1, link_what_ifs: tuple = (), **knobs) -> DesignPoint:
