@@ -469,7 +469,10 @@ class GPUModel(DeviceModel):
         """`costs` with the given GEMM rows run as two kernels: one that reads their stored weights and writes them
         at the plan's 16-bit math dtype (plan.apart_ops lane instructions a weight on the CUDA cores, carried as two
         vector FLOPs each, as format_kernels.py carries DFloat11's decompression), and the 16-bit GEMM on those
-        weights. Both are priced as any such kernel is (the streaming fit, the GEMM fit, a launch each), and summed."""
+        weights. Both are priced as any such kernel is (the streaming fit, the GEMM fit, a launch each), and summed; a
+        fused MoE layer past vLLM's chunk runs its 16-bit experts in the chunk's calls after one dequantization
+        (BitsAndBytesMoEMethod.apply dequantizes the experts, then calls fused_experts: vllm-project/vllm
+        vllm/model_executor/layers/quantization/bitsandbytes.py at 01f5395fdf04; _moe_calls)."""
         index = np.flatnonzero(rows)
         gemms = table.select(index)
         weights = gemms.n * gemms.k * np.maximum(gemms.batch, 1.0)
@@ -481,8 +484,9 @@ class GPUModel(DeviceModel):
                              flops=FLOPS_PER_LANE_OP * plan.apart_ops * weights, act_bytes=written_B, kv_bytes=zeros,
                              tensor_core=np.zeros(len(index), dtype=bool), m=zeros, n=zeros, k=zeros, batch=zeros,
                              weight_bits=sixteen, general_layout=np.zeros(len(index), dtype=bool),
-                             reduce_rows=zeros, reduce_length=zeros)
-        both = self._priced(KernelTable.concat([dense, dequantize]), execution, [])
+                             reduce_rows=zeros, reduce_length=zeros, tokens=zeros)
+        apart = KernelTable.concat([dense, dequantize])
+        both = self._moe_calls(apart, execution, self._priced(apart, execution, []))
         return _summed_into(costs, both, [(index, 1.0), (index, 1.0)])
 
     def _moe_calls(self, table: KernelTable, execution: str, costs: KernelCosts) -> KernelCosts:

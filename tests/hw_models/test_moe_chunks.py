@@ -52,3 +52,20 @@ def test_a_layer_within_the_chunk_is_one_call():
     unnamed = layers.with_columns(tokens=np.zeros(3))
     np.testing.assert_array_equal(model.cost_table(layers, execution="engine").time_s,
                                   model.cost_table(unnamed, execution="engine").time_s)
+
+
+NF4 = NumericFormat(weight_bits=4, weight_type="nf4")
+
+
+@pytest.mark.parametrize("device", ["h100-sxm", "h200"])
+def test_dequantized_experts_past_the_chunk_run_the_16_bit_layer_s_calls(device):
+    """nf4 experts an engine dequantizes apart (vLLM's BitsAndBytesMoEMethod: the experts' weights dequantized once,
+    then fused_experts, which runs the chunk's calls) cost the bf16 layer of the same tokens plus one dequantization
+    of the weights, whatever the tokens: the same amount within one chunk and past it (before, the 16-bit experts ran
+    as one call past the chunk, and a layer of 5 chunks cost less than the bf16 layer)."""
+    model = load_device(device)
+    tokens = [CHUNK, CHUNK + 1, 2 * CHUNK, 2 * CHUNK + 1000, 5 * CHUNK + 7]
+    nf4, bf16 = (_costs(model, tokens, fmt, "engine").time_s for fmt in (NF4, None))
+    dequantize_s = nf4 - bf16
+    assert dequantize_s[0] > 0
+    np.testing.assert_allclose(dequantize_s, dequantize_s[0], rtol=1e-9)
