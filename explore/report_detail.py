@@ -234,10 +234,10 @@ class DetailSource:
         entry), else `base` priced (a static row's: its point without its overrides), even where the shipped preset
         has too little memory for it (its timing does not depend on the capacity). A serving row's point cannot be
         rebuilt from the row: without `base` or `known` its entry is read, never priced."""
-        if base is None and not is_serving(row):
-            base = replace(design_point(row), overrides=())
+        # A static row's point is rebuilt only where it is priced (a stored entry needs none).
         compute = (lambda: {name: as_number(known.get(name)) for name in known}) if known is not None else (
-            None if base is None else lambda: self._baseline(base))
+            None if base is None and is_serving(row) else
+            lambda: self._baseline(base if base is not None else replace(design_point(row), overrides=())))
         # Keyed by the what-if row (not the shared base point): each entry is stamped with its own row's metrics.
         return self._get("baseline", f"baseline {point_key(row)}", row, compute)
 

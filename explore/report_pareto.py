@@ -34,7 +34,7 @@ from explore.rows import (
     point_label,
     value_label,
 )
-from explore.sensitivity import effect_sizes
+from explore.sensitivity import effect_sizes, knob_readings
 from explore.sweep import Constraint
 
 MAX_FRONT_ROWS = 30  # rows of the Pareto-optimal table
@@ -248,11 +248,12 @@ def sensitivity_figures(rows: list[dict[str, Any]], objectives: dict | None,
     `search`: the sweep's strategy; a search's points are where it looked, which the caption says."""
     minimize, maximize = objective_names(objectives)
     how = how_to_read_sensitivity(search)
+    readings = knob_readings(rows)  # the same knobs and rows for every objective
     figures = []
     for name in (minimize + maximize)[:MAX_SENSITIVITY]:
         title = f"Sensitivity of {metric_axis_label(name)} to each knob"
         effects = [Effect(knob=knob, values=[(value_label(v), r) for v, r in points])
-                   for knob, points in effect_sizes(rows, name)]
+                   for knob, points in effect_sizes(rows, name, readings)]
         if not effects or not any(math.isfinite(e.spread) for e in effects):
             why = ("no knob varies in the sweep" if not effects else
                    f"no knob has two values with a positive value of {name} at feasible points")

@@ -226,12 +226,14 @@ def energy_panels(pool: list[dict[str, Any]], chosen: Chosen) -> tuple[list[Ener
     panels = []
     for model in dict.fromkeys(row["model"] for row in measured):
         rows = [row for row in measured if row["model"] == model]
-        devices = list(dict.fromkeys(device_label(row) for row in rows))
-        formats = sorted(dict.fromkeys(format_label(row) for row in rows),
-                         key=lambda f: next(_format_rank(r) for r in rows if format_label(r) == f))
+        keys = [(device_label(row), format_label(row)) for row in rows]  # labelled once: every row is grouped by both
+        devices = list(dict.fromkeys(device for device, _ in keys))
+        first = {}  # each format's first row, in the order the rows show them
+        for (_, fmt), row in zip(keys, rows, strict=True):
+            first.setdefault(fmt, row)
+        formats = sorted(first, key=lambda f: _format_rank(first[f]))
         best = {}
-        for row in rows:
-            key = (device_label(row), format_label(row))
+        for key, row in zip(keys, rows, strict=True):
             if key not in best or row["energy_per_token_J"] < best[key]["energy_per_token_J"]:
                 best[key] = row
         energy = {f: [best[d, f]["energy_per_token_J"] if (d, f) in best else math.nan for d in devices]

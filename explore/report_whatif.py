@@ -143,9 +143,10 @@ def gains(rows: list[dict[str, Any]], detail: DetailSource, points: Mapping[str,
             known = None if base_point is None else shipped.get(base_point.point_id)
             base = detail.baseline(row, base_point, known)
         else:
-            # A static row's point is rebuilt without its what-ifs (design_point reads no link column).
-            base_id = design_point(dict(row, **{k: None for k in row if k.startswith(OVERRIDE_PREFIX)})).point_id
-            base = shipped.get(base_id) or detail.baseline(row)
+            # A static row's point is rebuilt without its what-ifs (design_point reads no link column), where the sweep
+            # has rows without them to find it among.
+            base = (shipped.get(design_point(dict(row, **{k: None for k in row if k.startswith(OVERRIDE_PREFIX)}))
+                                .point_id) if shipped else None) or detail.baseline(row)
         if base is None:
             return None
         result.append((row, {m: _gain(m, as_number(base.get(m)), as_number(row.get(m))) for m, _ in GAINS}
@@ -174,16 +175,17 @@ def axis_values(rows: list[dict[str, Any]], column: str) -> list[Any]:
     return sorted(dict.fromkeys(row.get(column) for row in rows), key=order)
 
 
-def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], column: str, metric: str,
+def _lines(pairs: list[tuple[dict[str, Any], dict[str, float]]], devices: list[str], column: str, metric: str,
            values: list[Any]) -> list[SpeedupLine]:
-    """One line per device: median, min and max gain at each value of the column."""
+    """One line per device (`devices`: each pair's device_label): median, min and max gain at each value of the
+    column."""
     # The gains grouped by (device, value) in one pass, so that a panel costs O(points), not O(points x values).
     found: dict[tuple[str, str], list[float]] = {}
-    for row, g in pairs:
-        found.setdefault((device_label(row), value_label(row.get(column))), []).extend(
+    for (row, g), device in zip(pairs, devices, strict=True):
+        found.setdefault((device, value_label(row.get(column))), []).extend(
             [g[metric]] if math.isfinite(g[metric]) else [])
     lines = []
-    for device in dict.fromkeys(device_label(row) for row, _ in pairs):
+    for device in dict.fromkeys(devices):
         stats = []
         for value in values:
             cell = found.get((device, value_label(value)))
@@ -236,12 +238,13 @@ def whatif_section(rows: list[dict[str, Any]], detail: DetailSource, search: str
         return [ReportFigure(name="whatif", title=TITLE, png=None,
                              caption=not_stored("metrics on the preset as shipped"))]
     what = [row for row, _ in pairs]
+    devices = [device_label(row) for row in what]  # once: every panel groups by them
     grid = []
     for column in _override_columns(what):
         values = axis_values(what, column)
         numeric = all(math.isfinite(as_number(v)) for v in values)
         shipped = _shipped(column, what) if numeric else None
-        grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, column, metric, values),
+        grid.append([SpeedupPanel(knob=column, title=title, lines=_lines(pairs, devices, column, metric, values),
                                   ticks=None if numeric else [_tick(column, v) for v in values], shipped=shipped)
                      for metric, title in GAINS])
     steered = f" {steered_sample(search, 'a median')}." if search in STEERED_SEARCHES else ""

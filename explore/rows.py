@@ -109,9 +109,26 @@ def point_from_row(row: dict[str, Any]) -> DesignPoint:
                        use_calibration=row.get("calibrated") != "none", **with_knobs(fields | generic))
 
 
+def _format_knobs() -> tuple[Knob, ...]:
+    return KNOBS.view("format knobs", lambda: tuple(k for k in generic_knobs() if k.applies == "format"))
+
+
+def _format_key(row: dict[str, Any]) -> tuple:
+    """The values of a row that its format is made of, each with its type (a text knob reads 1 and 1.0 apart); a NaN
+    as 'nan' (no NaN equals another: each would be a new key)."""
+    names = ("weight_bits", "act_bits", "kv_bits", "sparsity", *(k.name for k in _format_knobs()))
+    return tuple((value if value == value else "nan", type(value)) for value in (row.get(name) for name in names))
+
+
+# A report labels every row in several figures and a sweep holds few formats: the format and its label are made once
+# a distinct key, memoized in the knobs registry (whose knobs they read).
 def row_format(row: dict[str, Any]) -> NumericFormat:
     """The numeric format of a (typed) row: its bit widths, sparsity and every format knob it sets."""
-    parts = {k.name: k.type(row[k.name]) for k in generic_knobs() if k.applies == "format" and _set(row, k)}
+    return KNOBS.view(("row format", _format_key(row)), lambda: _row_format(row))
+
+
+def _row_format(row: dict[str, Any]) -> NumericFormat:
+    parts = {k.name: k.type(row[k.name]) for k in _format_knobs() if _set(row, k)}
     return NumericFormat(weight_bits=int(row["weight_bits"]), act_bits=int(row["act_bits"]),
                          kv_bits=int(row["kv_bits"]), sparsity=row.get("sparsity") or "dense", **parts)
 
@@ -121,7 +138,7 @@ def format_label(row: dict[str, Any]) -> str:
     'w8a8kv16-w:fp8_e4m3-a:fp8_e4m3', 'w4a16kv16 group_size=32'), so that formats of one bit width are told apart,
     with its execution where not eager ('w16a16kv16 graphs' when replayed from CUDA graphs, 'w16a16kv16 engine' with a
     serving engine's fused kernels)."""
-    label = format_words(row_format(row))
+    label = KNOBS.view(("format words", _format_key(row)), lambda: format_words(row_format(row)))
     execution = row.get("execution") or "eager"
     return label if execution == "eager" else f"{label} {execution}"
 

@@ -42,10 +42,15 @@ def varying_knobs(rows: list[dict[str, Any]]) -> list[str]:
     """The knobs (explore/knobs.py, then each device.<path> override column) that take more than one value in the
     rows that read them (_reading), less an alias equal to the knob it repeats on every row (ALIASES), whose effect
     would show twice."""
+    return list(knob_readings(rows))
+
+
+def knob_readings(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Each of varying_knobs with the rows that read it (_reading): what the sensitivity to every objective groups."""
     overrides = dict.fromkeys(key for row in rows for key in row if key.startswith(OVERRIDE_PREFIX))
     aliases = {knob for knob, of in ALIASES if all(_key(row.get(knob)) == _key(row.get(of)) for row in rows)}
-    return [knob for knob in (*_knob_names(), *overrides)
-            if knob not in aliases and len({_key(row.get(knob)) for row in _reading(rows, knob)}) > 1]
+    readings = {knob: _reading(rows, knob) for knob in (*_knob_names(), *overrides) if knob not in aliases}
+    return {knob: reading for knob, reading in readings.items() if len({_key(row.get(knob)) for row in reading}) > 1}
 
 
 def _reading(rows: list[dict[str, Any]], knob: str) -> list[dict[str, Any]]:
@@ -69,16 +74,18 @@ def _idle_format_fields(parts: tuple[tuple[str, Any], ...]) -> tuple[str, ...]:
         return ()
 
 
-def sensitivity(rows: list[dict[str, Any]], objective: str) -> dict[str, list[tuple[Any, float]]]:
+def sensitivity(rows: list[dict[str, Any]], objective: str,
+                readings: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, list[tuple[Any, float]]]:
     """For each varying knob, (value, median objective over the feasible rows at that value), values in row order.
+    `readings`: the rows' knob_readings, where the caller has them (one per sweep, whatever the objective).
 
     A value whose feasible rows all lack the objective (or that has no feasible row) gets NaN; a missing
     override value (a row without that override) is None.
     """
     result: dict[str, list[tuple[Any, float]]] = {}
-    for knob in varying_knobs(rows):
+    for knob, reading in (knob_readings(rows) if readings is None else readings).items():
         samples: dict[Any, list[float]] = {}
-        for row in _reading(rows, knob):
+        for row in reading:
             values = samples.setdefault(_key(row.get(knob)), [])
             number = as_number(row.get(objective))
             if is_feasible(row) and math.isfinite(number):
@@ -94,11 +101,12 @@ def overall_median(rows: list[dict[str, Any]], objective: str) -> float:
     return float(np.median(values)) if values else math.nan
 
 
-def effect_sizes(rows: list[dict[str, Any]], objective: str) -> list[tuple[str, list[tuple[Any, float]]]]:
+def effect_sizes(rows: list[dict[str, Any]], objective: str, readings: dict[str, list[dict[str, Any]]] | None = None,
+                 ) -> list[tuple[str, list[tuple[Any, float]]]]:
     """Each varying knob with (value, median objective at that value / median over every feasible row), the knob
     that moves the objective most (largest over smallest ratio) first: one scale for every knob, so a knob that
     changes the objective by 1% and one that doubles it are told apart at a glance. Empty when the overall
-    median is not positive (no ratio is meaningful)."""
+    median is not positive (no ratio is meaningful). `readings`: as sensitivity takes them."""
     reference = overall_median(rows, objective)
     if not (math.isfinite(reference) and reference > 0):
         return []
@@ -108,5 +116,5 @@ def effect_sizes(rows: list[dict[str, Any]], objective: str) -> list[tuple[str, 
         return max(ratios) / min(ratios) if len(ratios) > 1 else 1.0
 
     ratios = {knob: [(value, m / reference) for value, m in points] for knob, points in
-              sensitivity(rows, objective).items()}
+              sensitivity(rows, objective, readings).items()}
     return sorted(ratios.items(), key=lambda item: -spread(item[1]))
