@@ -58,6 +58,7 @@ from sim.attention_pool import AttentionPool, sent_bytes_per_token
 from sim.autoscalers import Autoscaling
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
+from sim.cuda_graphs import CaptureLimits
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
 from sim.hybrid_kv import KVGroups, kv_groups
@@ -349,15 +350,16 @@ class Evaluator:
         `attention`, its attention on the serving spec's attention devices (attention_pool)."""
         spec = point.serving
         attends_apart = attention and spec is not None and spec.attends_apart
-        key = (self.point_model(point), fmt, point.device, point.overrides, point.use_calibration, point.execution,
-               point.tp,
+        capture = self.capture_limits(point)
+        key = (capture.key(), self.point_model(point), fmt, point.device, point.overrides, point.use_calibration,
+               point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
                point.knob("node_link"),
                point.knob("attention_parallel")) + (
             (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())
         if key not in self._cost_models and point.knob("attention_parallel") == "data":
-            self._cost_models[key] = self._data_parallel_costs(point, fmt)
+            self._cost_models[key] = self._data_parallel_costs(point, fmt, capture)
         if key not in self._cost_models:
             template = self.template(self.point_model(point), fmt, point.tp, point.ep, self.fusion(point))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
@@ -365,10 +367,22 @@ class Evaluator:
                                                         send_B_per_token=stage_send_bytes_per_token(
                                                             self.config(point.model), self.fusion(point) == ENGINE),
                                                         attention=self.attention_pool(point, fmt) if attends_apart
-                                                        else None, overlap=point.knob("overlap"))
+                                                        else None, overlap=point.knob("overlap"),
+                                                        capture=capture)
         return self._cost_models[key]
 
-    def _data_parallel_costs(self, point: DesignPoint, fmt: NumericFormat) -> IterationCostModel:
+    @staticmethod
+    def capture_limits(point: DesignPoint) -> CaptureLimits:
+        """The scheduler limits a serving point's engine sizes its CUDA graphs by (sim/cuda_graphs.py): its max_seqs
+        and its scheduler's token budget; vLLM's defaults for a static point."""
+        spec = point.serving
+        if spec is None:
+            return CaptureLimits()
+        return CaptureLimits(max_seqs=spec.max_seqs,
+                             max_batched_tokens=make_scheduler(spec.scheduler, spec.limits()).token_budget())
+
+    def _data_parallel_costs(self, point: DesignPoint, fmt: NumericFormat,
+                             capture: CaptureLimits) -> IterationCostModel:
         """The cost model of a data-parallel replica (sim/data_parallel.py) on the system of its tp devices: each rank's
         device runs the model's rows but the experts', unsharded; every device its experts (spread, ep = tp, or split,
         ep 1); the link the exchanges between them."""
@@ -380,7 +394,7 @@ class Evaluator:
                               B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.moe_layers,
                               exchange="all_to_all" if spread else "gather")
         return IterationCostModel(experts.system, whole.select_rows(~whole.expert_mask), execution=point.execution,
-                                  kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts)
+                                  kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts, capture=capture)
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of

@@ -35,7 +35,7 @@ from kernels.parallel import collective_kernel
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
-from sim.cuda_graphs import PassLaunch
+from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch
 from sim.data_parallel import ExpertRanks, is_dummy, padded
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_launch
@@ -67,14 +67,16 @@ class IterationCostModel:
 
     def __init__(self, device, template: StepTemplate, *, execution: str = "eager", kv_bucket_tokens: int = 0,
                  stages: int = 1, send_B_per_token: float = 0.0, attention: AttentionPool | None = None,
-                 overlap: str = "none", experts: ExpertRanks | None = None):
+                 overlap: str = "none", experts: ExpertRanks | None = None,
+                 capture: CaptureLimits = DEFAULT_LIMITS):
         """`stages`: pipeline stages, each sending `send_B_per_token` bytes per token to the next
         (kernels/parallel.py stage_send_bytes_per_token); `attention`: the devices that run the attention apart
         from the model's (sim/attention_pool.py; None: the model's devices run it); `overlap` (OVERLAPS): token_split
         runs an iteration as two token halves whose all-reduces overlap the other half's compute, where that finishes
         sooner (one stage, attention on the model's devices); `experts`: the experts of a data-parallel replica, whose
         experts' rows `template` lacks (sim/data_parallel.py; one stage, no attention pool,
-        no overlap; `device` is then the system of the ranks' devices)."""
+        no overlap; `device` is then the system of the ranks' devices); `capture`: the scheduler limits that set the
+        largest pass an engine runs from CUDA graphs (sim/cuda_graphs.py)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
         if stages != 1 and not (1 < stages <= template.attention_layers and send_B_per_token > 0):
@@ -99,6 +101,7 @@ class IterationCostModel:
                              f"{attention is not None}, overlap {overlap!r}, allowed: one stage, no attention pool, "
                              f"no overlap")
         self.experts = experts
+        self.capture = capture
         self._memo: dict[tuple, IterationCost] = {}
         self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
         self._expert_memo: dict[tuple[int, str], tuple[_Priced, float]] = {}
@@ -136,7 +139,7 @@ class IterationCostModel:
         decode (a cascaded one runs piecewise, as vLLM's dispatcher skips the full graphs for it)."""
         uniform = shape.prefill_seqs == 0 and not shape.decode_shared_seqs
         return pass_launch(self.device, self.execution, decode_only=uniform, tokens=shape.tokens,
-                           query=shape.decode_query)
+                           query=shape.decode_query, limits=self.capture)
 
     def _mode(self, shape: StepShape) -> str:
         """The launch mode `shape`'s pass is priced in."""

@@ -2,9 +2,12 @@
 
 vLLM v1 captures its model's forward at a list of token counts (vllm-project/vllm vllm/config/vllm.py at 000fc94,
 VllmConfig._set_cudagraph_sizes): 1, 2 and 4, every multiple of 8 below 256, every multiple of 16 from 256 up to the
-largest, min(2 x max_num_seqs x the decode's query length, 512), and a speculative decode's multiples of its query
-length q (n x q for n in a request-count grid of the same steps). With max_num_seqs 256 (its default) and any
-max_num_batched_tokens from 512 the largest is 512 (data-centre Blackwell's 1,024 is not modeled). Its default
+largest, and a speculative decode's multiples of its query length q (n x q for n in a request-count grid of the same
+steps). The largest follows the scheduler's limits (CaptureLimits): "max_cudagraph_capture_size = min(
+self.scheduler_config.max_num_seqs * decode_query_len * 2, 512)", then "min(max_num_tokens,
+max_cudagraph_capture_size)" with max_num_tokens its max_num_batched_tokens. With max_num_seqs 256 (its default) and
+any max_num_batched_tokens from 512 the largest is 512 (data-centre Blackwell's 1,024 is not modeled); with
+max_num_seqs 64 it is 128. Its default
 optimization level (-O2) sets cudagraph_mode FULL_AND_PIECEWISE (same file, OPTIMIZATION_LEVEL_02): a uniform decode
 batch (every sequence decoding the same query length, no prefill) replays a full graph of the whole forward, attention
 included; any other pass (a prefill, chunks beside decodes) replays piecewise graphs, the pieces between the attention
@@ -27,8 +30,34 @@ from functools import lru_cache
 
 from hw_models.device import PIECEWISE
 
-# vLLM's largest captured size at its defaults (module docstring).
+# vLLM's ceiling on its largest captured size, reached at its default max_num_seqs (module docstring).
 LARGEST_CAPTURE = 512
+
+
+@dataclass(frozen=True)
+class CaptureLimits:
+    """The scheduler limits vLLM sizes its captured graphs by: the most sequences and the most tokens in one pass
+    (max_num_seqs, max_num_batched_tokens; a chunked scheduler's budget is the latter). Defaults: vLLM's 256 and any
+    budget from 512, which leave the ceiling at LARGEST_CAPTURE."""
+
+    max_seqs: int = 256
+    max_batched_tokens: int = LARGEST_CAPTURE
+
+    def __post_init__(self):
+        if self.max_seqs < 1 or self.max_batched_tokens < 1:
+            raise ValueError(f"capture limits: found max_seqs {self.max_seqs}, max_batched_tokens "
+                             f"{self.max_batched_tokens}, allowed: integers >= 1")
+
+    def largest(self, query: int = 1) -> int:
+        """The largest size vLLM captures for decodes of `query` tokens a sequence (module docstring)."""
+        return min(self.max_seqs * query * 2, LARGEST_CAPTURE, self.max_batched_tokens)
+
+    def key(self) -> tuple[int, int]:
+        """The limits clipped to where they move the ceiling: limits with the same key capture the same sizes."""
+        return min(self.max_seqs, LARGEST_CAPTURE // 2), min(self.max_batched_tokens, LARGEST_CAPTURE)
+
+
+DEFAULT_LIMITS = CaptureLimits()  # vLLM's default max_num_seqs and a budget from 512: the ceiling at LARGEST_CAPTURE
 
 
 @lru_cache(maxsize=64)
@@ -49,13 +78,15 @@ class PassLaunch:
     tokens: int
 
 
-def engine_launch(tokens: int, *, uniform_decode: bool, query: int = 1) -> PassLaunch:
+def engine_launch(tokens: int, *, uniform_decode: bool, query: int = 1,
+                  limits: CaptureLimits | None = None) -> PassLaunch:
     """How vLLM runs a pass of `tokens` tokens in a run whose decodes verify `query` tokens a sequence (module
     docstring): a uniform decode from a full graph at the smallest captured multiple of `query` of at least `tokens` (a
     full graph's key), any other pass from piecewise graphs at the smallest captured size of at least `tokens`; one
     larger than every captured size from the host, as it is. A uniform decode past the largest captured multiple of
-    `query` but within the largest size runs piecewise (an assumption: the full graphs have no key for it)."""
-    sizes = capture_sizes(query)
+    `query` but within the largest size runs piecewise (an assumption: the full graphs have no key for it). `limits`:
+    the scheduler's, which set the largest size (None: vLLM's defaults)."""
+    sizes = capture_sizes(query, (limits or DEFAULT_LIMITS).largest(query))
     if tokens > sizes[-1]:
         return PassLaunch("engine", tokens)
     above = sizes[bisect.bisect_left(sizes, tokens):]

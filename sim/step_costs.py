@@ -25,7 +25,7 @@ import numpy as np
 from hw_models.cost import SUM_COLUMN, IndexedCosts, KernelCosts
 from hw_models.device import CUDA_GRAPH_KINDS, cost_passes, dispatch_s, stacked_costs
 from kernels.table import KernelTable
-from sim.cuda_graphs import PassLaunch, engine_launch
+from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch, engine_launch
 from sim.interleave import interleaved_schedule
 from sim.offload import LinkTraffic
 from sim.workload import BatchWorkload, PassTables
@@ -262,15 +262,16 @@ def pass_execution(device, execution: str, *, decode_only: bool, tokens: int, qu
     return pass_launch(device, execution, decode_only=decode_only, tokens=tokens, query=query).mode
 
 
-def pass_launch(device, execution: str, *, decode_only: bool, tokens: int, query: int = 1) -> PassLaunch:
+def pass_launch(device, execution: str, *, decode_only: bool, tokens: int, query: int = 1,
+                limits: CaptureLimits = DEFAULT_LIMITS) -> PassLaunch:
     """The launch mode a pass of `tokens` tokens is priced in on `device` and the tokens it runs: a serving engine's
     (`engine`) on a GPU as vLLM runs it (sim/cuda_graphs.py engine_launch: a uniform decode of `query` tokens a sequence
-    from a full graph, any other pass from piecewise graphs, padded to a captured size, a pass past the largest launched
-    from the host); every other execution, and every device whose runtime launches no CUDA graphs, prices every pass
-    alike at its own tokens. `engine` is vLLM's: other engines' graphs (TensorRT-LLM's, SGLang's, of their own sizes
-    and modes) are not modeled apart."""
+    from a full graph, any other pass from piecewise graphs, padded to a captured size, a pass past the largest, which
+    the scheduler's `limits` set, launched from the host); every other execution, and every device whose runtime
+    launches no CUDA graphs, prices every pass alike at its own tokens. `engine` is vLLM's: other engines' graphs
+    (TensorRT-LLM's, SGLang's, of their own sizes and modes) are not modeled apart."""
     if execution == "engine" and device.kind in CUDA_GRAPH_KINDS:
-        return engine_launch(tokens, uniform_decode=decode_only, query=query)
+        return engine_launch(tokens, uniform_decode=decode_only, query=query, limits=limits)
     return PassLaunch(execution, tokens)
 
 

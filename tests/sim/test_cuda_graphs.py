@@ -15,7 +15,7 @@ from kernels.kernel import KernelKind
 from kernels.shapes import StepShape, step_shape
 from kernels.table import KIND_CODE
 from sim.costs import IterationCostModel
-from sim.cuda_graphs import capture_sizes, engine_launch
+from sim.cuda_graphs import CaptureLimits, capture_sizes, engine_launch
 
 STREAM_LAUNCH_S, GRAPH_NODE_S = 2.1e-6, 1.3e-6  # hw_models/presets/h100-sxm.yaml overhead
 
@@ -121,3 +121,60 @@ def test_a_cascaded_decode_runs_piecewise(engine):
     assert run.tokens == 16
     assert engine._price_kernels(run).time_s == pytest.approx(_table_s(engine, run, "piecewise"), rel=1e-12)
     assert engine.price(shape).time_s <= engine.price(shape.paged()).time_s
+
+
+# ---- the largest captured size follows the scheduler's limits ---------------------------------------------------
+# vllm/config/vllm.py at 000fc94, _set_cudagraph_sizes: min(max_num_seqs x decode_query_len x 2, 512), then the min of
+# that and max_num_batched_tokens. By hand: max_num_seqs 64 gives 128; 256 with a budget of 300 gives 300, whose grid
+# ends at 288 (256, 272, 288); 16 sequences verifying 3 tokens give 96.
+SIXTY_FOUR = CaptureLimits(max_seqs=64)
+
+
+@pytest.mark.parametrize(("limits", "query", "largest"), [
+    (CaptureLimits(), 1, 512), (SIXTY_FOUR, 1, 128), (CaptureLimits(max_seqs=256, max_batched_tokens=300), 1, 300),
+    (CaptureLimits(max_seqs=16), 3, 96), (CaptureLimits(max_seqs=1), 1, 2), (CaptureLimits(max_batched_tokens=8192), 1,
+                                                                                512)])
+def test_the_largest_captured_size_follows_max_seqs_and_the_token_budget(limits, query, largest):
+    assert limits.largest(query) == largest
+
+
+@pytest.mark.parametrize(("tokens", "uniform", "mode", "runs"), [
+    (130, True, "engine", 130), (130, False, "engine", 130), (129, True, "engine", 129),
+    (121, True, "graphs", 128), (121, False, "piecewise", 128), (128, False, "piecewise", 128),
+    (512, False, "engine", 512)])
+def test_with_64_sequences_a_pass_past_128_tokens_launches_from_the_host(tokens, uniform, mode, runs):
+    """max_num_seqs 64 (examples/serving.yaml): vLLM captures up to 128 tokens, so a 130-token decode or a 512-token
+    chunk launches from the host unpadded, and a 121-token pass still pads to 128 (120 is itself captured)."""
+    launch = engine_launch(tokens, uniform_decode=uniform, limits=SIXTY_FOUR)
+    assert (launch.mode, launch.tokens) == (mode, runs)
+
+
+def test_a_budget_of_300_captures_up_to_288():
+    limits = CaptureLimits(max_batched_tokens=300)
+    assert capture_sizes(1, limits.largest())[-3:] == (256, 272, 288)
+    assert engine_launch(290, uniform_decode=False, limits=limits) == engine_launch(290, uniform_decode=False,
+                                                                                    limits=CaptureLimits(max_seqs=8))
+    assert engine_launch(290, uniform_decode=False, limits=limits).mode == "engine"
+
+
+def test_a_speculative_decode_past_its_lowered_ceiling_launches_from_the_host():
+    """16 sequences verifying 3 tokens: the ceiling is 96, so 33 sequences (99 tokens) launch from the host, 32 (96)
+    replay the full graph of 96."""
+    limits = CaptureLimits(max_seqs=16)
+    assert engine_launch(99, uniform_decode=True, query=3, limits=limits).mode == "engine"
+    assert engine_launch(96, uniform_decode=True, query=3, limits=limits) == engine_launch(96, uniform_decode=True,
+                                                                                           query=3)
+
+
+def test_a_cost_model_under_64_sequences_prices_a_300_token_chunk_from_the_host_unpadded(costs):
+    """The 300-token chunk the default limits pad to 304 (piecewise) runs unpadded from the host under max_seqs 64."""
+    model = IterationCostModel(costs.device, costs.template, execution="engine", capture=SIXTY_FOUR)
+    shape = step_shape([(300, 0)], sampled=1)
+    assert model.launched(shape) == shape
+    assert model.price(shape).time_s == pytest.approx(_table_s(model, shape, "engine"), rel=1e-12)
+    assert IterationCostModel(costs.device, costs.template, execution="engine").launched(shape).tokens == 304
+
+
+def test_a_limit_below_one_is_refused():
+    with pytest.raises(ValueError, match="max_seqs 0"):
+        CaptureLimits(max_seqs=0)
