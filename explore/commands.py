@@ -210,9 +210,13 @@ TEMPLATE_S_PER_OP = 0.000011
 # `explore report DIR` timed on one core of the same machine, 10 figures each, over examples/gpu-whatif-grid.yaml's
 # 10,368 points 7.0 s, its copies at 6 and 3 steps a what-if 2,592 points 4.4 s and 648 points 3.8 s: 0.33-0.34 ms a
 # point. Its cost a figure is fitted with RUN_FIXED_S on whole runs (there): the report's fixed part, its import of
-# matplotlib among it, falls to the run's once, no longer spread over its figures.
+# matplotlib among it, falls to the run's once, no longer spread over its figures. Since c46fe32 labels each row
+# once a report, not once a figure: `explore report DIR` on one core (user + sys CPU, 2-core machine at load ~15,
+# before and after back to back, twice) over 648, 2,592 and 10,368 points took 6.0-6.4, 6.9-7.3, 10.8-11.7 s before
+# and 5.6-6.1, 6.1-6.6, 8.4-9.2 s after: 0.49-0.54 ms a point past the 648 before, 0.29-0.31 after, 0.58x; the
+# figure of 0.33 ms scaled by it.
 REPORT_S_PER_FIGURE = 0.31
-REPORT_S_PER_POINT = 0.00033
+REPORT_S_PER_POINT = 0.00019
 # A serving point simulates its requests: Evaluator.evaluate timed point by point in CPU time (time.process_time; the
 # 2-core machine was shared, wall times 5-10x longer), the traces cached, the first point of each sweep left out (it
 # builds the step template: the traces' cost): examples/sla-planner.yaml's 60,000 requests 8.6-8.8 s a point (0.145 ms a
