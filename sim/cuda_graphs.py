@@ -16,8 +16,11 @@ the full graphs for the piecewise ones (vllm/v1/cudagraph_dispatcher.py at 009ee
 the FULL key of a uniform batch unless use_cascade_attn, else the PIECEWISE key, else none). A pass of n tokens runs
 as the smallest captured size of at least n, the model runner padding its input to it (vllm/v1/worker/
 gpu_model_runner.py at 000fc94, execute_model: num_tokens_padded): padding tokens run every kernel outside attention
-and attention runs the real sequences (StepShape.padding). A pass of more tokens than the largest captured size runs
-without graphs, every kernel launched from the host, unpadded.
+and attention runs the real sequences (StepShape.padding). In an MoE layer they are routed as real tokens are, so
+they reach experts of their own: vLLM's pull request #46428 (merged 2026-06-23) says padding tokens "are handled the
+same way as real tokens" and adds a skip behind VLLM_MOE_SKIP_PADDING, off by default (SGLang's #25852 describes the
+same cost: padded tokens "go through the full router and activate extra experts"). A pass of more tokens than the
+largest captured size runs without graphs, every kernel launched from the host, unpadded.
 
 The launch modes are hw_models/device.py's: "graphs" (a full graph), PIECEWISE, "engine" (launched from the host).
 """
