@@ -14,6 +14,7 @@ from sim.latency_prediction import decoded_batch
 from sim.replica import Replica
 from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.speculative import ServingSpeculation, Speculation
+from tests.sim.decoding_state import decoding_state
 
 BUDGET = 8
 
@@ -22,13 +23,7 @@ def _replica(decoding: int, *, drafted: int = 0, waiting_prompt: int = 0) -> Rep
     """A chunked replica (max_seqs 8, a budget of 8 tokens) holding `decoding` sequences past a 4-token prompt, each
     with its first token sampled, and a waiting prompt of `waiting_prompt` tokens (0: none); speculating `drafted`
     tokens (0: not), every draft accepted."""
-    kv = PagedKVCache(capacity_blocks=4000, block_tokens=16)
-    state = EngineState(kv=kv)
-    for index in range(decoding):
-        seq = Sequence(index=index, arrival_s=0.0, prompt=4, output=20)
-        seq.computed, seq.generated, seq.scheduled_s, seq.first_token_s, seq.last_token_s = 4, 1, 0.0, 0.0, 0.0
-        kv.hold(index, 5)
-        state.running.append(seq)
+    state = decoding_state(decoding, output=20, capacity_blocks=4000)
     if waiting_prompt:
         state.waiting.append(Sequence(index=decoding, arrival_s=0.0, prompt=waiting_prompt, output=4))
     speculation = None

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import simpy
 
-from sim.kv_cache import PagedKVCache
 from sim.replica import Replica
-from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
+from sim.schedulers import SchedulerLimits, make_scheduler
 from sim.speculative import ServingSpeculation, Speculation, expected_steps, step_token_odds
+from tests.sim.decoding_state import decoding_state
 
 
 def test_tokens_a_step_by_hand():
@@ -38,13 +38,7 @@ def test_a_match_share_outside_0_to_1_is_refused():
 def _replica(match: float, decoding: int = 8) -> Replica:
     """A chunked replica whose budget never binds, holding `decoding` long sequences past a 4-token prompt, each with
     its first token sampled, speculating k = 2 tokens at the n-gram match share `match`, every draft accepted."""
-    kv = PagedKVCache(capacity_blocks=8000, block_tokens=16)
-    state = EngineState(kv=kv)
-    for index in range(decoding):
-        seq = Sequence(index=index, arrival_s=0.0, prompt=4, output=100_000)
-        seq.computed, seq.generated, seq.scheduled_s, seq.first_token_s, seq.last_token_s = 4, 1, 0.0, 0.0, 0.0
-        kv.hold(index, 5)
-        state.running.append(seq)
+    state = decoding_state(decoding, output=100_000, capacity_blocks=8000)
     speculation = ServingSpeculation(Speculation(drafted=2, acceptance=1.0, match=match), lookup=True)
     scheduler = make_scheduler("chunked", SchedulerLimits(max_seqs=decoding, chunk_tokens=4096))
     return Replica(simpy.Environment(), None, scheduler, state, window=None, swap_s_per_token=0.0,
