@@ -66,6 +66,7 @@ from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.costs import OVERLAPS
+from sim.cuda_graphs import LARGEST_CAPTURE
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
@@ -337,9 +338,9 @@ _knob("sparsity", str, "weight sparsity: N:M (e.g. 2:4), unstructured:S (Flash-L
       allowed_text=ALLOWED_SPARSITY, derivable=True)
 _knob("execution", str, "kernel launches: eager (PyTorch: framework dispatch and a host launch per aten op), graphs "
       "(the same kernels replayed from CUDA graphs) or engine (a serving engine's fused kernels as vLLM launches "
-      "them: a pass of up to the largest captured size (512 tokens, less under a small max_seqs or token budget) "
-      "from CUDA graphs at a captured size, a decode's full, another's piecewise around its attention; a larger one "
-      "from the host)", "top", default="eager",
+      f"them: a pass of up to the largest captured size ({LARGEST_CAPTURE} tokens, less under a small max_seqs or "
+      "token budget) from CUDA graphs at a captured size, a decode's full, another's piecewise around its attention; a "
+      "larger one from the host)", "top", default="eager",
       allowed=("eager", "graphs", "engine"))
 # ---- numeric format parts beyond the bit widths (kernels/formats.py NumericFormat; generic: a column only in
 # sweeps that set them). Defaults give the integer formats with fp16 scales per 128 values of GPTQ/AWQ. MXFP4 is

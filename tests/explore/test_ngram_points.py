@@ -68,7 +68,7 @@ def test_never_faster_than_a_free_draft_that_always_matches(tiny_config, tiny_ev
     draft alike but compute their heads, and beat no speculation at acceptance 0.8."""
     knobs = {"spec_draft": "ngram", "spec_tokens": 4, "acceptance": 0.8}
     tpots = [tpot(tiny_evaluator, tiny_config, **knobs, ngram_match=m) for m in (0.0, 0.25, 0.5, 0.75, 1.0)]
-    assert tpots == sorted(tpots, reverse=True) and min(tpots) == tpots[-1]
+    assert tpots == sorted(tpots, reverse=True)
     assert tpots[-1] < tpot(tiny_evaluator, tiny_config, **knobs | {"spec_draft": "medusa"})
     assert tpots[-1] < tpot(tiny_evaluator, tiny_config)
 

@@ -18,14 +18,14 @@ NVFP4 = NumericFormat(weight_bits=4, act_bits=4, weight_type="fp4_e2m1", act_typ
                       group_size=16)
 
 
-def _mixtral(tokens: int, fmt: NumericFormat | None):
+def _mixtral(tokens: int):
     """Mixtral-8x7B's experts (hidden 4096, intermediate 14336, top-2 of 8), balanced routing, one layer."""
     return fused_moe_kernel(tokens=tokens, routed=2 * tokens, touched=8, hidden=4096, inter=14336, weight_width=2,
                             act_width=2, dtype="bf16")
 
 
 def _costs(device, tokens: list[int], fmt: NumericFormat | None, execution: str):
-    table = KernelTable.from_kernels([_mixtral(t, fmt) for t in tokens])
+    table = KernelTable.from_kernels([_mixtral(t) for t in tokens])
     return device.cost_table(table if fmt is None else table.with_format(fmt), execution=execution)
 
 
@@ -48,7 +48,7 @@ def test_a_layer_within_the_chunk_is_one_call():
     """At up to 16,384 tokens the layer is one call, priced as a fused MoE row that names no tokens (no chunk): the
     measured layers the fits were fitted on (1 to 16,384 tokens) price as they did."""
     model = load_device("h200")
-    layers = KernelTable.from_kernels([_mixtral(t, None) for t in (1, 512, CHUNK)])
+    layers = KernelTable.from_kernels([_mixtral(t) for t in (1, 512, CHUNK)])
     unnamed = layers.with_columns(tokens=np.zeros(3))
     np.testing.assert_array_equal(model.cost_table(layers, execution="engine").time_s,
                                   model.cost_table(unnamed, execution="engine").time_s)
