@@ -41,15 +41,17 @@ What is modeled
   fixed one: each expert keeps its power-law weight from step to step, each token picks its experts by those weights
   (workloads/expert_skew.py power_law_popularity: each expert's chance of being among a token's top-k, Mixtral's 8
   at top-2 0.73, 0.52, 0.32, 0.19, 0.12, 0.07, 0.04, 0.02), and a step of T tokens reaches an expert with chance
-  1 - (1 - p)^T (reach_chances). Of a step's reached experts the device finds resident the held experts' chances
-  (resident_share, offloaded_reached): with 2 of Mixtral's 8 experts resident, a one-token step's rows find 0.63 of
-  them resident and fetch 0.75 of 6 offloaded experts (none preferred: 1.5), and a step of 4 tokens reaches 4.15, of
-  which 2.21 of 6 are offloaded (none preferred: 3.75 of 5 reached, rounded, 6 in 8 of them offloaded). The
-  popularity's weights are the draws' own (aiconfigurator's power law) assigned to fixed experts, an assumption: its
-  draws give each step new weights, so no identity is hot across its steps, while Fiddler's premise is a profile
-  that lasts. Fixed identities draw a step's tokens to the same experts, so a step reaches fewer than a draw spreads
-  its rows over (16 tokens: 6.25 of Mixtral's 8, where every draw reaches all 8); the kernel tables still price a
-  step's compute on the draws.
+  1 - (1 - p)^T (reach_chances). The popularity says which of a step's reached experts are resident, not how many
+  it reaches: a step reaches as many as the kernel tables compute (their draws, device_routing), since every expert
+  computed reads its weights on the device. Fixed identities alone would send a step's tokens to fewer (16 tokens:
+  6.25 of Mixtral's 8 in expectation, where the draws spread them over all 8), so each expert's chance is taken at
+  the tokens that reach the draws' count under the popularity (reach_at_count), and the device finds resident the
+  held experts' chances (resident_share, offloaded_reached). With 2 of Mixtral's 8 experts resident, a one-token
+  step's 2 experts are 0.63 resident and it fetches 0.75 of the 6 offloaded experts (none preferred: 1.5); a step of
+  4 tokens reaches 5 (the draws, rounded) and fetches 3.01 of 6 (none preferred: 3.75); a step of 16 tokens reaches
+  all 8 and fetches all 6. The popularity's weights are the draws' own (aiconfigurator's power law) assigned to
+  fixed experts, an assumption: its draws give each step new weights, so no identity is hot across its steps, while
+  Fiddler's premise is a profile that lasts.
   A share of every weight ('weights', 'auto') holds a share of each expert, which no routing prefers.
 - Traffic per pass (offload_traffic): the offloaded weights a pass reads cross host to device once per pass: every
   one of a dense model's, and of a mixture-of-experts model's the offloaded share of its other weights and of the
@@ -92,8 +94,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.optimize import brentq
 
 from sim.memory import MemoryFootprint
+from workloads.expert_skew import reach_chances
 
 OFFLOADS = ("none", "weights", "kv", "auto", "experts")
 BUFFERED_LAYERS = 2  # the layer computing and the next one arriving (double buffering)
@@ -226,15 +230,37 @@ def resident_share(by_rank, resident_experts: float) -> float:
 
 
 def offloaded_reached(reached: float, ranked: tuple[float, ...], offloaded_share: float) -> float:
-    """The share of a layer's offloaded experts a pass reaches, `offloaded_share` of them in host memory: `reached`
-    (its share of all of them) where no expert is preferred or nothing is placed by popularity; under `ranked` (each
-    expert's chance of being reached, most popular first) the device holds the first 1 - offloaded_share of them and the
-    pass reaches, of the others, the chances they leave."""
+    """The share of a layer's offloaded experts a pass reaches, `offloaded_share` of them in host memory, where it
+    reaches `reached` of all of them: `reached` where no expert is preferred or nothing is placed by popularity; under
+    `ranked` (each expert's chance of being reached, most popular first) the device holds the first 1 - offloaded_share
+    of them, and the pass reaches the others with their chances at the count it reaches (reach_at_count)."""
     if not ranked or offloaded_share <= 0:
         return reached
     experts = len(ranked)
-    cold = sum(ranked) * (1.0 - resident_share(ranked, (1.0 - offloaded_share) * experts))
-    return cold / (offloaded_share * experts)
+    chances = reach_at_count(ranked, reached * experts)
+    return reached * (1.0 - resident_share(chances, (1.0 - offloaded_share) * experts)) / offloaded_share
+
+
+def reach_at_count(ranked: tuple[float, ...], count: float) -> np.ndarray:
+    """Each expert's chance of being reached by a pass whose tokens follow the popularity behind `ranked` (each
+    expert's chance of being reached by some T tokens) and reach `count` experts in expectation: the chances at the
+    tokens that reach that many, 1 - (1 - r)^a for the a (the tokens over T) where they sum to `count`. The count is
+    the kernel tables' (their routing's draws: module docstring), so the experts fetched are as many as those computed,
+    and the popularity says which; every expert a chance reaches where `count` is all of them."""
+    chances = np.asarray(ranked, dtype=float)
+    reachable = chances > 0
+    if count <= 0:
+        return np.zeros_like(chances)
+    if count >= reachable.sum():
+        return reachable.astype(float)
+
+    def surplus(log_a: float) -> float:
+        return float(np.sum(reach_chances(chances, np.exp(log_a)))) - count
+
+    # Splitting `count` by the chances at face value instead would put more reached experts on the most popular than
+    # there are of them (16 tokens reach all 8 of Mixtral's; at face value the 2 most popular would hold 2.56).
+    # The sum rises with a from 0 towards the reachable experts' number, which brackets `count` within e^+-60.
+    return np.asarray(reach_chances(chances, np.exp(brentq(surplus, -60.0, 60.0, xtol=1e-12))))
 
 
 @dataclass(frozen=True, kw_only=True)

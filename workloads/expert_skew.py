@@ -165,7 +165,7 @@ def power_law_popularity(topk: int, experts: int, routing: str = POWER_LAW_DEFAU
     return tuple(np.sort(chances)[::-1].tolist())  # the estimate's noise can swap near-equal neighbours
 
 
-def reach_chances(popularity: tuple[float, ...], tokens: int) -> tuple[float, ...]:
+def reach_chances(popularity: tuple[float, ...], tokens: float) -> tuple[float, ...]:
     """Each expert's chance that a step of `tokens` tokens, each routed on its own by `popularity` (each expert's
     chance of being among a token's experts), reaches it: 1 - (1 - p)^tokens."""
     return tuple((1.0 - (1.0 - np.asarray(popularity)) ** tokens).tolist())

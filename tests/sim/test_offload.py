@@ -8,6 +8,7 @@ import pytest
 
 from hw_models.registry import load_device
 from kernels.lowering import lower_trace
+from kernels.moe import device_routing
 from kernels.table import KernelTable
 from sim.analytic import evaluate
 from sim.engine import simulate
@@ -22,12 +23,14 @@ from sim.offload import (
     offloaded_reached,
     pass_wait_s,
     plan_offload,
+    reach_at_count,
     resident_share,
     transfer_s,
 )
 from sim.step_costs import price_passes
 from sim.workload import BatchWorkload, PassTables
 from workloads.expert_skew import power_law_popularity, reach_chances
+from workloads.model_config import POWER_LAW
 
 GB = 1e9
 
@@ -356,3 +359,34 @@ def test_holding_the_most_popular_experts_never_finds_fewer_resident_and_more_ro
     spread = sum(reached) / experts
     for share in rooms[:-1] / experts:
         assert offloaded_reached(spread, reached, 1 - share) <= spread + 1e-12
+
+
+def test_a_pass_reaching_more_experts_than_the_popularity_alone_fetches_them_at_the_tokens_that_reach_as_many():
+    """Chances of being reached 0.5, 0.5, 0.25, 0.25 (1.5 of the 4 experts in expectation) where the kernel tables'
+    draws reach 2.375: the tokens that reach 2.375 are twice as many, 1 - (1 - r)^2 = 0.75, 0.75, 0.4375, 0.4375 (sum
+    2.375). The 2 most popular held, the pass fetches 2 x 0.4375 = 0.875 of the 2 offloaded, 0.4375 of them (the
+    chances at face value: 0.5 / 2 = 0.25, and at every offloaded expert 1.5 of the 2.375 computed). With every expert
+    offloaded it fetches the 2.375 it computes; where the draws reach all 4, every offloaded expert at any room."""
+    ranked = (0.5, 0.5, 0.25, 0.25)
+    assert reach_at_count(ranked, 2.375) == pytest.approx([0.75, 0.75, 0.4375, 0.4375], rel=1e-9)
+    assert offloaded_reached(2.375 / 4, ranked, 0.5) == pytest.approx(0.4375, rel=1e-9)
+    assert offloaded_reached(2.375 / 4, ranked, 1.0) == pytest.approx(2.375 / 4, rel=1e-12)
+    for share in (0.25, 0.5, 0.75, 1.0):
+        assert offloaded_reached(1.0, ranked, share) == pytest.approx(1.0, rel=1e-12)
+
+
+@pytest.mark.parametrize("tokens", [1, 3, 4, 8, 16, 32, 1024])
+@pytest.mark.parametrize("topk, experts", [(2, 8), (1, 16), (4, 64), (8, 256)])
+def test_the_offloaded_experts_a_pass_fetches_fit_the_experts_its_kernels_compute(tokens, topk, experts):
+    """On the power-law popularity, with the count the kernel tables route by (kernels/moe.py device_routing, whose
+    draws spread a step's rows over more experts than fixed identities reach): every expert offloaded, a pass fetches
+    every expert it computes; at any room it fetches at most that share of the offloaded ones and at most all of them,
+    finds resident at most the experts held, and more room never fetches more of the experts it reaches."""
+    reached = device_routing(tokens, topk, experts, experts, POWER_LAW)[0] / experts
+    ranked = reach_chances(power_law_popularity(topk, experts), tokens)
+    assert offloaded_reached(reached, ranked, 1.0) == pytest.approx(reached, rel=1e-12)
+    shares = np.linspace(1, 0, 4 * experts + 1)[:-1]
+    fetched = np.array([offloaded_reached(reached, ranked, share) * share * experts for share in shares])
+    assert (fetched <= shares * experts * np.minimum(reached, 1.0) + 1e-9).all()
+    assert (reached * experts - fetched <= (1 - shares) * experts + 1e-9).all()
+    assert (np.diff(fetched) <= 1e-9).all()
