@@ -4,6 +4,22 @@ Arrivals are one process; each replica another, running the iterations its sched
 requests whole (data-parallel replicas, each request routed to one by the pool's router, sim/routers.py), or a
 prefill pool hands each prefilled request's KV to a decode pool (disaggregated serving, as Splitwise studies).
 Iterations, not kernels, are the events, so a trace of many thousands of requests runs in seconds.
+
+The decode replica of a prefilled request is picked once its prefill is done, before its KV crosses, and counts it
+among its requests while the KV crosses, as the engines modeled hand requests over:
+- vLLM's proxies send the request to a prefill instance with max_tokens 1, and only once it has answered pick the
+  decode instance (round robin) and send it the request with the prefill's kv_transfer_params
+  (tests/v1/kv_connector/nixl_integration/toy_proxy_server.py _handle_completions, vllm-project/vllm at 030ea52e;
+  examples/online_serving/disaggregated_serving/disagg_proxy_demo.py create_completion, at 03a7284d);
+- with the NIXL connector the decode engine then pulls the KV: its scheduler allocates the request's blocks, starts
+  the read and keeps it in its waiting queue as WAITING_FOR_REMOTE_KVS until the read is done
+  (vllm/v1/core/sched/scheduler.py schedule(), at 00024d31), so its engine holds the request while its KV crosses;
+- Dynamo's PrefillRouter picks a prefill worker, waits for its disaggregated_params, then picks the decode worker,
+  which pulls the KV over NIXL (docs/design_docs/disagg_serving.md, ai-dynamo/dynamo at 66e265b8).
+llm-d picks both pods at arrival instead: its scheduler routes the request to a decode pod, whose routing sidecar
+runs the prefill on the prefill pod the scheduler named (x-prefiller-host-port) and then hands the request to its own
+vLLM (internal/proxy/connector_nixlv2.go, llm-d/llm-d-routing-sidecar at 5a1b9088); a decode pick made before the
+prefill is not modeled.
 """
 
 from __future__ import annotations
@@ -445,14 +461,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     sim/routers.py): the prefill pool's, or every serving pool's; a prefilled request's KV (its tokens past the shared
     prefix, which the decode pools hold too, x its decode pool's bytes per token) moves in kv_transfer_s(bytes) (one
     function for every decode pool, or one each, in their order) to the decode replica the first decode pool's router
-    picks among every decode pool's. The router picks once the prefill is done under a scheduler that allocates its
-    blocks before the pull (Scheduler.allocates_before_pull) or where several decode pools serve (the target's link
-    and bytes a token price the crossing), else once the KV has crossed (alike to each replica of one pool). Each
-    prefill replica's sends go one after another over its ports (the decode side's ports and the link's energy are
-    not modeled). `caches` and `schedulers` give each replica's own (default: new ones from the
-    pool); `prefix_groups` each request's prefix group (default: the requests' own, numbered by first appearance, else
-    drawn evenly among the entry pool's prefix_groups, prefix_group_draws); `admission`: an arrival finding every
-    entry replica busy is rejected (sim/admission.py), else the router picks among those not busy.
+    picks among every decode pool's once the prefill is done (the module's docstring), the target counting it among
+    its requests while its KV crosses at the target pool's link and bytes a token. Each prefill replica's sends go one
+    after another over its ports (the decode side's ports and the link's energy are not modeled). `caches` and
+    `schedulers` give each replica's own (default: new ones from the pool); `prefix_groups` each request's prefix
+    group (default: the requests' own, numbered by first appearance, else drawn evenly among the entry pool's
+    prefix_groups, prefix_group_draws); `admission`: an arrival finding every entry replica busy is rejected
+    (sim/admission.py), else the router picks among those not busy.
     """
     roles = [pool.role for pool in pools]
     if not (set(roles) == {"serve"} or (roles[0] == "prefill" and len(roles) > 1 and set(roles[1:]) == {"decode"})):
@@ -520,11 +535,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
-                    copies=copies if pool.stages > 1 else None))
+                    copies=copies if pool.stages > 1 else None, pool=p))
             for engine in engines:
                 engine.peers = engines
                 if pool.role == "decode":
-                    engine.state.pull = lambda seq, engine=engine, p=p: env.process(_pull(seq, p, engine))
+                    engine.state.pull = lambda seq, engine=engine: env.process(_pull(seq, engine))
             if pool.ranks > 1:
                 lockstep.append(engines)
             made.extend(engines)
@@ -549,48 +564,44 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                      role=pool.role, traffic=traffic)
         env.process(scalers[p].run())
 
+    def serving(first: int, last: int) -> list[Replica]:
+        """The engines of pools `first` to `last` (excluded) a router picks among: every one each made, or an
+        autoscaled pool's serving ones, as they are now."""
+        return [engine for made in routable[first:last] for engine in made]
+
     def entry() -> list[Replica]:
         """The replicas an arrival may join, which the first pool's router picks among: a prefill pool's, or every
-        serving pool's (an autoscaled pool's serving ones, as they are now)."""
-        return routable[0] if roles[0] == "prefill" or len(pools) == 1 else [
-            engine for made in routable for engine in made]
+        serving pool's."""
+        return serving(0, 1 if roles[0] == "prefill" else len(pools))
 
     # A handed-over request -> the prefill engine holding its KV, and the ports its replica sends it over.
     sent_from: dict[int, tuple[Replica, CopyQueue]] = {}
-    pool_of = {id(engine): p for p, made in enumerate(replicas) for engine in made}
     transfers = (list(kv_transfer_s) if isinstance(kv_transfer_s, Sequence_) else
                  [kv_transfer_s] * (len(pools) - 1))  # each decode pool's (a fleet's, in order)
 
     def _hand_over(seq: Sequence, engine: Replica, ports: CopyQueue) -> None:
-        """Hand a prefilled request to the decode side: routed now to a replica that allocates its blocks before it
-        pulls the KV into them (Scheduler.allocates_before_pull, _pull), or to one of a fleet of decode pools (whose
-        KV crosses at the chosen pool's link and bytes a token), else routed once its KV has crossed."""
+        """Hand a prefilled request to the decode replica the first decode pool's router picks now, among every decode
+        pool's, before its KV crosses (module docstring): one that allocates its blocks before it pulls the KV into
+        them queues it (Scheduler.allocates_before_pull, _pull), another expects it (Replica.expect), counting it among
+        its requests while its KV crosses at its pool's link and bytes a token. Its SLO class goes with it, and its
+        context, its first token out."""
         sent_from[seq.index] = engine, ports
-        if len(pools) == 2 and not replicas[1][0].scheduler.allocates_before_pull:
-            env.process(_pull(seq, 1))
-            return
-        target = _route(seq)
+        target = routers[1].choose(serving(1, len(pools)), Routed(prompt_tokens=max(seq.computed, 1),
+                                                                  urgent=seq.urgent, index=seq.index, prefilled=True))
         if target.scheduler.allocates_before_pull:
             seq.kv_pull = "due"
             target.accept(seq)
         else:
             target.expect(seq)
-            env.process(_pull(seq, pool_of[id(target)], target))
+            env.process(_pull(seq, target))
 
-    def _route(seq: Sequence) -> Replica:
-        """The decode replica the first decode pool's router picks for a prefilled request, among every decode pool's:
-        its SLO class goes with it, and its context, its first token out."""
-        engines = routable[1] if len(pools) == 2 else [engine for made in routable[1:] for engine in made]
-        return routers[1].choose(engines, Routed(prompt_tokens=max(seq.computed, 1), urgent=seq.urgent,
-                                                 index=seq.index, prefilled=True))
-
-    def _pull(seq: Sequence, p: int, engine: Replica | None = None):
-        """A handed-over request's KV crossing to decode pool `p`, into the blocks `engine` allocated for it (a pull
-        begun: Sequence.kv_pull 'crossing'), or to `engine` expecting it (Replica.expect; None: to the replica its
-        router picks once it has crossed): the decode pools' replicas hold the shared prefix already, so only its own KV
-        crosses, one send after another over its prefill replica's ports; once it has, the prefill engine frees the
-        blocks it held for it as it notices the read (Replica.sent; where its scheduler holds them:
-        holds_until_sent)."""
+    def _pull(seq: Sequence, engine: Replica):
+        """A handed-over request's KV crossing to decode engine `engine`'s pool, into the blocks it allocated for it (a
+        pull begun: Sequence.kv_pull 'crossing'), or to it expecting it (Replica.expect): the decode pools' replicas
+        hold the shared prefix already, so only its own KV crosses, one send after another over its prefill replica's
+        ports; once it has, the prefill engine frees the blocks it held for it as it notices the read (Replica.sent;
+        where its scheduler holds them: holds_until_sent)."""
+        p = engine.pool
         per_token_B = pools[p].memory.kv_block_B / pools[p].memory.block_tokens
         own_tokens = replicas[p][0].state.kv.own_tokens(seq.index, seq.computed)
         send_s = transfers[p - 1](own_tokens * per_token_B) if transfers[p - 1] else 0.0
@@ -598,9 +609,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         yield env.timeout(ports.reserve(env.now, send_s) - env.now)
         if sender.scheduler.holds_until_sent:
             sender.sent(seq)
-        if engine is None:
-            _route(seq).accept(seq)
-        elif seq.kv_pull == "crossing":
+        if seq.kv_pull == "crossing":
             engine.land(seq)
         else:
             engine.arrive(seq)
