@@ -79,17 +79,14 @@ class Replica:
                  fetch_s_per_token: float = 0.0,
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
-                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None,
-                 pool: int = 0):
+                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None):
         """`swap_s_per_token`, `fetch_s_per_token`: the time a token's KV takes over the host link and from the pool's
         KV store; `speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
         `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone),
         and `copies` the links they copy KV over (default: its own);
         `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
-        sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does);
-        `pool`: the index of its pool among the run's (sim/serving.py serve_pools)."""
+        sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
-        self.pool = pool
         self.stages = stages
         self.copies = copies if copies is not None else CopyQueue()
         self.shared_prefix = shared_prefix
@@ -101,8 +98,6 @@ class Replica:
         # The sequences whose next verification carries k zero drafts: the draft did not run after their last
         # iteration (ServingSpeculation.drafts_after).
         self._undrafted: set[int] = set()
-        # The sequences whose n-gram lookup after their last iteration found no match: their next verifies one token.
-        self._unmatched: set[int] = set()
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token, self.fetch_s_per_token = window, swap_s_per_token, fetch_s_per_token
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
@@ -207,21 +202,6 @@ class Replica:
         batch = self.scheduler.next_batch(self.state)
         if not batch and self.poll_sends():
             batch = self.scheduler.next_batch(self.state)
-        return self._unmatched_short(batch)
-
-    def _unmatched_short(self, batch):
-        """`batch` with its decodes whose n-gram lookup found no match verifying one token, among the decodes that
-        verify fewer than the others (Batch.short, which lists the last): vLLM v1 schedules a request's one token and
-        its spec_token_ids, empty without a match (vllm/v1/spec_decode/ngram_proposer.py at 016e8ede). The chunked
-        scheduler still counts k + 1 tokens of each against its budget."""
-        if not self._unmatched or not batch.decodes:
-            return batch
-        verified, cut = self.speculation.speculation.verified, len(batch.short)
-        tokens = [verified] * (len(batch.decodes) - cut) + list(batch.short)
-        tokens = [1 if seq.index in self._unmatched else q for seq, q in zip(batch.decodes, tokens, strict=True)]
-        whole = [seq for seq, q in zip(batch.decodes, tokens, strict=True) if q == verified]
-        fewer = [(seq, q) for seq, q in zip(batch.decodes, tokens, strict=True) if q < verified]
-        batch.decodes, batch.short = whole + [seq for seq, _ in fewer], tuple(q for _, q in fewer)
         return batch
 
     def sleep(self) -> simpy.Event:
@@ -365,8 +345,9 @@ class Replica:
             self._undrafted.difference_update(indices)
         else:
             self._undrafted.update(indices)
-        self._unmatched.difference_update(indices)
-        self._unmatched.update(self.speculation.unmatched(self.rng, indices))
+        # Those whose n-gram lookup after it finds no match verify one token next (EngineState.no_drafts).
+        self.state.no_drafts.difference_update(indices)
+        self.state.no_drafts.update(self.speculation.unmatched(self.rng, indices))
         for place, verified in enumerate(batch.short, len(advance) - len(batch.short)):
             # Verifying fewer tokens than the others (Batch.short: its drafts cut by the budget, or none yet), a decode
             # accepts at most those.

@@ -100,6 +100,18 @@ class Batch:
             decodes += sum(self.short) - decode_query * len(self.short)
         return self.prefill_tokens + decodes
 
+    def without_drafts(self, no_drafts: set[int], verified: int) -> None:
+        """Its decodes in `no_drafts` (EngineState.no_drafts) verify one token, among the decodes that verify fewer
+        than the others' `verified` (`short`, which lists the last): vLLM v1 schedules a request's one token and its
+        spec_token_ids, empty where the n-gram proposer found no match (vllm/v1/spec_decode/ngram_proposer.py at
+        016e8ede of vllm-project/vllm)."""
+        cut = len(self.short)
+        tokens = [verified] * (len(self.decodes) - cut) + list(self.short)
+        tokens = [1 if seq.index in no_drafts else q for seq, q in zip(self.decodes, tokens, strict=True)]
+        whole = [seq for seq, q in zip(self.decodes, tokens, strict=True) if q == verified]
+        fewer = [(seq, q) for seq, q in zip(self.decodes, tokens, strict=True) if q < verified]
+        self.decodes, self.short = whole + [seq for seq, _ in fewer], tuple(q for _, q in fewer)
+
     def shape(self, window: Window, decode_query: int = 1, prefill_window: int | None = None,
               shared_prefix: int = 0, prefix_groups: list[int] | None = None,
               layer_window: int | None = None) -> StepShape:
@@ -169,6 +181,9 @@ class EngineState:
     # in the order their pulls began, and what begins a pull (the engine's; None where no pool hands requests over).
     pulling: list[Sequence] = field(default_factory=list)
     pull: Callable[[Sequence], None] | None = None
+    # Under speculative decoding, the sequences whose proposer drafted nothing after their last pass (an n-gram lookup
+    # that found no match): their next decode verifies no drafts and computes one token (Batch.without_drafts).
+    no_drafts: set[int] = field(default_factory=set)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -461,6 +476,8 @@ class Scheduler:
         batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
         batch.fetched_tokens = state.kv.take_fetched_tokens()
         state.swapped_tokens = 0
+        if state.no_drafts and batch.decodes:
+            batch.without_drafts(state.no_drafts, self.limits.verify_tokens)
         return batch
 
     def _order_waiting(self, state: EngineState) -> None:
@@ -500,9 +517,8 @@ class Scheduler:
         kv = state.kv
         kept: list[Sequence] = []
         pending = decoding
-        step = 1 + self.limits.lookahead_slots
         while pending:
-            grown = kv.grow_each([(seq.index, seq.computed + step) for seq in pending])
+            grown = kv.grow_each([(seq.index, seq.computed + self._decode_slots(state, seq)) for seq in pending])
             kept += pending[:grown]
             if grown == len(pending):
                 break
@@ -518,10 +534,16 @@ class Scheduler:
                 for waiting_list in (pending, kept):
                     if victim in waiting_list:
                         waiting_list.remove(victim)
-                if kv.grow_each([(seq.index, seq.computed + step)]):
+                if kv.grow_each([(seq.index, seq.computed + self._decode_slots(state, seq))]):
                     kept.append(seq)
                     break
         return kept, None
+
+    def _decode_slots(self, state: EngineState, seq: Sequence) -> int:
+        """KV slots a decoding sequence's next iteration holds past its cached tokens: its next token and its lookahead
+        slots, whatever it verifies, as vLLM v0's scheduler (the continuous scheduler's source) holds them for every
+        decode (decode_tokens' note: can_append_slots and append_slots); the chunked scheduler's differ."""
+        return 1 + self.limits.lookahead_slots
 
     def _victim(self, state: EngineState) -> Sequence:
         """The running sequence preempted where KV blocks run out: the newest (vLLM's policy), or under the priority

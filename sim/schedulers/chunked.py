@@ -26,7 +26,7 @@ class ChunkedPrefillScheduler(Scheduler):
         # speculating ones, can outnumber the budget.
         decoding = [seq for seq in state.running if not seq.in_prefill]
         order = {seq.index: place for place, seq in enumerate(state.running)}
-        candidates = decoding[:len(self.decode_tokens(len(decoding)))]
+        candidates = decoding[:len(self._fit(state, decoding))]
         kept, stopped = self._grow_decodes_until(state, candidates)
         batch = Batch(decodes=kept)
         # A decode the growing preempted gives its share of the budget back, and the decodes past the budget take it,
@@ -42,13 +42,13 @@ class ChunkedPrefillScheduler(Scheduler):
             if stopped is not None:
                 break
             rest = [seq for seq in decoding if seq.index in running and seq.index not in tried]
-            room = len(self.decode_tokens(len(batch.decodes) + len(rest))) - len(batch.decodes)
+            room = len(self._fit(state, batch.decodes + rest)) - len(batch.decodes)
             if room <= 0 or not rest:
                 break
             tried.update(seq.index for seq in rest[:room])
             kept, stopped = self._grow_decodes_until(state, rest[:room])
             batch.decodes += kept
-        budget = self._decodes_budget(batch)
+        budget = self._decodes_budget(state, batch)
         # Where a decode was preempted itself, the prefills under way after it among the running requests (admission
         # order) sit out too: vLLM's loop stopped there. Under fcfs a request is preempted itself only once every later
         # one is, so the stop moves only the priority policy's iterations.
@@ -69,7 +69,7 @@ class ChunkedPrefillScheduler(Scheduler):
                 # num_scheduled_tokens.pop(preempted_req_id)").
                 batch.decodes = [other for other in batch.decodes if other in state.running]
                 batch.prefills = [(other, q) for other, q in batch.prefills if other in state.running]
-                budget = self._decodes_budget(batch) - batch.prefill_tokens
+                budget = self._decodes_budget(state, batch) - batch.prefill_tokens
             if not held:
                 break
             batch.prefills.append((seq, chunk))
@@ -89,6 +89,8 @@ class ChunkedPrefillScheduler(Scheduler):
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
                 and state.preemptions == preemptions:
             seq = self._head(state)
+            if seq is None:
+                break
             if not seq.in_prefill:
                 tokens = seq.computed + 1 + self.limits.lookahead_slots
                 if seq.kv_pull == "due":  # its blocks first, its KV pulled into them: it decodes once landed
@@ -127,12 +129,48 @@ class ChunkedPrefillScheduler(Scheduler):
         cap = self.limits.long_prefill_tokens
         return min(left, cap) if cap > 0 else left
 
-    def _decodes_budget(self, batch: Batch) -> int:
-        """The prompt budget the batch's decodes leave (prompt_budget), each counting the tokens it verifies
-        (decode_tokens); marks the batch's last decode short where the budget cut its drafts."""
-        tokens = self.decode_tokens(len(batch.decodes))
-        batch.short = (tokens[-1],) if tokens and tokens[-1] < self.limits.verify_tokens else ()
+    def _decodes_budget(self, state: EngineState, batch: Batch) -> int:
+        """The prompt budget the batch's decodes leave (prompt_budget), each counting the tokens it verifies (_fit);
+        marks the batch's last decode short where the budget cut its drafts."""
+        wanted = [self._verifies(state, seq) for seq in batch.decodes]
+        tokens = self._fit_tokens(wanted)
+        batch.short = (tokens[-1],) if tokens and tokens[-1] < wanted[len(tokens) - 1] else ()
         return self.prompt_budget(sum(tokens))
+
+    def _verifies(self, state: EngineState, seq: Sequence) -> int:
+        """Tokens a decoding sequence's next pass computes: its next token and the drafts it verifies
+        (limits.verify_tokens: 1, or k + 1 speculating), one where its proposer drafted nothing (EngineState.no_drafts:
+        an n-gram lookup without a match), as vLLM v1 schedules a request's 1 + len(spec_token_ids) (decode_tokens)."""
+        return 1 if seq.index in state.no_drafts else self.limits.verify_tokens
+
+    def _decode_slots(self, state: EngineState, seq: Sequence) -> int:
+        """KV slots a decoding sequence's next iteration holds past its cached tokens: its next token and its lookahead
+        slots (the k drafts it verifies, and a draft's k proposals), those of the drafts it verifies only where it has
+        some, as vLLM v1 allocates them (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31 of
+        vllm-project/vllm: allocate_slots(request, num_new_tokens, num_lookahead_tokens=self.num_lookahead_tokens),
+        num_new_tokens 1 + len(spec_token_ids), the lookahead num_spec_tokens only where use_eagle() or
+        uses_draft_model(), none for the n-gram proposer): a decode whose lookup found no match holds one slot."""
+        slots = 1 + self.limits.lookahead_slots
+        if seq.index in state.no_drafts:
+            slots = max(slots - (self.limits.verify_tokens - 1), 1)
+        return slots
+
+    def _fit(self, state: EngineState, decoding: list[Sequence]) -> list[int]:
+        """The tokens each of `decoding` (admission order) counts against the budget (_fit_tokens of what each
+        verifies, _verifies); those past the list sit out."""
+        return self._fit_tokens([self._verifies(state, seq) for seq in decoding])
+
+    def _fit_tokens(self, wanted: list[int]) -> list[int]:
+        """Of decodes wanting `wanted` tokens each, in order, the tokens each takes of the budget: all it wants while
+        the budget lasts, what is left for the first it runs short on (its drafts cut), none for the rest, which are
+        not listed (decode_tokens)."""
+        tokens, left = [], self.limits.chunk_tokens
+        for want in wanted:
+            if left <= 0:
+                break
+            tokens.append(min(want, left))
+            left -= tokens[-1]
+        return tokens
 
     def decode_tokens(self, held: int) -> list[int]:
         """Each decode counts the tokens it verifies (limits.verify_tokens: 1, or k + 1 speculating) while the budget
@@ -143,8 +181,4 @@ class ChunkedPrefillScheduler(Scheduler):
         min(num_new_tokens, token_budget), token_budget -= num_new_tokens, and spec_token_ids trimmed to the
         num_new_tokens - 1 scheduled ("if len(spec_token_ids) > num_scheduled_spec_tokens: spec_token_ids =
         spec_token_ids[:num_scheduled_spec_tokens]"): the request keeps its place, its speculative tokens are cut."""
-        verify = self.limits.verify_tokens
-        whole, left = divmod(self.limits.chunk_tokens, verify)
-        if held <= whole:
-            return [verify] * held
-        return [verify] * whole + ([left] if left else [])
+        return self._fit_tokens([self.limits.verify_tokens] * held)

@@ -9,7 +9,7 @@ import pytest
 import simpy
 
 from sim.replica import Replica
-from sim.schedulers import SchedulerLimits, make_scheduler
+from sim.schedulers import SchedulerLimits, Sequence, make_scheduler
 from sim.speculative import ServingSpeculation, Speculation, expected_steps, step_token_odds
 from tests.sim.decoding_state import decoding_state
 
@@ -63,3 +63,52 @@ def test_a_served_decode_verifies_k_plus_one_tokens_with_a_match_and_one_without
             advanced.append((sum(seq.generated for seq in batch.decodes) - before) / len(batch.decodes))
     assert np.mean(verified) == pytest.approx(tokens, abs=0.08)
     assert np.mean(advanced) == pytest.approx(tokens, abs=0.08)
+
+
+def _budgeted(decoding: int, unmatched: list[int], *, waiting_prompt: int = 20) -> Replica:
+    """A chunked replica (a budget of 8 tokens) holding `decoding` sequences past a 4-token prompt, n-gram speculating
+    k = 2 tokens (lookahead slots 2, as the evaluator sets them: the k it verifies), the sequences `unmatched` having
+    found no match after their last pass, and a waiting prompt of `waiting_prompt` tokens (0: none)."""
+    state = decoding_state(decoding, output=100, capacity_blocks=4000)
+    if waiting_prompt:
+        state.waiting.append(Sequence(index=decoding, arrival_s=0.0, prompt=waiting_prompt, output=4))
+    state.no_drafts.update(unmatched)
+    speculation = ServingSpeculation(Speculation(drafted=2, acceptance=1.0, match=0.5), lookup=True)
+    scheduler = make_scheduler("chunked", SchedulerLimits(max_seqs=8, chunk_tokens=8, lookahead_slots=2))
+    return Replica(simpy.Environment(), None, scheduler, state, window=None, swap_s_per_token=0.0,
+                   on_finish=lambda seq: None, speculation=speculation, seed=(7,))
+
+
+def test_unmatched_decodes_leave_their_budget_to_a_waiting_prompt():
+    """vLLM v1 schedules a decode's 1 + len(spec_token_ids) tokens, one where the n-gram proposer found no match. Of
+    a budget of 8, decode 0 with a match takes 3 and decodes 1 and 2 without one take 1 each: 3 + 1 + 1 = 5, leaving
+    3 to the waiting 20-token prompt's chunk (before: each counted 3, 9 > 8, so decode 2 was cut to 2 and no chunk
+    ran). The iteration computes 3 + 1 + 1 + 3 = 8 tokens, the unmatched decodes listed last verifying one each."""
+    replica = _budgeted(3, unmatched=[1, 2])
+    batch = replica.next_batch()
+    assert [q for _, q in batch.prefills] == [3]
+    assert [seq.index for seq in batch.decodes] == [0, 1, 2] and batch.short == (1, 1)
+    assert batch.computed_tokens(3) == 8
+
+
+def test_unmatched_decodes_let_more_decodes_into_the_budget():
+    """Eight decodes, 1 to 7 unmatched: decode 0 takes 3 and seven unmatched take 1 each, 3 + 5 = 8 in the budget of
+    8 before the last two: decodes 0 to 5 run (before: 3 + 3 + 2, decodes 0 to 2, the third cut)."""
+    replica = _budgeted(8, unmatched=list(range(1, 8)))
+    batch = replica.next_batch()
+    assert [seq.index for seq in batch.decodes] == [0, 1, 2, 3, 4, 5] and batch.short == (1,) * 5
+    assert not batch.prefills and batch.computed_tokens(3) == 8
+
+
+def test_an_unmatched_decode_holds_kv_for_its_one_token():
+    """vLLM v1 allocates num_new_tokens + num_lookahead_tokens slots, the lookahead none for the n-gram proposer: a
+    decode with a match holds its 5 cached tokens and 3 more, 8 tokens in one block of 16; past a block's edge the
+    difference shows. With 14 tokens cached (prompt 4 and 10 generated), the matched decode holds 14 + 3 = 17 tokens,
+    2 blocks, the unmatched one 14 + 1 = 15, 1 block (before: 17, 2 blocks, as with a match)."""
+    replica = _budgeted(2, unmatched=[1], waiting_prompt=0)
+    for seq in replica.state.running:
+        seq.computed, seq.generated = 14, 10
+        replica.state.kv.hold(seq.index, 14)
+    used = replica.state.kv.used_blocks
+    replica.next_batch()
+    assert replica.state.kv.used_blocks - used == 1  # the matched decode's second block only
