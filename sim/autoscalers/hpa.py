@@ -81,7 +81,12 @@ class HPA(Policy):
         return self.limited(scaler, self.desired(scaler))
 
     def _metric(self, scaler: Autoscaler, r: int) -> int:
-        return sum(len(getattr(engine.state, self.scaling.metric)) for engine in scaler.replicas[r])
+        """Replica `r`'s metric over its engines: its running requests, or its waiting ones, those handed over whose KV
+        is still crossing included, as vLLM's num_requests_waiting (its scheduler's len(self.waiting)) counts them:
+        its decode engine keeps such a request in its waiting queue as WAITING_FOR_REMOTE_KVS until the KV has arrived
+        (vllm/v1/core/sched/scheduler.py schedule() and make_stats(), vllm-project/vllm at 00024d31)."""
+        queues = ("waiting", "pulling") if self.scaling.metric == "waiting" else (self.scaling.metric,)
+        return sum(len(getattr(engine.state, queue)) for engine in scaler.replicas[r] for queue in queues)
 
     def desired(self, scaler: Autoscaler) -> int:
         """The replicas the metric asks for now, before the scaling policies and the window."""

@@ -24,10 +24,12 @@ from tests.sim.autoscaled_pool import Slower, pool
 from workloads.requests import Phased, Poisson, RequestSet
 
 
-def _engine(waiting: int = 0, running: int = 0):
-    """A stand-in engine holding `waiting` and `running` requests, and no KV the decode side has yet to read."""
-    return SimpleNamespace(state=SimpleNamespace(waiting=[None] * waiting, running=[None] * running),
-                           outstanding=waiting + running, left_s=deque(), sends=KVSends())
+def _engine(waiting: int = 0, running: int = 0, pulling: int = 0):
+    """A stand-in engine holding `waiting` and `running` requests and `pulling` handed over whose KV is crossing, and
+    no KV the decode side has yet to read."""
+    return SimpleNamespace(state=SimpleNamespace(waiting=[None] * waiting, running=[None] * running,
+                                                 pulling=[None] * pulling),
+                           outstanding=waiting + running + pulling, left_s=deque(), sends=KVSends())
 
 
 def _scaler(waiting: list[int], ready: int, max_replicas: int = 8, target: float = 10.0):
@@ -53,6 +55,16 @@ def test_the_replicas_wanted_are_the_metric_over_the_target_outside_the_toleranc
     env, scaler = _scaler([0, 0, 0], ready=3)
     scaler.minimum = 1
     assert scaler.policy.desired(scaler) == 1
+
+
+def test_requests_whose_kv_is_crossing_count_as_waiting():
+    """vLLM keeps a handed-over request in its waiting queue while its KV arrives (WAITING_FOR_REMOTE_KVS), and
+    num_requests_waiting is that queue's length: two replicas each with 5 requests waiting and 10 crossing are 30
+    waiting against 10 each, three replicas (counting the waiting alone, 10 against 20: the two it holds)."""
+    env = simpy.Environment()
+    engines = [[_engine(waiting=5, pulling=10)] for _ in range(2)] + [[_engine()] for _ in range(6)]
+    scaler = make_autoscaler(env, engines, 2, Autoscaling(max_replicas=8, target=10.0), [], 0.0)
+    assert scaler.policy.desired(scaler) == 3
 
 
 def test_a_starting_replica_reads_as_zero_and_scale_up_is_limited_per_period():
@@ -206,6 +218,20 @@ def test_a_prefill_and_a_decode_pool_each_scale_and_hand_over_only_to_serving_re
     assert result.energy_parts_J["static_J"] == pytest.approx(
         50.0 * result.held_replica_s["prefill"] + 100.0 * result.held_replica_s["decode"])
     assert result.held_replica_s["prefill"] > result.makespan_s < result.held_replica_s["decode"]
+
+
+def test_a_decode_pool_scales_on_the_requests_whose_kv_is_crossing_to_it(costs):
+    """A prefill replica hands four requests arriving together over to a decode pool scaling from one replica up to
+    three on requests waiting against 1 a replica, each request's KV taking 10 s to cross, one after another over the
+    prefill replica's ports: they land at about 10, 20, 30 and 40 s, each then decoding its one further token in about
+    half a millisecond. At the 15 s sync the first has left and the other three are crossing to the decode replica,
+    which counts them waiting: 3 against 1 a replica wants three (within the step limit, 1 + max(4, 1))."""
+    scaling = Autoscaling(max_replicas=3, target=1.0)
+    pools = [pool(costs, None, role="prefill"), pool(costs, scaling, role="decode")]
+    requests = RequestSet(arrival_s=np.zeros(4), prompt_tokens=np.full(4, 16), output_tokens=np.full(4, 2))
+    result = serve_pools(pools, requests, kv_transfer_s=lambda message_B: 10.0)
+    np.testing.assert_allclose(result.records.decode_admitted_s, [10.0, 20.0, 30.0, 40.0], atol=0.01)
+    assert result.scaled[:2] == ((0.0, 2), (SYNC_PERIOD_S, 4))  # every pool's replicas held: the prefill pool's one
 
 
 def test_a_fleet_s_pools_scale_each_by_its_own_hpa_behind_one_router(costs):
