@@ -79,14 +79,17 @@ class Replica:
                  fetch_s_per_token: float = 0.0,
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
-                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None):
+                 stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None,
+                 pool: int = 0):
         """`swap_s_per_token`, `fetch_s_per_token`: the time a token's KV takes over the host link and from the pool's
         KV store; `speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
         `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone),
         and `copies` the links they copy KV over (default: its own);
         `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
-        sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does)."""
+        sharing it (cascade attention; 0: each sequence reads its own copy, as paged attention does);
+        `pool`: the index of its pool among the run's (sim/serving.py serve_pools)."""
         self.env, self.costs, self.scheduler, self.state = env, costs, scheduler, state
+        self.pool = pool
         self.stages = stages
         self.copies = copies if copies is not None else CopyQueue()
         self.shared_prefix = shared_prefix
