@@ -101,6 +101,7 @@ from sim.speculative import (
     SpeculativeTables,
     draft_error,
     draft_slots,
+    drops_last_hit,
     evaluate_speculative,
     first_draft_tokens,
     mtp_error,
@@ -1039,7 +1040,8 @@ class Evaluator:
             return ServingSpeculation(speculation, draft=self.cost_model(replace(point, model=model,
                                                                                  ep=self.draft_ep(point)), fmt),
                                       draft_positions=self.config(model).max_positions,
-                                      draft_query=first_draft_tokens(point.knob("spec_draft"), speculation))
+                                      draft_query=first_draft_tokens(point.knob("spec_draft"), speculation),
+                                      drops_last_hit=drops_last_hit(point.knob("spec_draft")))
         cfg = self.config(point.model)
         return ServingSpeculation(speculation, device=device, execution=point.execution,
                                   heads=lambda rows: medusa_head_table(cfg, speculation.drafted, rows,

@@ -114,7 +114,8 @@ class PagedKVCache:
 
     def __init__(self, *, capacity_blocks: int, block_tokens: int, prefix_tokens: int = 0, prefix_groups: int = 1,
                  window: Window = None, device_blocks: int | None = None, root: bool = False,
-                 host_blocks: int = 0, store: KVStore | None = None, groups: KVGroups | None = None):
+                 host_blocks: int = 0, store: KVStore | None = None, groups: KVGroups | None = None,
+                 drops_last_hit: bool = False):
         """`prefix_tokens`: what a request shares with its group unless assigned otherwise (`assign`), and the prefix
         of each of the `prefix_groups` groups cached at the start, or with `root` the `prefix_groups` roots the groups'
         chains start with (a group's, its sequences' `assign` names), each held once and cached at the start while
@@ -127,7 +128,8 @@ class PagedKVCache:
         to a sequence that finds them there and not here (None: none); `groups`: vLLM's hybrid KV cache groups of a
         model whose attention windows differ by layer (sim/hybrid_kv.py), a block then one group's, a sequence holding
         blocks in every group (prefixes shared beside one full and one sliding group only; no other window, no host
-        tier or store)."""
+        tier or store); `drops_last_hit`: a sequence recomputes the last block of the prefix it finds cached, as
+        vLLM v1 does where its draft reads the target's hidden states (cached_prefix)."""
         if block_tokens < 1:
             raise ValueError(f"block_tokens: found {block_tokens}, allowed: an integer >= 1")
         if prefix_groups < 1:
@@ -139,6 +141,7 @@ class PagedKVCache:
             raise ValueError(f"prefix_tokens: found {prefix_tokens}, allowed: at most the cache's "
                              f"{capacity_blocks * block_tokens} tokens")
         self.window = window
+        self.drops_last_hit = drops_last_hit
         if groups is not None and (window is not None or host_blocks or store is not None
                                    or (prefix_tokens and groups.sliding_window is None)):
             raise ValueError(f"groups: found hybrid KV cache groups of windows {groups.windows} with window {window}, "
@@ -350,8 +353,17 @@ class PagedKVCache:
 
     def cached_prefix(self, seq: int, target: int) -> int:
         """Tokens of sequence `seq`, which must compute `target` tokens, that its group's cached chain holds now
-        (it still computes at least its last token, from which it samples)."""
-        return min(self._cached_blocks(seq) * self.block_tokens, target - 1)
+        (it still computes at least its last token, from which it samples), less the last block where the cache
+        `drops_last_hit`: vLLM v1 drops a hit's last block where use_eagle (its speculative method eagle, eagle3 or
+        mtp: vllm/config/speculative.py use_eagle(), commit 002e77c1 of vllm-project/vllm; the scheduler passes it to
+        its KVCacheManager, vllm/v1/core/sched/scheduler.py at 00024d31), "to force recompute the last block to get
+        the required hidden states for eagle drafting head" (vllm/v1/core/single_type_kv_cache_manager.py at 002f3491,
+        find_longest_cache_hit: computed_blocks.pop()). The sequence still shares that block here: vLLM's recomputed
+        copy, held in a block of the request's own, is not counted."""
+        blocks = self._cached_blocks(seq)
+        if self.drops_last_hit and blocks:
+            blocks -= 1
+        return min(blocks * self.block_tokens, target - 1)
 
     def own_tokens(self, seq: int, tokens: int) -> int:
         """Tokens' worth of KV sequence `seq` of `tokens` cached tokens holds apart from a cached prefix it shares
@@ -492,7 +504,10 @@ class PagedKVCache:
                 self._take_back(seq)
             if seq not in self._counted:
                 self._counted.add(seq)
-                self.prefix_found_blocks += shares
+                # vLLM counts the hit get_computed_blocks keeps, its last block dropped where the cache drops_last_hit
+                # (its scheduler's record_prefix_cache_stats(request, num_new_local_computed_tokens):
+                # vllm/v1/core/kv_cache_manager.py at 003df296).
+                self.prefix_found_blocks += shares - (1 if self.drops_last_hit and shares else 0)
                 self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
         return moved
 

@@ -524,7 +524,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                                                              prefix_groups=pool.prefix_groups, window=pool.window,
                                                              device_blocks=pool.memory.device_kv_blocks,
                                                              root=pool.root, host_blocks=pool.host_cache_blocks,
-                                                             store=store, groups=pool.kv_groups)
+                                                             store=store, groups=pool.kv_groups,
+                                                             drops_last_hit=pool.speculation is not None
+                                                             and pool.speculation.drops_last_hit)
                 scheduler = schedulers[p][i] if schedulers else make_scheduler(pool.scheduler, pool.limits)
                 engines.append(Replica(
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,

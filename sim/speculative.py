@@ -123,6 +123,14 @@ class Speculation:
         return self.match * expected_tokens(self.acceptance, self.drafted) + 1.0 - self.match
 
 
+def drops_last_hit(draft: str) -> bool:
+    """Whether a serving engine drafting with `draft` recomputes the last block of each prefix hit: vLLM v1 does where
+    its draft reads the target's hidden states (use_eagle(): methods eagle, eagle3 and mtp, deepseek_mtp among the
+    last; not draft_model, medusa or ngram: vllm/config/speculative.py at 002e77c1 of vllm-project/vllm), our MTP
+    (sim/kv_cache.py PagedKVCache.cached_prefix)."""
+    return draft == MTP
+
+
 def draft_slots(draft: str) -> int:
     """Slots vLLM v1's proposer adds to each sequence of a draft's first step (llm_base_proposer.py
     set_inputs_first_pass, extend_all_queries_by_N: net_num_new_slots_per_request): a draft model's one, for the token
@@ -503,14 +511,16 @@ class ServingSpeculation:
     keeps which: this object prices, and is shared by a pool's replicas and a capacity search's runs)."""
 
     def __init__(self, speculation: Speculation, *, draft=None, heads=None, device=None, execution: str = "eager",
-                 draft_positions: int | None = None, draft_query: int = 1, lookup: bool = False):
+                 draft_positions: int | None = None, draft_query: int = 1, lookup: bool = False,
+                 drops_last_hit: bool = False):
         """`draft`: the draft's IterationCostModel; `heads(rows)`: the Medusa heads' KernelTable over `rows` hidden
         states, priced on `device` (one of the two); `draft_positions`: the draft model's context
         (max_position_embeddings; None: no limit, Medusa heads run on the target); `draft_query`: tokens a decoding
         sequence of the draft's first step (first_draft_tokens); `lookup`: n-gram drafts (NGRAM), nothing run beside
-        the target's pass."""
+        the target's pass; `drops_last_hit`: the replicas' KV caches recompute the last block of each prefix hit (the
+        module's drops_last_hit)."""
         self.speculation, self.draft, self.heads, self.draft_query = speculation, draft, heads, draft_query
-        self.lookup = lookup
+        self.lookup, self.drops_last_hit = lookup, drops_last_hit
         self.device, self.execution, self.draft_positions = device, execution, draft_positions
         self._memo: dict[tuple, object] = {}
 

@@ -199,3 +199,18 @@ def test_a_model_without_the_module_is_refused_in_one_line(tiny_deepseek, tmp_pa
     err = capsys.readouterr().err
     assert f"{path}:5: workload.spec_draft: found 'mtp' with {name}, whose config has no" in err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_served_module_recomputes_the_last_block_of_each_prefix_hit(tiny_mtp, evaluator):
+    """vLLM drops a prefix hit's last block where its draft reads the target's hidden states (use_eagle: mtp among
+    its methods; sim/kv_cache.py PagedKVCache.cached_prefix). Requests starting with a 64-token prefix (4 blocks of
+    16, cached from the start) find all 4 blocks plainly, 3 drafting with the module: hit rates 1 and 3 / 4."""
+    def hit_rate(**knobs) -> float:
+        spec = ServingSpec(requests=8, rate_per_s=50.0, prompt=Fixed(tokens=100), output=Fixed(tokens=4),
+                           prefix_tokens=64)
+        return evaluator.evaluate(DesignPoint(model=tiny_mtp, device="h100-sxm", batch=spec.max_seqs, prompt=0,
+                                              output=0, serving=spec, execution="engine",
+                                              knobs=tuple(sorted(knobs.items())))).metrics["prefix_hit_rate"]
+
+    assert hit_rate() == 1.0
+    assert hit_rate(spec_draft="mtp", spec_tokens=2, acceptance=0.8) == pytest.approx(3 / 4)
