@@ -20,6 +20,7 @@ from explore.pool_what_ifs import POOL_WHAT_IFS
 from explore.serving_settings import refused_limits
 from hw_models.registry import calibration_file, read_device_yaml
 from kernels.formats import NumericFormat
+from sim.lora import lora_unjudged
 from sim.serving_spec import ServingSpec
 from workloads.model_config import config_file, load_model_config
 
@@ -141,7 +142,7 @@ class DesignPoint:
         if self.serving is not None:
             return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
                     or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged()
-                    or self._long_prefill_unjudged())
+                    or self._long_prefill_unjudged() or self._lora_unjudged())
         if reason := self._draft_unjudged():
             return reason
         offload = self.knob("offload")
@@ -200,6 +201,16 @@ class DesignPoint:
         return (f"long_prefill_tokens: found {cap} with spec_draft {draft!r} verifying {verified} tokens a decode, "
                 f"allowed: 0 or an integer >= {verified} (vLLM v1 caps a decode's verified tokens at it too, cutting "
                 f"every decode's drafts: not modeled)")
+
+    def _lora_unjudged(self) -> str:
+        """Why LoRA adapters are not modeled beside this point's settings ('' where they are: sim/lora.py)."""
+        spec = self.serving
+        if not spec.lora_adapters:
+            return ""
+        return lora_unjudged(moe=load_model_config(self.model).is_moe, spec_draft=self.knob("spec_draft"),
+                             attention_parallel=self.knob("attention_parallel"), overlap=self.knob("overlap"),
+                             disaggregated=spec.disaggregated, attends_apart=spec.attends_apart,
+                             preemption=spec.preemption)
 
     def _hybrid_unjudged(self) -> str:
         """Why a hybrid attention placement (sim/attention_pool.py, APEX) is not modeled here ('' where it is): it

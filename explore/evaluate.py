@@ -36,6 +36,7 @@ from kernels.fusion import ENGINE, fused_rows
 from kernels.kv_eviction import D2O, Eviction, eviction, merged_prefill, scored_prefill
 from kernels.kv_policy import DUO_WINDOW_TOKENS, KVPolicy, Window, estimate_pairs, fetched_tokens, kept_tokens
 from kernels.layer_kernels import LayerTable, layer_table
+from kernels.lora import adapter_bytes
 from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
@@ -356,13 +357,15 @@ class Evaluator:
                point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
                point.knob("node_link"),
-               point.knob("attention_parallel")) + (
+               point.knob("attention_parallel"), _lora_rank(point)) + (
             (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())
         if key not in self._cost_models and point.knob("attention_parallel") == "data":
             self._cost_models[key] = self._data_parallel_costs(point, fmt, capture)
         if key not in self._cost_models:
             template = self.template(self.point_model(point), fmt, point.tp, point.ep, self.fusion(point))
+            if _lora_rank(point):
+                template = replace(template, lora_rank=_lora_rank(point))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
@@ -920,6 +923,9 @@ class Evaluator:
         # Data-parallel ranks each hold the weights but the experts' (kernels/data_parallel.py).
         weights_B = _weight_bytes(costs.template.param_bytes * replicated_weight_share(cfg, ranks, fmt), fmt, device,
                                   cfg)
+        if spec.lora_adapters:  # max_loras GPU slots of adapters, on each of the tp devices its shard (kernels/lora.py)
+            weights_B += spec.max_loras * point.tp * adapter_bytes(costs.template.linear, costs.template.count,
+                                                                   spec.lora_rank)
         attention = costs.attention
         # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
         # rank holds its sequences' KV whole.
@@ -1239,6 +1245,12 @@ def _autoscaling(spec, weights_B: float, role: str) -> Autoscaling | None:
     if scaling is None or spec.cold_start_s is not None:
         return scaling
     return replace(scaling, cold_start_s=weights_B / (load_link(COLD_START_LINK).bandwidth_GBps * 1e9))
+
+
+def _lora_rank(point: DesignPoint) -> int:
+    """The rank of the LoRA adapters a serving point's iterations run (0: LoRA off)."""
+    spec = point.serving
+    return spec.lora_rank if spec is not None and spec.lora_adapters else 0
 
 
 def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple, str]]:

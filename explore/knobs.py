@@ -67,6 +67,7 @@ from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.costs import OVERLAPS
 from sim.cuda_graphs import LARGEST_CAPTURE
+from sim.lora import LORA_RANKS
 from sim.offload import OFFLOADS
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
@@ -868,3 +869,18 @@ register(Knob(name="attention_placement", type=str, section="serving", scope="se
               help="which sequences the attention devices attend to (with attention_device; default apart): every "
               "one (apart, Lamina), or those whose KV the model's devices' memory does not hold, the model's devices "
               "attending to theirs in the same batch (hybrid: APEX's CPU-GPU attention over the host link)"))
+# Multi-LoRA serving (sim/lora.py): vLLM's --enable-lora with --max-lora-rank and --max-loras (vllm/config/lora.py).
+register(Knob(name="lora_adapters", type=int, section="serving", scope="serving", default=0, flag=False, minimum=0,
+              help="LoRA adapters over the base model, each request running one (drawn with lora_alpha); each layer "
+              "adds its adapters' shrink and expand GEMMs (vLLM's punica kernels); 0: LoRA off"))
+register(Knob(name="lora_rank", type=int, section="serving", scope="serving", default=16, flag=False,
+              allowed=LORA_RANKS, only_with=("lora_adapters",),
+              help="the adapters' rank, as vLLM pads them to max_lora_rank (its default 16)"))
+register(Knob(name="max_loras", type=int, section="serving", scope="serving", default=1, flag=False, minimum=1,
+              only_with=("lora_adapters",),
+              help="distinct adapters the running requests may hold at once, each a GPU slot taken from the KV cache "
+              "(vLLM's max_loras, default 1); a waiting request of another adapter is passed over"))
+register(Knob(name="lora_alpha", type=float, section="serving", scope="serving", default=1.0, flag=False,
+              only_with=("lora_adapters",), check=_unit_fraction, allowed_text="a number in (0, 1]",
+              help="how requests pick adapters: S-LoRA's power law of this exponent (1: uniform; smaller crowds the "
+              "first adapters)"))

@@ -29,7 +29,7 @@ from hw_models.link import has_default_link, load_link_model
 from hw_models.registry import load_device
 from kernels.parallel import check_pipeline_parallel, check_tensor_parallel, spread_refusal
 from sim.autoscalers import forecasts, on_metric
-from sim.serving_spec import ATTENTION_FIELDS, ServingSpec, attention_spans_nodes
+from sim.serving_spec import ATTENTION_FIELDS, LORA_FIELDS, ServingSpec, attention_spans_nodes
 from sim.slowdown import METRICS as SLOWDOWN_OF
 from sim.slowdown import PERCENTILES as SLOWDOWN_PERCENTILES
 from sim.slowdown import SLOWDOWN_PRESETS, SlowdownSLO
@@ -242,6 +242,11 @@ class Serving(Strict):
     attention_link: str | None = None
     attention_micro_batches: one_or_more(knob_type(KNOBS["attention_micro_batches"])) | None = None
     attention_placement: one_or_more(knob_type(KNOBS["attention_placement"])) | None = None  # apart or hybrid
+    # Multi-LoRA serving (sim/lora.py): adapters (0: off), their rank, the most the running requests hold, popularity.
+    lora_adapters: one_or_more(knob_type(KNOBS["lora_adapters"])) | None = None
+    lora_rank: one_or_more(knob_type(KNOBS["lora_rank"])) | None = None
+    max_loras: one_or_more(knob_type(KNOBS["max_loras"])) | None = None
+    lora_alpha: one_or_more(knob_type(KNOBS["lora_alpha"])) | None = None
 
     @field_validator("rate_profile", mode="before")
     @classmethod
@@ -339,7 +344,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     for name in ("host_cache_GB", "kv_store_GB", "kv_store_GBps", "prefill_node_link", "mixed_node_link"):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
-    for name in ("attention_device", "attention_devices", "attention_micro_batches", "attention_placement"):
+    for name in ("attention_device", "attention_devices", "attention_micro_batches", "attention_placement",
+                 *LORA_FIELDS):
         if getattr(serving, name) is not None:
             dims[name] = as_list(getattr(serving, name))
     if serving.arrival != "gamma":
@@ -480,7 +486,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         attention_devices=values.get("attention_devices", DEFAULT.attention_devices),
         attention_link=serving.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
-        attention_placement=values.get("attention_placement", DEFAULT.attention_placement))
+        attention_placement=values.get("attention_placement", DEFAULT.attention_placement),
+        **{name: values[name] for name in LORA_FIELDS if name in values})
     if (spec.max_replicas is not None or spec.prefill_max_replicas is not None) and not scales(values) \
             and not spec.unjudged():
         # Checked as given first (a conflict such as a fleet beside a planner's max_replicas is still not run, with

@@ -51,6 +51,7 @@ from kernels.kv_policy import (
     kept_tokens,
     prefill_pairs,
 )
+from kernels.lora import LoraKernels
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, device_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
@@ -148,6 +149,8 @@ class StepShape:
     # Tokens run beyond the sequences' own, which attend to nothing and sample nothing (a data-parallel rank padded to
     # the busiest rank's tokens, as vLLM pads them under CUDA graphs): they run the kernels outside attention alone.
     padding: int = 0
+    # Distinct LoRA adapters the iteration's sequences run (kernels/lora.py; 0: none), each token through its own.
+    lora_adapters: int = 0
 
     def __post_init__(self) -> None:
         if self.decode_shared_seqs < 2 * self.decode_shared_groups or (self.decode_shared_seqs
@@ -287,7 +290,7 @@ class StepShape:
 def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] = (), *, sampled: int,
                window: Window = None, decode_query: int = 1, prefill_window: int | None = None,
                shared_prefix: int = 0, prefix_groups: Sequence[int] | None = None,
-               finished: Sequence[int] = (), layer_window: int | None = None) -> StepShape:
+               finished: Sequence[int] = (), layer_window: int | None = None, lora_adapters: int = 0) -> StepShape:
     """The shape of an iteration: prefill `chunks` as (new tokens, cached prefix tokens) and the KV lengths of
     the decoding sequences (a sliding window, or a KV policy, caps what a decode token attends to), each with
     `decode_query` query tokens (a speculative verification: the last token and the drafted ones). A chunk's queries
@@ -301,7 +304,8 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
     shares (a negative one: none, it holds its own copy); None: every sequence shares one prefix.
     `finished`: the context lengths of the chunks that end their prefill, past a D2O budget merging what it evicts.
     `layer_window`: the window of the model's windowed layers beside its full ones (StepTemplate.layer_window), whose
-    keys, pairs and cached keys the shape counts apart (StepShape.window_kv)."""
+    keys, pairs and cached keys the shape counts apart (StepShape.window_kv). `lora_adapters`: the distinct LoRA
+    adapters its sequences run (StepShape.lora_adapters)."""
     shared, sharing, groups, work = 0, 0, 0, None
     if window is None and not shared_prefix:  # every sequence reads each of its keys: their sum (numpy's, exactly)
         read_kv = sum(decode_kv)
@@ -343,7 +347,7 @@ def step_shape(chunks: Sequence[tuple[int, int]] = (), decode_kv: Sequence[int] 
         decode_kv=read_kv, decode_shared_kv=shared, decode_shared_seqs=sharing,
         decode_shared_groups=groups, decode_work=work, sampled=sampled,
         decode_query=decode_query,
-        positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]),
+        positions=max([q for q, _ in chunks] + [decode_query if len(decode_kv) else 1]), lora_adapters=lora_adapters,
         **({} if layer_window is None else _windowed_work(chunks, decode_kv, layer_window, decode_query)),
     )
 
@@ -445,6 +449,9 @@ class StepTemplate:
     # Each decoder layer's attention window where they differ (ModelConfig.layer_windows; empty: every layer's is
     # sliding_window): the layers of the one window (layer_window) attend to a shape's windowed() part.
     layer_windows: tuple[int | None, ...] = ()
+    # The rank of the LoRA adapters an iteration runs (kernels/lora.py; vLLM pads every adapter in its GPU slots to
+    # max_lora_rank): each decoder layer adds their shrink and expand rows where StepShape.lora_adapters is set.
+    lora_rank: int = 0
 
     def __post_init__(self) -> None:
         windows = set(self.layer_windows) - {None}
@@ -590,17 +597,20 @@ class StepTemplate:
         return table, rows
 
     def attention_table(self, shape: StepShape) -> KernelTable | None:
-        """One decoder layer's attention kernels of an iteration (a row each, run in every layer): a block-sparse
-        prefill's estimate, the prefill chunks', the decodes', the decodes' shared prefixes' and the merge of the two
-        where it has them; None where it has none. Where windows differ by layer (layer_window), the full layers' rows
-        and then the windowed layers' (the same kernels at the shape's windowed() sizes)."""
+        """One decoder layer's kernels of an iteration that are priced per iteration (a row each, run in every layer):
+        its attention kernels (a block-sparse prefill's estimate, the prefill chunks', the decodes', the decodes' shared
+        prefixes' and the merge of the two where it has them) and its LoRA adapters' shrink and expand GEMMs, which grow
+        with the adapters it runs (kernels/lora.py); None where it has none. Where windows differ by layer
+        (layer_window), the full layers' rows and then the windowed layers' (the same kernels at the shape's windowed()
+        sizes)."""
         builders = ((shape.prefill_seqs and shape.estimate_pairs, self._prefill_estimate),
                     (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
                     (shape.prefill_cached and len(self._context_rows), self._context_up_projection),
                     (shape.prefill_cached and len(self._context_rows), self._context_merge),
                     (shape.decode_seqs, self._decode_attention),
                     (shape.decode_shared_seqs, self._shared_prefix_attention),
-                    (shape.decode_shared_seqs, self._prefix_merge))
+                    (shape.decode_shared_seqs, self._prefix_merge),
+                    (shape.lora_adapters and self._lora is not None, self._lora_rows))
         parts = [attention(shape) for present, attention in builders if present]
         if parts and self.layer_window is not None:
             windowed = shape.windowed()
@@ -762,6 +772,17 @@ class StepTemplate:
         columns["m"][i] = routed_all / max(reached_all, 1)  # every part's experts get the layer's rows per expert
         columns["batch"][i] = reached
         return reached
+
+    @cached_property
+    def _lora(self) -> LoraKernels | None:
+        """One layer's LoRA rows at lora_rank (None without LoRA, or where the template has no wrapped layer), found
+        once."""
+        return LoraKernels.of(self.linear, self.lora_rank) if self.lora_rank else None
+
+    def _lora_rows(self, shape: StepShape) -> KernelTable:
+        """One layer's LoRA shrink and expand rows: every token of the sequences through its adapter (padding tokens
+        run none: their adapter index is -1, which vLLM's kernels skip)."""
+        return self._lora.at(shape.tokens - shape.padding, shape.lora_adapters)
 
     def _decode_attention(self, shape: StepShape) -> KernelTable:
         """One layer's decode attention: each decoding sequence reads its keys once, for each of its query tokens

@@ -154,8 +154,9 @@ class IterationCostModel:
         return round(total / per / step)
 
     def _bucket(self, s: StepShape) -> tuple:
-        """A shape's memo key: what its sequences compute, bucketed (_sequences_bucket), and its padding."""
-        return self._sequences_bucket(s), s.padding
+        """A shape's memo key: what its sequences compute, bucketed (_sequences_bucket), its padding and its LoRA
+        adapters."""
+        return self._sequences_bucket(s), s.padding, s.lora_adapters
 
     def _sequences_bucket(self, s: StepShape) -> tuple:
         scored = (s.prefill_scored_share, s.prefill_score_B)  # a KV policy's, the same for every iteration of a run
@@ -182,8 +183,8 @@ class IterationCostModel:
                  self._round(s.window_cached, max(s.prefill_seqs, 1))))
 
     def _representative(self, key: tuple) -> StepShape:
-        sequences, padding = key
-        return replace(self._sequences_representative(sequences), padding=padding)
+        sequences, padding, adapters = key
+        return replace(self._sequences_representative(sequences), padding=padding, lora_adapters=adapters)
 
     def _sequences_representative(self, key: tuple) -> StepShape:
         (seqs, tokens, pairs, cached, decodes, kv, sampled, positions, query, work, shared, sharing, prefixes,

@@ -646,10 +646,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     lowest, differ = min(priorities, default=0), min(priorities, default=0) != max(priorities, default=0)
     urgent = [differ and priority == lowest for priority in priorities]
     roots = [0] * len(requests) if requests.prefix_root is None else requests.prefix_root.tolist()
+    adapters = [-1] * len(requests) if requests.adapter is None else requests.adapter.tolist()
 
     def admit(index: int, arrival_s: float, replica: Replica) -> None:
         seq = Sequence(index=index, arrival_s=arrival_s, prompt=prompts[index], output=outputs[index],
-                       priority=priorities[index], urgent=urgent[index])
+                       priority=priorities[index], urgent=urgent[index], adapter=adapters[index])
         if tree:
             replica.state.kv.assign_path(index, requests.prefix_path(index))
         else:

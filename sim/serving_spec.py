@@ -16,6 +16,7 @@ from sim.attention_pool import PLACEMENTS
 from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.autoscalers.hpa import KEDA_POLLING_S
+from sim.lora import DEFAULT_MAX_LORAS, DEFAULT_RANK, UNIFORM_ALPHA, lora_settings_error
 from sim.routers import ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
@@ -36,6 +37,7 @@ from workloads.requests import (
 )
 
 ARRIVALS = ("poisson", "gamma", "trace")
+LORA_FIELDS = ("lora_adapters", "lora_rank", "max_loras", "lora_alpha")  # results columns where LoRA is on
 PREEMPTIONS = ("recompute", "swap")
 # How decode attention reads a prefix every request shares: each sequence its copy of the shared blocks (vLLM's
 # paged attention), or the prefix once for all and each sequence its own tokens (cascade attention).
@@ -52,7 +54,7 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
                                   "client_retries", "client_retry_s", "prefill_node_link", "mixed_node_link",
-                                  "long_prefill_tokens"})
+                                  "long_prefill_tokens", "lora_adapters", "lora_rank", "max_loras", "lora_alpha"})
 # How a spec without a prefill pool, which reads no kv_link, keys it: the one default specs stored before kv_link could
 # be left unset wrote out (a DGX H100's InfiniBand NDR NIC per GPU), so stored results keep their keys.
 KV_LINK = "infiniband-ndr"
@@ -254,6 +256,13 @@ class ServingSpec:
     # Which sequences the attention devices attend to (sim/attention_pool.py PLACEMENTS): every one (apart, Lamina), or
     # those whose KV the model's devices' memory does not hold, the model's devices attending to theirs (hybrid, APEX).
     attention_placement: str = "apart"
+    # Multi-LoRA serving (sim/lora.py): each request runs one of lora_adapters adapters of rank lora_rank, drawn with
+    # S-LoRA's power law of exponent lora_alpha (1: uniform), at most max_loras of them among the running sequences
+    # (vLLM's --max-lora-rank and --max-loras, 16 and 1 by default). 0 adapters: LoRA off.
+    lora_adapters: int = 0
+    lora_rank: int = DEFAULT_RANK
+    max_loras: int = DEFAULT_MAX_LORAS
+    lora_alpha: float = UNIFORM_ALPHA
 
     def key_text(self, device: str, node_link: str = "") -> str:
         """The text a design point's key hashes (explore/design_point.py canonical): the dataclass repr, less the
@@ -278,6 +287,8 @@ class ServingSpec:
             object.__setattr__(self, "requests", DEFAULT_REQUESTS)
         if self.scheduler not in SCHEDULERS:
             raise InputError(f"scheduler: found {self.scheduler!r}, allowed: {', '.join(SCHEDULERS)}")
+        if reason := lora_settings_error(self.lora_adapters, self.lora_rank, self.max_loras, self.lora_alpha):
+            raise InputError(reason)
         if self.arrival not in ARRIVALS:
             raise InputError(f"arrival: found {self.arrival!r}, allowed: {', '.join(ARRIVALS)}")
         for name in ("prompt", "output"):
@@ -731,7 +742,8 @@ class ServingSpec:
                     name: getattr(self, name) if self.attends_apart else None for name in ATTENTION_FIELDS}
                    | {"attention_device": self.attention_device}
                    | ({"attention_link": self.pool_link} if self.attends_apart else {})
-                   | ({"attention_micro_batches": None} if self.micro_batches_unread else {}))}
+                   | ({"attention_micro_batches": None} if self.micro_batches_unread else {})),
+                **({} if not self.lora_adapters else {name: getattr(self, name) for name in LORA_FIELDS})}
 
     def pool_node_link(self, kind: str, node_link: str = "") -> str:
         """The node link the user names for a pool of `kind` (prefill, mixed; any other: the point's own pool): its own
@@ -861,7 +873,8 @@ class ServingSpec:
                                prompt_batch_tokens=self.prompt_batch_tokens,
                                long_prefill_tokens=self.long_prefill_tokens,
                                max_decode_preemptions=self.max_decode_preemptions,
-                               queue_policy=self.queue_policy or "fcfs")
+                               queue_policy=self.queue_policy or "fcfs",
+                               max_loras=self.max_loras if self.lora_adapters else 0)
 
     def slo(self) -> SLO | None:
         limits = (self.slo_ttft_s, self.slo_tpot_s, self.slo_urgent_ttft_s, self.slo_urgent_tpot_s, self.slo_slowdown)
@@ -875,6 +888,8 @@ class ServingSpec:
         """The requests, at `rate_per_s` instead of the spec's rate when given (same lengths and priorities either
         way), priority_fraction of them drawn urgent where it is set."""
         requests = self._requests(rate_per_s)
+        if self.lora_adapters:
+            requests = requests.with_adapters(self.lora_adapters, self.lora_alpha, seed=self.seed)
         return requests if self.priority_fraction is None else requests.with_urgent(self.priority_fraction,
                                                                                       seed=self.seed)
 

@@ -55,6 +55,7 @@ MAX_TOKENS = 2**53  # largest count a float64 column holds exactly; longer "leng
 # 512"; NVIDIA Dynamo's data generator and AIPerf take the same default); a prompt's last id names its remainder.
 MOONCAKE_BLOCK_TOKENS = 512
 URGENT_STREAM = 8  # the seed stream of RequestSet.with_urgent, apart from arrivals', lengths' and prefix groups' (7)
+ADAPTER_STREAM = 9  # the seed stream of RequestSet.with_adapters, apart from every other draw's
 # Keys of a multi-turn session's rows (AIPerf's Mooncake variant: a turn's new input only, after the previous turn's
 # answer); refused, since a row here is a whole prompt at its timestamp.
 MOONCAKE_SESSION_KEYS = ("session_id", "delay")
@@ -137,6 +138,8 @@ class RequestSet:
     # Each request's priority (int64, lower first: vLLM's), where the source gives them or with_urgent drew them;
     # None: every request alike.
     priority: np.ndarray | None = None
+    # Each request's LoRA adapter (int64 >= 0), where with_adapters drew them; None: every request runs the base model.
+    adapter: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         prompt = _token_column("prompt_tokens", self.prompt_tokens)
@@ -228,7 +231,7 @@ class RequestSet:
         return replace(self, arrival_s=self.arrival_s[:count], prompt_tokens=self.prompt_tokens[:count],
                        output_tokens=self.output_tokens[:count], prefix_group=cut(self.prefix_group),
                        shared_tokens=cut(self.shared_tokens), after_previous_s=cut(self.after_previous_s),
-                       prefix_root=cut(self.prefix_root), priority=cut(self.priority),
+                       prefix_root=cut(self.prefix_root), priority=cut(self.priority), adapter=cut(self.adapter),
                        prefix_nodes=None if self.prefix_nodes is None else self.prefix_nodes[:count])
 
     @property
@@ -286,6 +289,17 @@ class RequestSet:
             draws = draws[first][inverse]
         return replace(self, priority=np.where(draws < fraction, 0, 1).astype(np.int64),
                        source=f"{self.source}, {fraction:g} urgent")
+
+    def with_adapters(self, adapters: int, alpha: float, *, seed: int) -> RequestSet:
+        """Same requests, each running one of `adapters` LoRA adapters drawn as S-LoRA's synthetic workload draws them
+        (S-LoRA/S-LoRA benchmarks/trace.py at 2a2786b9, generate_requests: "probs = np.random.power(alpha, tot_req); ind
+        = (probs * num_adapters).astype(int)"): alpha 1 is uniform, a smaller alpha crowds the requests onto the first
+        adapters. From a stream of `seed` apart from every other draw."""
+        count = _integer("lora_adapters", adapters, at_least=1)
+        power = _number("lora_alpha", alpha, above=0)
+        draws = np.random.default_rng([_integer("seed", seed, at_least=0), ADAPTER_STREAM]).power(power, len(self))
+        return replace(self, adapter=np.minimum((draws * count).astype(np.int64), count - 1),
+                       source=f"{self.source}, {count} adapters (alpha {power:g})")
 
 
 class LengthDistribution(Protocol):

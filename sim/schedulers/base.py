@@ -32,6 +32,7 @@ class Sequence:
     target: int = 0
     generated: int = 0
     cached: int = 0  # prompt tokens found cached when it was admitted (a prefix hit)
+    adapter: int = -1  # the LoRA adapter it runs (sim/lora.py); -1: the base model alone
     scheduled_s: float = math.nan
     first_token_s: float = math.nan
     decode_admitted_s: float = math.nan  # when a decode pool admitted it, handed over after its prefill
@@ -133,7 +134,9 @@ class Batch:
             decodes = decodes[:-cut]
             sampled += sum(self.short)
             prefix_groups = None if prefix_groups is None else prefix_groups[:-cut]
+        adapters = {seq.adapter for seq, _ in self.prefills} | {seq.adapter for seq in self.decodes}
         return step_shape(chunks, [s.computed + decode_query for s in decodes],
+                          lora_adapters=len(adapters - {-1}),
                           sampled=sampled + decode_query * len(decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                           prefix_groups=prefix_groups, finished=finished, layer_window=layer_window)
@@ -181,6 +184,9 @@ class EngineState:
     # in the order their pulls began, and what begins a pull (the engine's; None where no pool hands requests over).
     pulling: list[Sequence] = field(default_factory=list)
     pull: Callable[[Sequence], None] | None = None
+    # Waiting sequences an admission loop passed over this iteration, in queue order (Scheduler._head: their LoRA
+    # adapter would exceed max_loras); back at the head of the queue once the iteration is scheduled (next_batch).
+    passed_over: list[Sequence] = field(default_factory=list)
     # Under speculative decoding, the sequences whose proposer drafted nothing after their last pass (an n-gram lookup
     # that found no match): their next decode verifies no drafts and computes one token (Batch.without_drafts).
     no_drafts: set[int] = field(default_factory=set)
@@ -216,6 +222,9 @@ class SchedulerLimits:
     # The order waiting requests are admitted in (QUEUE_POLICIES): arrival order, those whose prefix is cached first, or
     # the most urgent first.
     queue_policy: str = "fcfs"
+    # Distinct LoRA adapters the running sequences may hold at once [max_loras; vLLM's default 1]; 0: requests carry no
+    # adapter (sim/lora.py).
+    max_loras: int = 0
 
 
 # fcfs: arrival order (preempted sequences back at the front: vLLM's). lpm: longest prefix match first, SGLang's
@@ -330,11 +339,22 @@ class Scheduler:
     def _reserve_blocks(self, state: EngineState) -> int:
         return math.ceil(self.limits.watermark * state.kv.capacity_blocks)
 
-    @staticmethod
-    def _head(state: EngineState) -> Sequence:
+    def _head(self, state: EngineState) -> Sequence | None:
         """The first waiting sequence; one still to prefill finds what the cache holds of it now: its group's cached
         prefix (since it queued, the prefix may have been evicted, or computed by another request of its group), and
-        after a preemption what is left of its own blocks (PagedKVCache.release_preempted)."""
+        after a preemption what is left of its own blocks (PagedKVCache.release_preempted). Under max_loras, a waiting
+        sequence whose adapter is not among the running sequences' while they hold max_loras adapters is passed over
+        (EngineState.passed_over), as vLLM v1's loop over waiting requests skips it and puts it back at the head of the
+        queue after the step (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: "Scheduling would exceed
+        max_loras, skip", scheduled_loras the adapters of the requests scheduled so far); None where every waiting
+        sequence is passed over."""
+        if self.limits.max_loras:
+            held = {seq.adapter for seq in state.running} - {-1}
+            while (state.waiting and len(held) >= self.limits.max_loras
+                   and state.waiting[0].adapter not in held | {-1}):
+                state.passed_over.append(state.waiting.popleft())
+            if not state.waiting:
+                return None
         seq = state.waiting[0]
         if seq.in_prefill:
             seq.computed = Scheduler.prefill_start(state, seq, waiting=True)
@@ -402,6 +422,8 @@ class Scheduler:
         prompts = 0
         while state.waiting and not state.swapped and len(state.running) < self.limits.max_seqs:
             seq = self._head(state)
+            if seq is None:
+                break
             if not seq.in_prefill:  # handed over by a prefill pool: admitted straight into decoding
                 if not self._admit(state, seq, seq.final_tokens if whole_request else seq.computed + 1):
                     break
@@ -470,6 +492,8 @@ class Scheduler:
             self._order_waiting(state)
             preemptions = state.preemptions
             batch = self.schedule(state)
+            state.waiting.extendleft(reversed(state.passed_over))
+            state.passed_over.clear()
             if batch or state.preemptions == preemptions:
                 break
         # Prefix blocks the admissions found in the host cache load like a swap-in, before the iteration computes.

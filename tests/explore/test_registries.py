@@ -90,10 +90,11 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
     planned = ServingSpec(max_replicas=4, autoscaler="sla_planner", autoscale_predictor="kalman", slo_tpot_s=0.1)
     # apart: clients retry where the gateway rejects
     retried = ServingSpec(busy_waiting_requests=4, client_retries=2, client_retry_s=1.0)
+    lora = ServingSpec(lora_adapters=8, max_loras=4)
     names = [k.name for k in knobs(scope="serving")]
     assert set(names) == (set(every.columns()) | set(chat.columns()) | set(fleet.columns()) | set(scaled.columns())
-                          | set(planned.columns()) | set(retried.columns()))
-    for spec in (every, chat, fleet, scaled, planned, retried):
+                          | set(planned.columns()) | set(retried.columns()) | set(lora.columns()))
+    for spec in (every, chat, fleet, scaled, planned, retried, lora):
         assert [name for name in names if name in spec.columns()] == list(spec.columns())
     sweep_keys = {"rate_per_s": "rate"}  # the one serving knob whose sweep key differs from its column
     for k in knobs(scope="serving"):

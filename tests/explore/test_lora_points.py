@@ -1,0 +1,73 @@
+"""Multi-LoRA serving knobs in a sweep's serving: section (sim/lora.py): they reach each point's spec and its results
+columns, adapters cost time and KV blocks, bad values are one line with exit 2, and settings not modeled beside LoRA are
+refused by name."""
+
+from __future__ import annotations
+
+import pytest
+
+from explore.cli import main
+from explore.design_point import DesignPoint
+from explore.results import read_results
+from explore.sweep import load_sweep
+from sim.serving_spec import ServingSpec
+from tests.explore.test_serving_sweep import _serving_sweep as _sweep
+
+# The claims here are about rows, columns, messages and the time adapters cost, not about a report's figures.
+pytestmark = pytest.mark.usefixtures("figures_undrawn")
+
+SERVING = """  requests: 40
+  prompt: {dist: uniform, low: 8, high: 64}
+  output: {dist: uniform, low: 2, high: 32}
+  rate: 400
+  scheduler: chunked
+  max_seqs: 16
+  chunk_tokens: 64
+"""
+
+
+def test_a_sweep_runs_adapters_per_point_and_shows_their_columns(tmp_path):
+    """0, 1 and 8 adapters (max_loras 2) of the tiny Llama: LoRA off keeps the row of a sweep without the knob; with
+    adapters each iteration runs their GEMMs (slower), and 8 adapters over 2 slots make requests wait."""
+    path = _sweep(tmp_path, SERVING + "  lora_adapters: [0, 1, 8]\n  max_loras: 2\n")
+    assert sorted(p.serving.lora_adapters for p in load_sweep(path).points()) == [0, 1, 8]
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    rows = {int(r["lora_adapters"] or 0): r for r in read_results(out)}  # empty where off
+    assert int(rows[1]["max_loras"]) == int(rows[8]["max_loras"]) == 2 and rows[0]["max_loras"] in ("", None)
+    plain = tmp_path / "plain"
+    assert main([_sweep(tmp_path, SERVING), "--out", str(plain), "--quiet"]) == 0
+    (without,) = read_results(plain)
+    assert float(rows[0]["e2e_s"]) == float(without["e2e_s"])
+    assert float(rows[1]["tpot_s"]) > float(rows[0]["tpot_s"])
+    assert float(rows[8]["queue_mean_s"]) > float(rows[1]["queue_mean_s"])
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("lora_rank: 7", "serving.lora_rank: found 7"), ("max_loras: 0", "serving.max_loras: found 0"),
+    ("lora_alpha: 1.5", "serving.lora_alpha: found 1.5"), ("lora_adapters: -2", "serving.lora_adapters: found -2")])
+def test_bad_values_are_one_line(tmp_path, capsys, setting, message):
+    adapters = "" if setting.startswith("lora_adapters") else "  lora_adapters: 4\n"
+    path = _sweep(tmp_path, SERVING + f"{adapters}  {setting}\n")
+    assert main(["check", path]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and message in err, err
+
+
+def _point(serving: dict, **point) -> DesignPoint:
+    spec = ServingSpec(rate_per_s=10.0, **serving)
+    return DesignPoint(**{"model": "llama-3-8b", "device": "h100-sxm", "batch": spec.max_seqs, "prompt": 0,
+                          "output": 0, **point}, serving=spec)
+
+
+@pytest.mark.parametrize(("point", "words"), [
+    (dict(model="mixtral-8x7b"), "a model with routed experts"),
+    (dict(knobs=(("spec_draft", "llama-3.2-1b"),)), "spec_draft 'llama-3.2-1b'"),
+    (dict(serving=dict(prefill_replicas=1)), "a prefill pool"),
+    (dict(serving=dict(preemption="swap", swap_GBps=25.0)), "swap preemption"),
+])
+def test_settings_not_modeled_beside_lora_are_refused(point, words):
+    serving = point.pop("serving", {})
+    reason = _point(dict(lora_adapters=4, **serving), **point).unjudged()
+    assert reason.startswith("lora_adapters: found LoRA adapters with ") and words in reason, reason
+    assert "lora" not in _point(serving, **point).unjudged()  # the same point without adapters
