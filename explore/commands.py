@@ -77,6 +77,7 @@ from hw_models.validation import input_error
 from kernels.mixed_layers import template_variants
 from kernels.shapes import template_layers, template_passes
 from sim.autoscalers.sla_planner import SLAPlanner
+from sim.data_parallel import DBO_DECODE_TOKENS, DBO_PREFILL_TOKENS
 from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
@@ -1181,6 +1182,10 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         if point.knob("overlap") == "token_split":
             collectives.append("each iteration's tokens in two halves where that is faster, one half's all-reduces "
                                "beside the other's compute (TokenWeave)")
+        elif point.knob("overlap") == "dual_batch":
+            collectives.append(f"each iteration in two micro-batches where every rank has {DBO_DECODE_TOKENS} decode "
+                               f"tokens or {DBO_PREFILL_TOKENS} with a prefill, one's all-to-alls beside the other's "
+                               f"compute (vLLM's dual-batch overlap)")
         fitted_link = "; ".join(collectives)
         if device.node_link is not None:  # the system spans nodes (hw_models/nodes.py)
             per_node = nodes.node_layout(point.tp, link.spec)[0] if device.tp_nodes > 1 else link.spec.domain_devices

@@ -256,16 +256,23 @@ class DesignPoint:
 
     def _data_parallel_unjudged(self) -> str:
         """Why data-parallel attention (sim/data_parallel.py) is not modeled here ('' where it is): its ranks run on one
-        stage of devices that attend themselves, decoding plainly and all-reducing nothing."""
+        stage of devices that attend themselves, decoding plainly and all-reducing nothing, their all-to-alls overlapped
+        by dual_batch alone; dual_batch overlaps nothing else."""
+        overlap = self.knob("overlap")
         if self.knob("attention_parallel") != "data":
-            return ""
-        spec, overlap, allreduce, draft = (self.serving, self.knob("overlap"), self.knob("allreduce"),
-                                           self.knob("spec_draft"))
+            return ("overlap: found 'dual_batch' with attention_parallel 'tensor', allowed: none or token_split "
+                    "(dual_batch overlaps data-parallel ranks' all-to-alls: attention_parallel data)"
+                    if overlap == "dual_batch" else "")
+        spec, allreduce, draft = self.serving, self.knob("allreduce"), self.knob("spec_draft")
         for conflict, what in (
                 (self.pp > 1, f"pp {self.pp}, allowed: 1 (the ranks on one pipeline stage)"),
                 (spec.attends_apart, f"attention_device {spec.attention_device!r}, allowed: none (the ranks attend to "
                  f"their own sequences)"),
-                (overlap != "none", f"overlap {overlap!r}, allowed: none (the ranks all-reduce nothing to overlap)"),
+                (overlap == "token_split", f"overlap {overlap!r}, allowed: none or dual_batch (the ranks all-reduce "
+                 f"nothing to split: dual_batch overlaps their all-to-alls)"),
+                (overlap == "dual_batch" and self.ep != self.tp, f"overlap 'dual_batch' and ep {self.ep}, allowed: "
+                 f"ep {self.tp} (dual_batch overlaps spread experts' all-to-alls, as vLLM runs it beside expert "
+                 f"parallelism alone)"),
                 (allreduce != "nccl", f"allreduce {allreduce!r}, allowed: nccl (the ranks all-reduce nothing: their "
                  f"MoE layers exchange tokens by all-to-all)"),
                 (bool(draft), f"spec_draft {draft!r}, allowed: none (speculative decoding on data-parallel ranks is "

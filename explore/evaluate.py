@@ -398,7 +398,8 @@ class Evaluator:
                               B_per_token=dispatch_bytes_per_token(cfg, point.tp, spread), moe_layers=cfg.moe_layers,
                               exchange="all_to_all" if spread else "gather")
         return IterationCostModel(experts.system, whole.select_rows(~whole.expert_mask), execution=point.execution,
-                                  kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts, capture=capture)
+                                  kv_bucket_tokens=KV_BUCKET_TOKENS, experts=experts, capture=capture,
+                                  overlap=point.knob("overlap"))
 
     def attention_pool(self, point: DesignPoint, fmt: NumericFormat) -> AttentionPool:
         """The attention devices of a serving point's replica (sim/attention_pool.py): its spec's attention_devices of
@@ -1373,7 +1374,7 @@ def _off_default(point: DesignPoint, table: tuple[tuple[str, str], ...]) -> tupl
 
 # Knobs priced in serving iterations only, each with why: a static batch that sets one off its default is refused.
 SERVING_ONLY_KNOBS = (
-    ("overlap", "token splitting is priced in serving iterations"),
+    ("overlap", "token splitting and dual-batch overlap are priced in serving iterations"),
     ("attention_parallel", "data-parallel ranks run their own batches in lockstep in serving iterations"),
 )
 # Knobs priced in static batches only, each with why: a serving point that sets one off its default is refused.

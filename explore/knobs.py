@@ -636,9 +636,11 @@ register(Knob(name="allreduce", type=str, section="parallel", scope="system", de
 # Compute-communication overlap inside an iteration (sim/costs.py OVERLAPS): priced in serving iterations only.
 register(Knob(name="overlap", type=str, section="parallel", scope="system", default="none", allowed=OVERLAPS,
               only_with=("tp",),
-              help="how a serving iteration on tp devices overlaps its all-reduces with compute: none, or token_split "
+              help="how a serving iteration on tp devices overlaps its communication with compute: none, token_split "
               "(TokenWeave: the tokens in two halves, one half's all-reduces beside the other's compute, where that "
-              "is faster; serving runs only)"))
+              "is faster) or dual_batch (attention_parallel data beside spread experts: vLLM's dual-batch overlap, "
+              "two micro-batches, one's all-to-alls beside the other's compute, where every rank's batch reaches "
+              "vLLM's token thresholds; serving runs only)"))
 # How an MoE model's attention and dense layers are split over the tp devices (kernels/data_parallel.py).
 register(Knob(name="attention_parallel", type=str, section="parallel", scope="system", default="tensor",
               allowed=ATTENTION_PARALLELISMS, only_with=("tp",), label="attention parallelism",

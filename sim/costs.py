@@ -15,7 +15,9 @@ half computes (`overlap` token_split: TokenWeave), where that finishes sooner.
 
 With data-parallel attention (`experts`: sim/data_parallel.py) an iteration is the ranks' shapes run in lockstep
 (price_ranks): each rank's dense part on its device, the experts on every device, the tokens exchanged by all-to-alls;
-a single shape is one rank's iteration beside idle ranks, each running a dummy batch.
+a single shape is one rank's iteration beside idle ranks, each running a dummy batch. With `overlap` dual_batch the
+ranks run it as two micro-batches, one's all-to-alls on the link while the other computes, where vLLM's dual-batch
+overlap splits it (sim/data_parallel.py ExpertRanks.dual_batch).
 
 On `stages` pipeline stages an iteration passes each stage in turn: a stage runs its share of the decoder layers
 (kernels/shapes.py StepTemplate.stage_table) on its own devices and host, then sends the hidden state of every
@@ -36,7 +38,7 @@ from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, Step
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
 from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch
-from sim.data_parallel import ExpertRanks, is_dummy, padded
+from sim.data_parallel import ExpertRanks, dual_batch_chain, is_dummy, padded
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_launch
 
@@ -45,9 +47,10 @@ KERNEL_CLASS_NAMES = tuple(dict.fromkeys(KIND_CLASS.values()))
 TIME_CLASS_NAMES = (*KERNEL_CLASS_NAMES, HOST_WAIT)
 # Mean KV lengths under this many buckets are priced exactly (a bucket would be over 1/8 of them).
 EXACT_BUCKETS = 8
-# How an iteration on tensor-parallel devices overlaps its all-reduces with compute: not at all, or TokenWeave's
-# token splitting (IterationCostModel._price_token_split).
-OVERLAPS = ("none", "token_split")
+# How an iteration overlaps its communication with compute: not at all, TokenWeave's token splitting of tensor-parallel
+# all-reduces (IterationCostModel._price_token_split), or vLLM's dual-batch overlap of data-parallel ranks' all-to-alls
+# (IterationCostModel._price_dual_batch).
+OVERLAPS = ("none", "token_split", "dual_batch")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,9 +76,10 @@ class IterationCostModel:
         (kernels/parallel.py stage_send_bytes_per_token); `attention`: the devices that run the attention apart
         from the model's (sim/attention_pool.py; None: the model's devices run it); `overlap` (OVERLAPS): token_split
         runs an iteration as two token halves whose all-reduces overlap the other half's compute, where that finishes
-        sooner (one stage, attention on the model's devices); `experts`: the experts of a data-parallel replica, whose
-        experts' rows `template` lacks (sim/data_parallel.py; one stage, no attention pool,
-        no overlap; `device` is then the system of the ranks' devices); `capture`: the scheduler limits that set the
+        sooner (one stage, attention on the model's devices), dual_batch a data-parallel replica's iteration as two
+        micro-batches whose all-to-alls overlap the other's compute, where vLLM splits it; `experts`: the experts of a
+        data-parallel replica, whose experts' rows `template` lacks (sim/data_parallel.py; one stage, no attention pool,
+        no token_split; `device` is then the system of the ranks' devices); `capture`: the scheduler limits that set the
         largest pass an engine runs from CUDA graphs (sim/cuda_graphs.py)."""
         if kv_bucket_tokens < 0:
             raise ValueError(f"kv_bucket_tokens: found {kv_bucket_tokens}, allowed: an integer >= 0")
@@ -93,18 +97,23 @@ class IterationCostModel:
         self.attention = attention
         if overlap not in OVERLAPS or (overlap != "none" and (stages > 1 or attention is not None)):
             raise ValueError(f"overlap: found {overlap!r} ({stages} stages, attention pool: {attention is not None}), "
-                             f"allowed: one of {', '.join(OVERLAPS)}; token_split on one stage without an attention "
-                             f"pool")
+                             f"allowed: one of {', '.join(OVERLAPS)}; token_split or dual_batch on one stage without "
+                             f"an attention pool")
         self.overlap = overlap
-        if experts is not None and (stages > 1 or attention is not None or overlap != "none"):
+        if experts is not None and (stages > 1 or attention is not None or overlap == "token_split"):
             raise ValueError(f"experts: found data-parallel ranks with {stages} stages, attention pool "
                              f"{attention is not None}, overlap {overlap!r}, allowed: one stage, no attention pool, "
-                             f"no overlap")
+                             f"overlap none or dual_batch")
+        if overlap == "dual_batch" and (experts is None or experts.exchange != "all_to_all"):
+            beside = "no data-parallel ranks" if experts is None else "experts split over the ranks"
+            raise ValueError(f"overlap: found 'dual_batch' with {beside}, "
+                             f"allowed: dual_batch on data-parallel ranks beside spread experts (their all-to-alls)")
         self.experts = experts
         self.capture = capture
         self._memo: dict[tuple, IterationCost] = {}
         self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
         self._expert_memo: dict[tuple[int, str], tuple[_Priced, float]] = {}
+        self._place_memo: dict[tuple, tuple[tuple[float, float, float], _Priced, float]] = {}
         self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}
 
     @property
@@ -222,6 +231,8 @@ class IterationCostModel:
         bound. Each rank's part and the experts' are memoized by shape bucket."""
         experts = self.experts
         shapes, mode = experts.rank_shapes(shapes, self._launch)
+        if self.overlap == "dual_batch" and experts.dual_batch(shapes):
+            return self._price_chains(mode, experts.micro_batches(shapes), self._micro_batch_chain, 2)
         parts = [self._rank_part(shape, mode) for shape in shapes]
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), mode)
         exchange_s = experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
@@ -313,7 +324,7 @@ class IterationCostModel:
         in every layer its work on each unit in turn, then its tail; a layer's kernels run on the unit of its first
         row, then on the next unit (an NPU+PIM layer: its GEMMs and vector kernels, then its attention in the banks),
         and the chains take turns on the units."""
-        return self._price_chains(shape, shape.shares(n), self._chain, len(self.device.units))
+        return self._price_chains(self._mode(shape), shape.shares(n), self._chain, len(self.device.units))
 
     def _price_token_split(self, shape: StepShape) -> IterationCost | None:
         """TokenWeave's token splitting (Gond et al., arXiv:2505.11329): the iteration's tokens in two halves
@@ -324,14 +335,13 @@ class IterationCostModel:
         halves = _padding_dealt(shape, shape.token_halves())
         if len(halves) < 2:
             return None
-        return self._price_chains(shape, halves, self._comm_chain, 2)
+        return self._price_chains(self._mode(shape), halves, self._comm_chain, 2)
 
-    def _price_chains(self, shape: StepShape, shares: tuple[StepShape, ...], chain, unit_count: int) -> IterationCost:
-        """`shape` run as `shares`, each a chain of segments (chain(share, mode): durations, units, priced rows, kernel
-        count) taking turns on `unit_count` units (sim/interleave.py): its time is the last segment's end, plus the
-        host's wait where dispatching every share's kernels takes longer. Energy and time by class are the shares'
-        sums."""
-        mode = self._mode(shape)
+    def _price_chains(self, mode: str, shares: tuple, chain, unit_count: int) -> IterationCost:
+        """An iteration run in launch mode `mode` as `shares`, each a chain of segments (chain(share, mode): durations,
+        units, priced rows, kernel count) taking turns on `unit_count` units (sim/interleave.py): its time is the last
+        segment's end, plus the host's wait where dispatching every share's kernels takes longer. Energy and time by
+        class are the shares' sums."""
         chains = {share: chain(share, mode) for share in set(shares)}  # equal shares priced once
         durations = [chains[share][0] for share in shares]
         units = [chains[share][1] for share in shares]
@@ -355,6 +365,44 @@ class IterationCostModel:
             return [(float(busy[u]), u) for u in dict.fromkeys(unit.tolist())] or [(0.0, 0)]
 
         return self._layer_chain(share, mode, segments, unit_of=lambda costs, rows: costs.unit_index[rows])
+
+    def _micro_batch_chain(self, ranks: tuple[StepShape, ...], mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
+        """One dual-batch micro-batch of data-parallel ranks (every rank's share: ExpertRanks.micro_batches) as a chain
+        on the devices' compute and the link (sim/data_parallel.py dual_batch_chain), as vLLM's two micro-batch threads
+        take turns on the compute stream, each yielding it at its dispatch and combine (vllm-project/vllm
+        docs/design/dbo.md at 0621454): each of its own parts' segments the slowest rank's (the exchanges wait for it),
+        then the experts on every rank's tokens and the exchanges of the busiest rank's. Its energy is every rank's part
+        and every device's experts, its time by class the slowest rank's part's, the experts' and the exchanges'."""
+        experts = self.experts
+        parts = [self._rank_places(shape, mode) for shape in ranks]
+        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in ranks), mode)
+        exchange_s = experts.exchange_s(max(shape.tokens for shape in ranks))
+        head_s, layers_s, tail_s = (max(part[0][i] for part in parts) for i in range(3))
+        durations, units = dual_batch_chain(head_s, layers_s, tail_s, float(routed.stage_s[0]), exchange_s,
+                                            self.template.attention_layers, experts.moe_layers)
+        slowest = max(parts, key=lambda part: sum(part[0]))[1]
+        class_time = slowest.class_time_s + routed.class_time_s
+        class_time[KERNEL_CLASS_NAMES.index("communication")] += experts.moe_layers * exchange_s
+        priced = _Priced(stage_s=np.array([float(durations.sum())]), class_time_s=class_time,
+                         compute_J=routed.compute_J + sum(part[1].compute_J for part in parts),
+                         memory_J=routed.memory_J + sum(part[1].memory_J for part in parts))
+        return durations, units, priced, max(part[2] for part in parts) + routed_kernels + 2 * experts.moe_layers
+
+    def _rank_places(self, shape: StepShape, mode) -> tuple[tuple[float, float, float], _Priced, float]:
+        """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
+        out) as the seconds of its head, its decoder layers and its tail (StepTemplate.row_places), its priced rows and
+        its kernel count; memoized by shape bucket."""
+        key = (self._bucket(shape), mode)
+        if key not in self._place_memo:
+            representative = self._representative(key[0])
+            table, counts = self.template.stage_table(representative, 1)
+            costs = self.experts.system.device.cost_table(table, mode)
+            time_s = costs.time_s * counts[0]
+            places = self.template.row_places(representative, len(table))
+            seconds = tuple(float(time_s[places == place].sum()) for place in (PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL))
+            self._place_memo[key] = (seconds, _priced(costs.matrix, table.class_masks, counts, 0.0),
+                                     float(counts.sum()))
+        return self._place_memo[key]
 
     def _comm_chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
         """One token half's chain for _price_token_split (_layer_chain): its head, then in every layer its runs of

@@ -32,12 +32,22 @@ A padding token (StepShape.padding) thus runs the kernels outside attention, the
 rank's padded tokens); attention runs the real sequences alone, as a full graph's padded requests attend to no keys
 (pad_attn). Where any rank's pass is launched from the host (past the largest captured size), no rank pads and every
 rank launches from its host (the least mode is none); a decoding rank beside a rank's prefill runs piecewise.
+
+With `overlap` dual_batch (IterationCostModel._price_dual_batch) the ranks split an iteration in two micro-batches as
+vLLM's dual-batch overlap does (`--enable-dbo`, spread experts' all-to-alls only), one micro-batch's dispatch and
+combine on the link while the other computes, where the ranks agree to (ExpertRanks.dual_batch): every rank, an idle
+rank's one-token dummy batch included, has at least DBO_DECODE_TOKENS tokens of a decode-only batch or
+DBO_PREFILL_TOKENS of one with a prefill, and the rank with the fewest tokens still fills the second micro-batch once
+every rank is padded to the busiest. Each micro-batch reads the weights again, so vLLM's thresholds keep small batches
+whole; above them it splits whether or not that is faster.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+
+import numpy as np
 
 from hw_models.device import PIECEWISE
 from kernels.shapes import StepShape, StepTemplate
@@ -57,6 +67,12 @@ DUMMY_BATCH = StepShape(decode_seqs=1)
 # makes every rank launch from its host, a piecewise one every graphed rank piecewise), and pad where it replays graphs.
 LEAST_MODE_FIRST = ("eager", "device", "engine", PIECEWISE, "graphs")
 GRAPH_MODES = (PIECEWISE, "graphs")
+# The fewest tokens a rank's batch needs for vLLM's dual-batch overlap to split it, decode-only or with a prefill: its
+# defaults dbo_decode_token_threshold and dbo_prefill_token_threshold (vllm-project/vllm vllm/config/parallel.py at
+# 00193b8), which check_ubatch_thresholds compares a rank's unpadded tokens with (vllm/v1/worker/ubatch_utils.py at
+# 015d6f9).
+DBO_DECODE_TOKENS = 32
+DBO_PREFILL_TOKENS = 512
 
 
 def padded(shape: StepShape, tokens: int) -> StepShape:
@@ -107,6 +123,40 @@ class ExpertRanks:
         tokens = max(each.tokens for each in launches)
         return tuple(padded(shape, tokens) for shape in ranks), mode
 
+    def dual_batch(self, ranks: tuple[StepShape, ...]) -> bool:
+        """Whether vLLM's dual-batch overlap splits the iteration whose ranks run `ranks` (every rank's batch as
+        rank_shapes runs it, its padding included): each rank asks to split where its own tokens reach its threshold
+        (check_ubatch_thresholds: DBO_DECODE_TOKENS without a prefill, else DBO_PREFILL_TOKENS), no rank splits unless
+        every rank asks, and none where the fewest tokens of a rank would leave its second micro-batch empty once each
+        is padded to the most any rank runs (vllm-project/vllm vllm/v1/worker/dp_utils.py at 0074614
+        _post_process_ubatch, ubatch_utils.py is_last_ubatch_empty: most // 2 >= fewest). Only spread experts'
+        all-to-alls split (vLLM runs it with expert parallelism's all-to-all backends)."""
+        if self.exchange != "all_to_all":
+            return False
+        own = [shape.tokens - shape.padding for shape in ranks]
+        asks = all(tokens >= (DBO_PREFILL_TOKENS if shape.prefill_seqs else DBO_DECODE_TOKENS)
+                   for shape, tokens in zip(ranks, own, strict=True))
+        return asks and max(shape.tokens for shape in ranks) // 2 < min(own)
+
+    def micro_batches(self, ranks: tuple[StepShape, ...]) -> tuple[tuple[StepShape, ...], tuple[StepShape, ...]]:
+        """Every rank's batch of `ranks` (as rank_shapes runs them) in dual-batch overlap's two micro-batches: each rank
+        padded to the most tokens any rank runs, as vLLM pads every rank alike where they split (dp_utils.py
+        _synchronize_dp_ranks), the first micro-batch taking half of them, rounded down, and the second the rest
+        (ubatch_utils.py maybe_create_ubatch_slices cuts at num_tokens_padded // 2). A rank's own tokens are halved by
+        StepShape.token_halves (its prefill chunks at their middle, its decodes dealt whole; vLLM cuts at the token
+        count, its padding last: the same micro-batch sizes, the real tokens dealt a little differently), a rank that
+        cascades shared prefixes split as its paged iteration."""
+        tokens = max(shape.tokens for shape in ranks)
+        first, second = [], []
+        for shape in ranks:
+            own = replace(shape.paged() if shape.decode_shared_seqs else shape, padding=0)
+            lead, rest = own.token_halves()
+            padding = tokens - own.tokens
+            lead_padding = min(padding, max(0, tokens // 2 - lead.tokens))
+            first.append(replace(lead, padding=lead_padding))
+            second.append(replace(rest, padding=padding - lead_padding))
+        return tuple(first), tuple(second)
+
     def exchange_s(self, tokens: int) -> float:
         """One layer's two exchanges when the busiest rank has `tokens` tokens: its dispatch and combine all-to-alls
         (each rank's send buffer its tokens' copies), or the all-gather of every rank's tokens (each padded to the
@@ -120,3 +170,17 @@ class ExpertRanks:
         gathered_B = tokens * self.ranks * self.B_per_token
         return float(system.collective_time_s("all_gather", gathered_B, self.ranks)
                      + system.collective_time_s("reduce_scatter", gathered_B, self.ranks))
+
+
+def dual_batch_chain(head_s: float, layers_s: float, tail_s: float, experts_s: float, exchange_s: float, layers: int,
+                     moe_layers: int) -> tuple[np.ndarray, np.ndarray]:
+    """One micro-batch's chain of segments for sim/interleave.py (durations, and units: 0 the devices' compute, 1 the
+    link) from its ranks' parts: its head (`head_s`, the embedding), then in each of `moe_layers` MoE layers its share
+    of `layers_s` (the dense part of all `layers` decoder layers, attention included, spread evenly over them), its
+    dispatch (half of `exchange_s`, one layer's two all-to-alls), its share of `experts_s` and its combine, then its
+    tail (the final norm, LM head and sampling). The dense parts of layers without experts join its head: nothing of
+    theirs is exchanged."""
+    dense_s = layers_s / layers
+    layer = [(dense_s, 0), (exchange_s / 2, 1), (experts_s / moe_layers, 0), (exchange_s / 2, 1)]
+    segments = [(head_s + (layers - moe_layers) * dense_s, 0), *layer * moe_layers, (tail_s, 0)]
+    return np.array([s for s, _ in segments]), np.array([u for _, u in segments])

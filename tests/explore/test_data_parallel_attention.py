@@ -116,7 +116,8 @@ def test_what_data_parallel_attention_refuses_is_one_line(tiny_evaluator, tiny_m
 
 @pytest.mark.parametrize(("fields", "knobs", "message"), [
     ({"pp": 2}, {}, "attention_parallel: found 'data' with pp 2, allowed: 1"),
-    ({}, {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: none"),
+    ({}, {"overlap": "token_split"}, "attention_parallel: found 'data' with overlap 'token_split', allowed: none or "
+     "dual_batch"),
     ({}, {"allreduce": "custom"}, "attention_parallel: found 'data' with allreduce 'custom', allowed: nccl"),
 ])
 def test_what_data_parallel_attention_does_not_model_is_not_run(tiny_evaluator, tiny_moe, fields, knobs, message):

@@ -125,7 +125,8 @@ CASES = {
     "data-parallel ranks beside overlap": (
         f"{DP.format('overlap: [none, token_split], attention_parallel: [tensor, data]')}{SERVING}",
         ("overlap", "attention_parallel"), [("token_split", "data")],
-        "attention_parallel: found 'data' with overlap 'token_split', allowed: none (the ranks all-reduce nothing",
+        "attention_parallel: found 'data' with overlap 'token_split', allowed: none or dual_batch (the ranks "
+        "all-reduce nothing",
         f"{DP.format('overlap: token_split, attention_parallel: data')}{RATES}"),
     "data-parallel ranks beside another all-reduce": (
         f"{DP.format('allreduce: [nccl, custom], attention_parallel: [tensor, data]')}{SERVING}",
