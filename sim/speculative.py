@@ -352,19 +352,20 @@ def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode:
 
 
 def _decode_passes(device, passes: DecodePasses, batch: int, tables: SpeculativeTables, workload: BatchWorkload,
-                   generated: np.ndarray, drafted: float, mode: str,
-                   mixed: str = "") -> tuple[list[DecodeCosts], list[DecodeCosts]]:
+                   generated: np.ndarray, drafted: float, mode: str, mixed: str = "",
+                   weights: tuple[float, ...] = (1.0, 1.0, 1.0)) -> tuple[list, list[DecodeCosts]]:
     """(the passes of every speculative step, the plain steps' past the draft's context) of `passes` run by `batch`
     sequences, each priced at the keys of the steps the batch's mean sequence takes (`generated`: its tokens before
     each priced step, step_plan); with n-gram drafts (DecodePasses.plain) the verification and the plain decode again
-    in `mixed` mode, the launch mode of a pass whose sequences verify unequal tokens."""
+    in `mixed` mode, the launch mode of a pass whose sequences verify unequal tokens. Of the verification's passes
+    those of zero `weights` (the share of steps that run them) are not priced: None (_totals skips them)."""
     spec, prompt, window = tables.speculation, workload.prompt_len, tables.window
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     verify_kv = prompt + generated + spec.verified - 1
-    speculative = [_pass(device, passes.verify, verify_kv, window, mode, batch)]
+    speculative = [_pass(device, passes.verify, verify_kv, window, mode, batch) if weights[0] else None]
     if passes.plain is not None and len(generated):  # the sequences without an n-gram match: one token at its keys
-        speculative += [_pass(device, passes.verify, verify_kv, window, mixed, batch),
-                        _pass(device, passes.plain, prompt + generated, window, mixed, batch)]
+        speculative += [_pass(device, passes.verify, verify_kv, window, mixed, batch) if weights[1] else None,
+                        _pass(device, passes.plain, prompt + generated, window, mixed, batch) if weights[2] else None]
     if passes.draft_first is not None and len(generated):
         # A first draft step attends to the verification's keys, one more for a draft model's own slot: vLLM v1 runs
         # it padded over all k + 1 verified positions (the accepted ones end 1 to k + 1 keys before), with the
@@ -387,14 +388,15 @@ def _decode_passes(device, passes: DecodePasses, batch: int, tables: Speculative
     return speculative, plain
 
 
-def _totals(passes: list[DecodeCosts], scales: list[float]) -> dict[str, float]:
-    """Time, dynamic energy, time by kernel class and wait on the host of `passes`, each scaled."""
-    totals = {name: sum(f * p.total(name) for f, p in zip(scales, passes, strict=True))
-              for name in ("time_s", *DYNAMIC_ENERGY_FIELDS)}
-    for f, part in zip(scales, passes, strict=True):
+def _totals(passes: list[DecodeCosts | None], scales: list[float]) -> dict[str, float]:
+    """Time, dynamic energy, time by kernel class and wait on the host of `passes`, each scaled (None: a pass left
+    unpriced, of scale 0)."""
+    priced = [(f, p) for f, p in zip(scales, passes, strict=True) if p is not None]
+    totals = {name: sum(f * p.total(name) for f, p in priced) for name in ("time_s", *DYNAMIC_ENERGY_FIELDS)}
+    for f, part in priced:
         for label, total in part.class_totals("time_s").items():
             totals[label] = totals.get(label, 0.0) + f * total
-    totals[HOST_WAIT] = sum(f * part.wait_s for f, part in zip(scales, passes, strict=True))
+    totals[HOST_WAIT] = sum(f * part.wait_s for f, part in priced)
     return totals
 
 
@@ -454,9 +456,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         # query length), m - m^n of the verification's cost and 1 - m of the plain decode's in that mode.
         mixed = pass_execution(device, execution, decode_only=False,
                                tokens=max(round(n * (m * spec.verified + 1.0 - m)), 1))
-        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode,
-                                            mixed)
         verify = [per * m**n, per * (m - m**n), per * (1.0 - m)] if passes.plain is not None else [per]
+        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode,
+                                            mixed, tuple(verify))
         scales = verify + [drafts] * 2
         return (_totals(speculative, scales[:len(speculative)]),
                 _totals(plain, [plain_steps / p.steps for p in plain]))

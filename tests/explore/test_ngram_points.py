@@ -73,6 +73,21 @@ def test_never_faster_than_a_free_draft_that_always_matches(tiny_config, tiny_ev
     assert tpots[-1] < tpot(tiny_evaluator, tiny_config)
 
 
+@pytest.mark.parametrize(("match", "passes"), [(1.0, 1 + 1), (0.5, 3 + 2), (0.0, 1 + 1)])
+def test_a_pass_no_step_runs_is_not_priced(tiny_config, tiny_evaluator, monkeypatch, match, passes):
+    """A static batch of 4 prices three passes a step with n-gram drafts, each weighted by the share of steps that
+    runs it: the verification as a uniform decode (all 4 matched, m^4), the same in the mode of unequal query lengths
+    (m - m^4) and the plain decode (1 - m); the tail's one sequence prices the same three (m, m - m = 0, 1 - m). Those
+    of weight 0 are not priced (before, all six were, scaled by 0): at m = 1 the verification alone, 1 + 1 passes; at
+    0.5 all but the one sequence's mixed pass, 3 + 2; at 0 the plain decode alone, 1 + 1."""
+    import sim.speculative as speculative
+
+    priced, original = [], speculative._pass
+    monkeypatch.setattr(speculative, "_pass", lambda *args: priced.append(args) or original(*args))
+    tiny_evaluator.evaluate(point(tiny_config, spec_draft="ngram", spec_tokens=4, acceptance=0.8, ngram_match=match))
+    assert len(priced) == passes
+
+
 def test_a_static_batch_finishes_as_its_sequences_served_together_do(tiny_evaluator, tmp_path):
     """The closed form at match 0.5 (a step yields E = (1 - 0.6^5) / 0.4 tokens half the time, one otherwise, and
     its pass is half verification, half plain decode) against the serving simulation of the same batch on Llama-2-7B:
