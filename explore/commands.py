@@ -82,6 +82,7 @@ from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, NGRAM, Speculation
+from sim.step_costs import pass_launch
 from sim.workload import BatchWorkload
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
@@ -498,7 +499,8 @@ def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str]
     if serving is None:  # a static point traces its model routed by its moe_routing (Evaluator.point_model)
         configs = [evaluator.config(model) for model in _routed_models(evaluator, dims)]
         models = [(config, b, p, PLAIN_PASSES) for config in configs for b in dims["batch"] for p in dims["prompt"]]
-        traces = models + _speculative_traces(sweep, evaluator, dims, serving=False)
+        traces = models + _padded_traces(evaluator, dims, configs) + _speculative_traces(sweep, evaluator, dims,
+                                                                                         serving=False)
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
     else:  # each model's step templates
         models = [trace for model in dims["model"] for trace in _template_traces(evaluator.config(model))]
@@ -700,6 +702,20 @@ def _built(config: ModelConfig, tokens: int) -> int:
     """The experts each MoE layer of a pass of `tokens` tokens builds: those of its routing's fill order through the
     last it reaches (experts_reached; the experts reached themselves under balanced and uniform routing)."""
     return experts_reached(tokens, config.experts_per_token, config.num_experts, config.moe_routing)
+
+
+def _padded_traces(evaluator: Evaluator, dims: dict, configs: list[ModelConfig]) -> list[Trace]:
+    """The traces a static sweep's decode steps padded to a captured size take beside its plain passes
+    (Evaluator.tables): each at its padded batch, and its model's step template (kernels/padded_pass.py
+    template_tail). Only an engine pads (sim/step_costs.py pass_launch)."""
+    if "engine" not in (dims.get("execution") or []):
+        return []
+    padded = {pass_launch(evaluator.device(device), "engine", decode_only=True, tokens=batch).tokens
+              for device in dims["device"] for batch in dims["batch"]} - set(dims["batch"])
+    if not padded:
+        return []
+    return [(config, b, p, PLAIN_PASSES[1:]) for config in configs for b in sorted(padded) for p in dims["prompt"]] + [
+        trace for config in configs for trace in _template_traces(config)]
 
 
 def _template_traces(config: ModelConfig) -> list[Trace]:

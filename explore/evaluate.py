@@ -41,6 +41,7 @@ from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
 from kernels.moe import device_routing
+from kernels.padded_pass import padded_pass, template_tail
 from kernels.parallel import (
     check_tensor_parallel,
     kv_replication,
@@ -108,7 +109,7 @@ from sim.speculative import (
     mtp_error,
     names_draft_model,
 )
-from sim.step_costs import sub_batch_sizes
+from sim.step_costs import batch_launches, sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
 from workloads.errors import InputError
 from workloads.expert_skew import power_law_popularity, reach_chances
@@ -281,19 +282,26 @@ class Evaluator:
         return self._layer_tables[key]
 
     def tables(self, model: str | ModelConfig, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
-               tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "") -> PassTables:
-        """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size)."""
-        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion)
+               tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "", decode_tokens: int = 0) -> PassTables:
+        """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size);
+        with decode_tokens above `batch`, the decode as an engine runs it padded to that many tokens
+        (kernels/padded_pass.py)."""
+        padded = decode_tokens > batch
+        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion) + ((decode_tokens,) if padded else ())
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
             kv_head_dim = self.config(model).head_dim  # what the cache writes store (MLA: the latent's width)
-            parts = tuple((size, self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(
-                fmt, kv_head_dim=kv_head_dim)) for size in sizes if len(sizes) > 1)
+
+            def decode(size: int) -> KernelTable:
+                return self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(
+                    fmt, kv_head_dim=kv_head_dim)
+
+            parts = tuple((size, decode(size)) for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
                 prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion).with_format(
                     fmt, kv_head_dim=kv_head_dim),
-                decode=self.lowered(model, "decode", batch, prompt, tp, pp, ep, fusion).with_format(
-                    fmt, kv_head_dim=kv_head_dim),
+                decode=padded_pass(decode(batch), decode(decode_tokens), template_tail(
+                    self.template(model, fmt, tp, ep, fusion), decode_tokens, batch)) if padded else decode(batch),
                 attention_window=self.outline(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
             )
         return self._tables[key]
@@ -599,12 +607,16 @@ class Evaluator:
         return self._links[name]
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
-        """The kernel tables of a static-batch point's passes on its device (or system); decode attention capped at
+        """The kernel tables of a static-batch point's passes on its device (or system), its decode padded as its
+        engine pads it (sim/step_costs.py batch_launches, under its capture limits); decode attention capped at
         the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs; with
         prefill_kept below 1, the prefill's attention at its kept pairs after its estimate's kernels
         (kernels/block_sparse.py); with prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
+        _, decode = batch_launches(device, point.execution, BatchWorkload(
+            batch=point.batch, prompt_len=point.prompt, output_len=point.output), limits=self.capture_limits(point))
         tables = self.tables(self.point_model(point), point.batch, point.prompt, point.numeric_format,
-                             device.sub_batches, point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind))
+                             device.sub_batches, point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind),
+                             decode.tokens)
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:

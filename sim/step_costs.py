@@ -276,17 +276,28 @@ def pass_launch(device, execution: str, *, decode_only: bool, tokens: int, query
 
 
 def batch_modes(device, execution: str, workload: BatchWorkload | None, query: int = 1) -> tuple[str, str]:
-    """The launch modes (pass_launch) of a static batch's prefill (its prompts' tokens) and of its decode steps (`query`
-    tokens a sequence). Its passes are priced on tables traced at the batch's own size, without an engine's padding to
-    a captured size (the serving path's step template pads: sim/costs.py IterationCostModel.launched). `workload` may be
-    None where the execution prices every pass alike (any but an engine's)."""
+    """The launch modes of a static batch's prefill and decode steps (batch_launches). `workload` may be None where the
+    execution prices every pass alike (any but an engine's)."""
     if workload is None:
         if execution == "engine":
             raise ValueError("workload: found None, allowed: the static batch its passes run (an engine launches each "
                              "pass by its tokens)")
         return execution, execution
-    prefill = pass_execution(device, execution, decode_only=False, tokens=workload.batch * workload.prompt_len)
-    return prefill, pass_execution(device, execution, decode_only=True, tokens=workload.batch * query, query=query)
+    prefill, decode = batch_launches(device, execution, workload, query)
+    return prefill.mode, decode.mode
+
+
+def batch_launches(device, execution: str, workload: BatchWorkload, query: int = 1,
+                   limits: CaptureLimits = DEFAULT_LIMITS) -> tuple[PassLaunch, PassLaunch]:
+    """How a static batch's prefill (its prompts' tokens) and each of its decode steps (`query` tokens a sequence)
+    launch (pass_launch): the mode each is priced in and the tokens it runs, its padding to a captured size
+    included. The decode table is traced at the padded size where it pads (explore/evaluate.py point_tables,
+    kernels/padded_pass.py); the prefill is priced at its own tokens (a prompt's padding would need a trace of tokens
+    no batch of whole prompts has)."""
+    prefill = pass_launch(device, execution, decode_only=False, tokens=workload.batch * workload.prompt_len,
+                          limits=limits)
+    return prefill, pass_launch(device, execution, decode_only=True, tokens=workload.batch * query, query=query,
+                                limits=limits)
 
 
 def host_stall_s(host_s, device_s):

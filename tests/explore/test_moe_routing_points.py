@@ -53,32 +53,34 @@ def test_a_sweep_at_the_default_keeps_its_point_ids(tmp_path, tiny_moe):
 
 
 def test_a_uniform_static_point_reads_the_experts_its_decode_touches(tiny_moe):
-    """The fused MoE rows of a decode step of 3 sequences: 6 rows over 6 experts (balanced) or 5 (uniform), the same
-    FLOPs, five sixths of the expert weights, and no slower a step."""
+    """The fused MoE rows of a decode step of 3 sequences, which the engine pads to its captured size of 4 tokens
+    (sim/cuda_graphs.py), the padding routed as real tokens are: 8 rows over 8 experts (balanced) or 7 (uniform:
+    16 x (1 - (14/16)^4) = 6.6), the same FLOPs, seven eighths of the expert weights, and no slower a step."""
     evaluator = Evaluator()
     tables = {routing: evaluator.point_tables(point := _point(tiny_moe, routing), evaluator.point_device(point))
               for routing in ("balanced", UNIFORM)}
     moe = {routing: t.decode.select(t.decode.kind == MOE) for routing, t in tables.items()}
-    assert moe["balanced"].batch.tolist() == [6, 6] and moe[UNIFORM].batch.tolist() == [5, 5]  # 2 layers
-    assert (moe[UNIFORM].m * moe[UNIFORM].batch).tolist() == [6, 6]
+    assert moe["balanced"].batch.tolist() == [8, 8] and moe[UNIFORM].batch.tolist() == [7, 7]  # 2 layers
+    assert (moe[UNIFORM].m * moe[UNIFORM].batch).tolist() == [8, 8]
     assert moe[UNIFORM].flops.sum() == pytest.approx(moe["balanced"].flops.sum(), rel=1e-12)
-    assert moe[UNIFORM].weight_bytes.sum() == pytest.approx(moe["balanced"].weight_bytes.sum() * 5 / 6, rel=1e-12)
+    assert moe[UNIFORM].weight_bytes.sum() == pytest.approx(moe["balanced"].weight_bytes.sum() * 7 / 8, rel=1e-12)
     tpot = {r: evaluator.evaluate(_point(tiny_moe, r)).metrics["tpot_s"] for r in ("balanced", UNIFORM)}
     assert tpot[UNIFORM] < tpot["balanced"]
 
 
 @pytest.mark.parametrize("ep", [1, 2])
 def test_a_power_law_point_prices_its_busiest_devices_share(tiny_moe, ep):
-    """A power-law point's traced decode step (3 sequences, 6 rows), sharded over 2 devices with its experts split or
-    spread, prices the experts and rows kernels/moe.py device_routing gives the busiest device, as a step template
-    prices them; all 6 rows on the experts the routing reaches without expert parallelism."""
+    """A power-law point's traced decode step (3 sequences padded to the engine's 4 tokens, 8 rows), sharded over 2
+    devices with its experts split or spread, prices the experts and rows kernels/moe.py device_routing gives the
+    busiest device, as a step template prices them; all 8 rows on the experts the routing reaches without expert
+    parallelism."""
     evaluator = Evaluator()
     point = _point(tiny_moe, POWER_LAW, tp=2, ep=ep)
     moe = evaluator.point_tables(point, evaluator.point_device(point)).decode
     moe = moe.select(moe.kind == MOE)
-    touched, rows = device_routing(3, 2, 16, 16 // ep, POWER_LAW)
+    touched, rows = device_routing(4, 2, 16, 16 // ep, POWER_LAW)
     assert moe.batch.tolist() == [touched] * 2 and (moe.m * moe.batch).round(9).tolist() == [rows] * 2
-    assert (rows == 6) == (ep == 1)
+    assert (rows == 8) == (ep == 1)
 
 
 def test_a_uniform_point_routes_its_template_and_its_drafts_uniformly(tiny_moe):
