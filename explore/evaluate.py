@@ -936,9 +936,11 @@ class Evaluator:
         # Data-parallel ranks each hold the weights but the experts' (kernels/data_parallel.py).
         weights_B = _weight_bytes(costs.template.param_bytes * replicated_weight_share(cfg, ranks, fmt), fmt, device,
                                   cfg)
-        if spec.lora_adapters:  # max_loras GPU slots of adapters, on each of the tp devices its shard (kernels/lora.py)
-            weights_B += spec.max_loras * point.tp * adapter_bytes(costs.template.linear, costs.template.count,
-                                                                   spec.lora_rank)
+        # One adapter on the replica's devices, each of the tp devices its shard (kernels/lora.py); max_loras GPU slots
+        # of them are held beside the weights.
+        adapter_B = (point.tp * adapter_bytes(costs.template.linear, costs.template.count, spec.lora_rank)
+                     if spec.lora_adapters else 0.0)
+        weights_B += spec.max_loras * adapter_B
         attention = costs.attention
         # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
         # rank holds its sequences' KV whole.
@@ -997,6 +999,7 @@ class Evaluator:
                     # The store holds whole blocks of the replicas' shards; a rank fetches over its own device's NIC.
                     kv_store_blocks=store_blocks,
                     kv_store_Bps=self._kv_store_Bps(point, device) / ranks if spec.kv_store_GB else None,
+                    adapter_load_s=self._adapter_load_s(point, device, adapter_B) if spec.lora_adapters else 0.0,
                     speculation=speculation, seed=spec.seed, stages=point.pp, ranks=ranks)
 
     def _handoff_s(self, point: DesignPoint, on_prefill: DesignPoint, on_decode: DesignPoint, kind: str,
@@ -1025,6 +1028,17 @@ class Evaluator:
             gbps = through_pcie(self._link(point.knob("node_link") or default_node_link(point.device)),
                                 device.spec).bandwidth_GBps
         return gbps * 1e9 * point.tp * point.pp
+
+    def _adapter_load_s(self, point: DesignPoint, device, adapter_B: float) -> float:
+        """The time a LoRA adapter of `adapter_B` bytes over a replica's devices takes from host memory into a GPU
+        slot: each device its share over its own host link (its preset's host_link) at once, as vLLM's
+        activate_adapter copies each wrapped module's A and B into the slot (sim/lora.py)."""
+        spec = point.serving
+        preset = getattr(device.spec, "host_link", None)
+        if preset is None:
+            raise InputError(f"lora_adapters: found {spec.lora_adapters} on device {point.device!r}, whose preset "
+                             f"names no host link to load adapters over, allowed: 0 there")
+        return adapter_B / (self._link(preset.link).bandwidth_Bps * device.devices)
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
         """What a replica moves between device and host memory per second, for swap preemption or a host cache (None:

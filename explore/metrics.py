@@ -282,7 +282,8 @@ _m("kv_utilization_max", "peak KV-cache utilization", "", None,
    "largest fraction of the KV blocks in use (on pipeline stages or data-parallel ranks: of an engine's share)",
    section="serving")
 _m("swap_s", "swap", "s", "min", "time spent moving KV onto and off the devices (preempted sequences' KV to host "
-   "memory and back, prefix blocks loaded from a host cache or fetched from a KV store), summed over the engines "
+   "memory and back, prefix blocks loaded from a host cache or fetched from a KV store) and LoRA adapters into their "
+   "GPU slots, summed over the engines "
    "(replicas, pipeline engines, data-parallel ranks)", section="serving")
 _m("prefix_hit_rate", "prefix hit rate", "", "max",
    "share of the requests' prefix tokens found cached, on the device or in a host cache, at their first admission "

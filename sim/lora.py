@@ -8,10 +8,15 @@ What each part models, and where:
   kernels/shapes.py StepShape.lora_adapters);
 - the engine reserves max_loras GPU slots of adapters at lora_rank out of the memory the KV cache would take
   (explore/evaluate.py), as vLLM allocates its stacked LoRA weights (max_loras x max_lora_rank) before profiling the KV
-  cache.
-Not modeled: loading an adapter into a GPU slot from host memory on first use (every adapter's weights are taken to be
-in the slots when its request runs), LoRA on MoE experts, and LoRA beside speculative decoding, a prefill pool,
-attention devices, data-parallel attention, token splitting or swap preemption (refused: lora_unjudged).
+  cache;
+- an iteration whose sequences run an adapter not in a slot first copies it from host memory over the device's host
+  link into the least recently used slot (activate; sim/replica.py copy_in_s), as vLLM's LRUCacheLoRAModelManager does
+  (vllm-project/vllm vllm/lora/model_manager.py at 01533aa8: activate_adapter evicts the oldest active adapter when
+  its lora_slots, max_loras, are full, and LoRAModelManager.activate_adapter copies each wrapped module's A and B into
+  the slot, set_lora).
+Not modeled: adapters loaded from disk (every adapter is taken to be in host memory: vLLM's max_cpu_loras at least the
+adapters), LoRA on MoE experts, and LoRA beside speculative decoding, a prefill pool, attention devices, data-parallel
+attention, token splitting or swap preemption (refused: lora_unjudged).
 """
 
 from __future__ import annotations
@@ -57,3 +62,22 @@ def lora_unjudged(*, moe: bool, spec_draft: str, attention_parallel: str, overla
         if conflict:
             return f"lora_adapters: found LoRA adapters with {what}, allowed: lora_adapters 0 (off) there"
     return ""
+
+
+def activate(slots: list[int], used: set[int], capacity: int) -> int:
+    """Bring the adapters an iteration `used` into `slots` (least recently used first, at most `capacity`), each one
+    absent taking the least recently used slot, and mark them the most recently used; returns how many were loaded.
+    The admission's max_loras limit keeps `used` within `capacity`, so no adapter of the iteration is evicted for
+    another."""
+    if len(used) > capacity:
+        raise ValueError(f"used: found {len(used)} adapters, allowed: at most the {capacity} slots")
+    loaded = 0
+    for adapter in sorted(used):
+        if adapter in slots:
+            slots.remove(adapter)
+        else:
+            loaded += 1
+            if len(slots) >= capacity:
+                slots.pop(0)
+        slots.append(adapter)
+    return loaded

@@ -80,9 +80,10 @@ class Replica:
                  on_prefilled: Callable[[Sequence], None] | None = None,
                  speculation: ServingSpeculation | None = None, seed: Sequence_[int] = (0,),
                  stages: Sequence_[simpy.Resource] = (), shared_prefix: int = 0, copies: CopyQueue | None = None,
-                 pool: int = 0):
+                 pool: int = 0, adapter_load_s: float = 0.0):
         """`swap_s_per_token`, `fetch_s_per_token`: the time a token's KV takes over the host link and from the pool's
-        KV store; `speculation`: decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
+        KV store; `adapter_load_s`: the time a LoRA adapter takes from host memory into a GPU slot; `speculation`:
+        decode speculatively (sim/speculative.py), drawing accepted tokens from `seed`;
         `stages`: the pipeline stages it shares with its replica's other engines (none: it runs on its devices alone),
         and `copies` the links they copy KV over (default: its own);
         `shared_prefix`: the length of the cached prefix its decodes' attention reads once for each group's sequences
@@ -103,6 +104,7 @@ class Replica:
         self._undrafted: set[int] = set()
         self.rng = np.random.default_rng(list(seed))
         self.window, self.swap_s_per_token, self.fetch_s_per_token = window, swap_s_per_token, fetch_s_per_token
+        self.adapter_load_s = adapter_load_s
         self.on_finish, self.on_prefilled = on_finish, on_prefilled
         self.swap_s = 0.0
         self.wake: simpy.Event = env.event()
@@ -381,8 +383,10 @@ class Replica:
 
     def copy_in_s(self, batch) -> float:
         """The time the KV a batch brings onto the device takes before it computes: over the host link (swaps, host
-        cache loads), then from the pool's KV store."""
-        return batch.swapped_tokens * self.swap_s_per_token + batch.fetched_tokens * self.fetch_s_per_token
+        cache loads), then from the pool's KV store; and the LoRA adapters it loads into GPU slots over the host
+        link."""
+        return (batch.swapped_tokens * self.swap_s_per_token + batch.fetched_tokens * self.fetch_s_per_token
+                + batch.loaded_adapters * self.adapter_load_s)
 
     def _leave(self, seq: Sequence, sending: bool = False) -> None:
         """Free its KV blocks (a conversation's turn leaves its context cached for the next: PagedKVCache.release), or

@@ -355,6 +355,7 @@ class Pool:
     # per second.
     kv_store_blocks: int = 0
     kv_store_Bps: float | None = None
+    adapter_load_s: float = 0.0  # the time a LoRA adapter takes from host memory into a GPU slot (sim/lora.py)
     speculation: ServingSpeculation | None = None  # decode speculatively (sim/speculative.py)
     seed: int = 0  # of the accepted tokens' draws, with the pool's and the replica's index
     router: str = DEFAULT_ROUTER  # how it picks the replica each request joins (sim/routers.py ROUTERS)
@@ -537,7 +538,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
                     stages=stages, shared_prefix=kv.shared_tokens if pool.cascade else 0,
-                    copies=copies if pool.stages > 1 else None, pool=p))
+                    copies=copies if pool.stages > 1 else None, pool=p, adapter_load_s=pool.adapter_load_s))
             for engine in engines:
                 engine.peers = engines
                 if pool.role == "decode":

@@ -12,6 +12,7 @@ from typing import ClassVar
 from kernels.kv_policy import Window
 from kernels.shapes import StepShape, step_shape
 from sim.kv_cache import PagedKVCache
+from sim.lora import activate
 
 
 @dataclass(slots=True, eq=False)
@@ -70,6 +71,7 @@ class Batch:
     decodes: list[Sequence] = field(default_factory=list)
     swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
     fetched_tokens: int = 0  # KV tokens copied from the pool's KV store (sim/kv_store.py) before it runs
+    loaded_adapters: int = 0  # LoRA adapters copied from host memory into GPU slots before it runs (sim/lora.py)
     # Tokens each of its last decodes verifies where fewer than the others' (empty: none), as vLLM v1 schedules them:
     # the one whose drafts the token budget cut, its spec_token_ids trimmed to the budget left
     # (ChunkedPrefillScheduler.decode_tokens); a request a prefill pool handed over, one token, having no drafts yet
@@ -187,6 +189,8 @@ class EngineState:
     # Waiting sequences an admission loop passed over this iteration, in queue order (Scheduler._head: their LoRA
     # adapter would exceed max_loras); back at the head of the queue once the iteration is scheduled (next_batch).
     passed_over: list[Sequence] = field(default_factory=list)
+    # The LoRA adapters in the engine's GPU slots, least recently used first (sim/lora.py activate).
+    lora_slots: list[int] = field(default_factory=list)
     # Under speculative decoding, the sequences whose proposer drafted nothing after their last pass (an n-gram lookup
     # that found no match): their next decode verifies no drafts and computes one token (Batch.without_drafts).
     no_drafts: set[int] = field(default_factory=set)
@@ -500,6 +504,9 @@ class Scheduler:
         batch.swapped_tokens = swapped_in + state.swapped_tokens + state.kv.take_loaded_tokens()
         batch.fetched_tokens = state.kv.take_fetched_tokens()
         state.swapped_tokens = 0
+        if self.limits.max_loras and batch:
+            used = {seq.adapter for seq, _ in batch.prefills} | {seq.adapter for seq in batch.decodes}
+            batch.loaded_adapters = activate(state.lora_slots, used - {-1}, self.limits.max_loras)
         if state.no_drafts and batch.decodes:
             batch.without_drafts(state.no_drafts, self.limits.verify_tokens)
         return batch

@@ -41,6 +41,11 @@ def test_a_sweep_runs_adapters_per_point_and_shows_their_columns(tmp_path):
     assert float(rows[0]["e2e_s"]) == float(without["e2e_s"])
     assert float(rows[1]["tpot_s"]) > float(rows[0]["tpot_s"])
     assert float(rows[8]["queue_mean_s"]) > float(rows[1]["queue_mean_s"])
+    # One adapter loads once into its slot over the H100's host link: the tiny Llama's rank-16 adapter, 2 layers x 16 x
+    # ((64 + 64) x 2 + (64 + 32) x 2 + (64 + 128) x 3) values x 2 B = 65,536 B, over PCIe 5.0 x16's 63.0 GB/s. 8
+    # adapters over 2 slots load more often; without LoRA nothing loads.
+    assert float(rows[1]["swap_s"]) == pytest.approx(65_536 / 63.0e9, rel=1e-12)
+    assert float(rows[8]["swap_s"]) >= 8 * float(rows[1]["swap_s"]) and float(rows[0]["swap_s"]) == 0.0
 
 
 @pytest.mark.parametrize(("setting", "message"), [

@@ -11,6 +11,7 @@ import pytest
 from kernels.shapes import step_shape
 from sim.costs import IterationCostModel
 from sim.kv_cache import PagedKVCache
+from sim.lora import activate
 from sim.schedulers import EngineState, SchedulerLimits, Sequence, make_scheduler
 from sim.serving import serve, serving_memory
 from workloads.requests import RequestSet
@@ -113,3 +114,27 @@ def test_every_request_takes_at_least_as_long_with_adapters(costs):
     with_lora = _serve(_lora_costs(costs), together, 4).records
     without = _serve(costs, replace(together, adapter=None), 0).records
     assert (with_lora.finish_s >= without.finish_s).all() and with_lora.finish_s.max() > without.finish_s.max()
+
+
+def test_adapters_take_the_least_recently_used_slot_by_hand():
+    """Two slots; iterations using {0}, {1}, {0}, {2}, {1, 2}, {2}: 0 and 1 load into the empty slots, 0 is in one, 2
+    takes 1's (the least recently used), 1 takes 0's, 2 stays: 1, 1, 0, 1, 1, 0 loads."""
+    slots: list[int] = []
+    loads = [activate(slots, used, 2) for used in ({0}, {1}, {0}, {2}, {1, 2}, {2})]
+    assert loads == [1, 1, 0, 1, 1, 0] and slots == [1, 2]
+    with pytest.raises(ValueError, match="found 3 adapters"):
+        activate(slots, {0, 1, 3}, 2)
+
+
+def test_an_iteration_carries_the_adapters_it_loads():
+    """Adapters 0, 1, 0 admitted together under max_loras 2 load 2 adapters before their prefill; their decodes next
+    load none; without LoRA (max_loras 0) nothing loads."""
+    state = _queue([0, 1, 0])
+    scheduler = make_scheduler("chunked", SchedulerLimits(max_seqs=16, chunk_tokens=10_000, max_loras=2))
+    assert scheduler.next_batch(state).loaded_adapters == 2
+    for seq in state.running:
+        seq.computed = seq.target
+    batch = scheduler.next_batch(state)
+    assert len(batch.decodes) == 3 and batch.loaded_adapters == 0
+    plain = make_scheduler("chunked", SchedulerLimits(max_seqs=16, chunk_tokens=10_000))
+    assert plain.next_batch(_queue([0, 1, 0])).loaded_adapters == 0
