@@ -207,10 +207,11 @@ class DesignPoint:
         spec = self.serving
         if not spec.lora_adapters:
             return ""
+        unlinked = next((name for name in (self.device, spec.mixed_device) if name and not _loads_adapters(name)), "")
         return lora_unjudged(moe=load_model_config(self.model).is_moe, spec_draft=self.knob("spec_draft"),
                              attention_parallel=self.knob("attention_parallel"), overlap=self.knob("overlap"),
                              disaggregated=spec.disaggregated, attends_apart=spec.attends_apart,
-                             preemption=spec.preemption)
+                             preemption=spec.preemption, unlinked_device=unlinked)
 
     def _hybrid_unjudged(self) -> str:
         """Why a hybrid attention placement (sim/attention_pool.py, APEX) is not modeled here ('' where it is): it
@@ -415,6 +416,14 @@ def with_knobs(values: dict[str, Any]) -> dict[str, Any]:
     generic = sorted((name, value) for name, value in values.items()
                      if name not in _FIELD_NAMES and value != KNOBS[name].default)
     return fields | ({"knobs": tuple(generic)} if generic else {})
+
+
+@functools.lru_cache(maxsize=64)
+def _loads_adapters(name: str) -> bool:
+    """Whether a device can load LoRA adapters from host memory: a CPU holds them in its own memory, another device
+    over the host link its preset names (sim/lora.py)."""
+    preset = read_device_yaml(name)[0]
+    return preset["kind"] == "cpu" or preset.get("host_link") is not None
 
 
 @functools.lru_cache(maxsize=64)

@@ -1032,8 +1032,11 @@ class Evaluator:
     def _adapter_load_s(self, point: DesignPoint, device, adapter_B: float) -> float:
         """The time a LoRA adapter of `adapter_B` bytes over a replica's devices takes from host memory into a GPU
         slot: each device its share over its own host link (its preset's host_link) at once, as vLLM's
-        activate_adapter copies each wrapped module's A and B into the slot (sim/lora.py)."""
+        activate_adapter copies each wrapped module's A and B into the slot (sim/lora.py); none on a CPU, whose memory
+        is the host's."""
         spec = point.serving
+        if device.kind == "cpu":
+            return 0.0
         preset = getattr(device.spec, "host_link", None)
         if preset is None:
             raise InputError(f"lora_adapters: found {spec.lora_adapters} on device {point.device!r}, whose preset "

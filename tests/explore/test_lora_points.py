@@ -70,9 +70,15 @@ def _point(serving: dict, **point) -> DesignPoint:
     (dict(knobs=(("spec_draft", "llama-3.2-1b"),)), "spec_draft 'llama-3.2-1b'"),
     (dict(serving=dict(prefill_replicas=1)), "a prefill pool"),
     (dict(serving=dict(preemption="swap", swap_GBps=25.0)), "swap preemption"),
+    (dict(device="neupims"), "device 'neupims', whose preset names no host link to load adapters over"),
 ])
 def test_settings_not_modeled_beside_lora_are_refused(point, words):
     serving = point.pop("serving", {})
     reason = _point(dict(lora_adapters=4, **serving), **point).unjudged()
     assert reason.startswith("lora_adapters: found LoRA adapters with ") and words in reason, reason
     assert "lora" not in _point(serving, **point).unjudged()  # the same point without adapters
+
+
+def test_a_cpu_holds_its_adapters_in_its_own_memory():
+    """A CPU's memory is the host's: it runs adapters without a host link to load them over."""
+    assert _point(dict(lora_adapters=4), device="ampere-altra").unjudged() == ""
