@@ -426,6 +426,17 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         "for the others to fetch (Mooncake's store; default: none)")
     g.add_argument("--kv-store-GBps", type=number,
                    help="what each device fetches from the KV store per second (default: its node link's NIC)")
+    g.add_argument("--lora-adapters", type=int, default=spec.lora_adapters,
+                   help="LoRA adapters over the base model, each request running one; each layer adds their shrink and "
+                        "expand GEMMs, max-loras GPU slots come out of the KV cache (default 0: LoRA off)")
+    g.add_argument("--lora-rank", type=int, default=spec.lora_rank,
+                   help=f"the adapters' rank (vLLM's --max-lora-rank; default {spec.lora_rank})")
+    g.add_argument("--max-loras", type=int, default=spec.max_loras,
+                   help=f"distinct adapters the running requests may hold at once (vLLM's --max-loras; default "
+                        f"{spec.max_loras})")
+    g.add_argument("--lora-alpha", type=number, default=spec.lora_alpha,
+                   help=f"how requests pick adapters: S-LoRA's power-law exponent, in (0, 1] (default "
+                        f"{spec.lora_alpha:g}: uniform)")
     g.add_argument("--rate-profile", metavar="S:X,S:X,...",
                    help="the arrival rate in phases, repeating: each S seconds at X times --rate (0: none arrive), "
                         "e.g. 600:1,300:3 (default: --rate throughout)")

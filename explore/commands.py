@@ -1078,7 +1078,8 @@ def _serving_spec(args) -> ServingSpec:
                   kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
-                  attention_device=args.attention_device,
+                  lora_adapters=args.lora_adapters, lora_rank=args.lora_rank, max_loras=args.max_loras,
+                  lora_alpha=args.lora_alpha, attention_device=args.attention_device,
                   # Unset attention flags take the spec's defaults.
                   **{name: getattr(args, name) for name in ("attention_devices", "attention_link",
                                                             "attention_micro_batches", "attention_placement")

@@ -4,6 +4,8 @@ refused by name."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from explore.cli import main
@@ -12,6 +14,7 @@ from explore.results import read_results
 from explore.sweep import load_sweep
 from sim.serving_spec import ServingSpec
 from tests.explore.test_serving_sweep import _serving_sweep as _sweep
+from tests.explore.tiny_sweep import write_tiny_model
 
 # The claims here are about rows, columns, messages and the time adapters cost, not about a report's figures.
 pytestmark = pytest.mark.usefixtures("figures_undrawn")
@@ -82,3 +85,23 @@ def test_settings_not_modeled_beside_lora_are_refused(point, words):
 def test_a_cpu_holds_its_adapters_in_its_own_memory():
     """A CPU's memory is the host's: it runs adapters without a host link to load them over."""
     assert _point(dict(lora_adapters=4), device="ampere-altra").unjudged() == ""
+
+
+def test_explore_run_takes_the_knobs_as_flags(tmp_path, capsys):
+    """`explore run --serving` with --lora-adapters, --lora-rank, --max-loras and --lora-alpha: the adapters cost
+    time over the same requests without them; a value or a model not modeled is one line naming the flag, exit 2."""
+    flags = ["run", "--model", write_tiny_model(tmp_path), "--device", "h100-sxm", "--serving", "--prompt", "32",
+             "--output", "8", "--rate", "200", "--requests", "20", "--json"]
+
+    def metrics(*extra: str) -> dict:
+        assert main([*flags, *extra]) == 0
+        return json.loads(capsys.readouterr().out)
+
+    plain = metrics()
+    lora = metrics("--lora-adapters", "4", "--lora-rank", "32", "--max-loras", "2", "--lora-alpha", "0.5")
+    assert lora["e2e_s"] > plain["e2e_s"] and lora["swap_s"] > plain["swap_s"] == 0.0
+    assert main([*flags, "--lora-adapters", "4", "--lora-rank", "7"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--lora-rank: found 7" in err, err
+    assert main([*flags[:2], "mixtral-8x7b", *flags[3:], "--lora-adapters", "4"]) == 2
+    assert "--lora-adapters: found LoRA adapters with a model with routed experts" in capsys.readouterr().err
