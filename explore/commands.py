@@ -877,11 +877,16 @@ def cmd_run(args) -> int:
               f"{config.max_positions:,} tokens (max_position_embeddings): an output keeps at most half of it, the "
               f"prompt what is left (clipped_requests)", file=sys.stderr)
     ops = _op_rows(args, point, evaluator, evaluation)
+    pools = _fleet_pools(point, evaluation.result)
     if args.json:
-        print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {}))
+        print_json(metrics | ({"ops": [asdict(row) for row in ops]} if ops is not None else {})
+                   | ({"pools": [json_safe(pool) for pool in pools]} if pools else {}))
     else:
         print(f"# {_assumptions(point, evaluator.point_device(point), config)}")
         _print_metrics(metrics)
+        if pools:
+            print()
+            _print_pools(pools)
         if ops is not None:
             print()
             print(format_op_table(ops, dispatch_s=dispatch_s(evaluator.point_device(point), point.execution)), end="")
@@ -908,6 +913,26 @@ def _set_inputs(point: DesignPoint) -> dict:
     (explore/knobs.py) set to other than their default."""
     return {column: value for column, value in point.row().items()
             if column.startswith(WHAT_IF_PREFIXES) or column in dict(point.knobs)}
+
+
+def _fleet_pools(point: DesignPoint, result) -> list[dict]:
+    """A fleet's pools (explore/report_detail.py pool_rows): each one's device, replicas and the requests it served;
+    none for a point of one pool, or one prefill and one decode pool."""
+    if point.serving is None or not point.serving.mixed:
+        return []
+    from explore.report_detail import pool_rows  # here: it imports the report's plotting
+
+    return pool_rows(point, result.pool_figures())
+
+
+def _print_pools(pools: list[dict]) -> None:
+    """A fleet's pools as an aligned table, one line each (explore/report_detail.py POOL_COLUMNS)."""
+    from explore.report_detail import POOL_COLUMNS, pool_cells
+
+    lines = [[label for label, _, _ in POOL_COLUMNS], *(pool_cells(pool) for pool in pools)]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(POOL_COLUMNS))]
+    for line in lines:
+        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip())
 
 
 def _print_metrics(metrics: dict) -> None:

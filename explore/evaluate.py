@@ -445,7 +445,7 @@ class Evaluator:
         prices and a point not run shows."""
         spec, held = point.serving, []
         for role, replicas, name, own, node_link in serving_pools(point):
-            on_pool, kind = pool_point(point, name, own, node_link), _pool_kind(role, name)
+            on_pool, kind = pool_point(point, name, own, node_link), pool_kind(role, name)
             scaling = spec.autoscaling(kind)
             # A prefill pool's replicas attend on their own devices (Evaluator._pool's cost model).
             attending = ((spec.attention_devices, self.attention_device(point)),) if (
@@ -982,7 +982,7 @@ class Evaluator:
         if spec.kv_store_GB and not store_blocks:
             raise InputError(f"kv_store_GB: found {spec.kv_store_GB:g}, allowed: 0 (none) or at least one KV block, "
                              f"{memory.kv_block_B / 1e9:.3g} GB")
-        kind = _pool_kind(role, device_name)
+        kind = pool_kind(role, device_name)
         return Pool(name=_pool_name(point, kind), role=role, replicas=replicas, costs=costs,
                     scheduler=spec.scheduler, limits=limits, memory=memory, idle_power_W=idle_W,
                     router=spec.router or DEFAULT_ROUTER,
@@ -1202,7 +1202,7 @@ class Evaluator:
             # the point's, so their ports are as many.
             ports = 1 if pools[0].ranks > 1 else point.tp * point.pp if pools[1].costs.attention is None else min(
                 point.tp * point.pp, spec.attention_devices)
-            on_pools = [(pool_point(point, name, own, link), _pool_kind(role, name))
+            on_pools = [(pool_point(point, name, own, link), pool_kind(role, name))
                         for role, _, name, own, link in serving_pools(point)]
             transfer_s = [self._handoff_s(point, on_pools[0][0], on_decode, kind, ports)
                           for on_decode, kind in on_pools[1:]]
@@ -1295,7 +1295,7 @@ def serving_pools(point: DesignPoint) -> list[tuple[str, int, str, tuple, str]]:
                   if spec.mixed else [])
 
 
-def _pool_kind(role: str, device_name: str) -> str:
+def pool_kind(role: str, device_name: str) -> str:
     """A pool's kind, what names it and picks its autoscaling: its role, or 'mixed' for a fleet's other replicas,
     serving or decoding (a pool of their own, apart from the point's though they be of its device)."""
     return "mixed" if role != "prefill" and device_name else role

@@ -24,7 +24,7 @@ import numpy as np
 
 from explore.format_checks import format_knob_names, gemms_run_as
 from explore.plots import Roof
-from explore.rows import as_number, is_serving, point_from_row, row_format
+from explore.rows import as_number, format_number, is_serving, metric_column, point_from_row, row_format
 from kernels.formats import DTYPE_BITS, DTYPE_SHORT, NumericFormat
 from sim.step_costs import batch_modes
 from sim.workload import BatchWorkload
@@ -158,6 +158,27 @@ def write_entries(out_dir: Path, entries: dict[str, Any]) -> None:
     (out_dir / LEGACY_FILE).unlink(missing_ok=True)  # an older version's file: stale beside this one
 
 
+def pool_rows(point: DesignPoint, figures: dict[str, dict[str, float]]) -> list[dict[str, Any]]:
+    """Each pool of a serving point's run (explore/evaluate.py serving_pools, in the run's order): its kind
+    ('prefill', 'serve', 'decode', or 'mixed' for a fleet's other replicas), device and figures."""
+    from explore.evaluate import pool_kind, serving_pools
+
+    return [{"pool": pool_kind(role, device), "device": device or point.device} | mine
+            for (role, _, device, _, _), mine in zip(serving_pools(point), figures.values(), strict=True)]
+
+
+# A pool_rows row's cells: its kind and device, then figures, each headed by its metric's label (explore/rows.py).
+POOL_COLUMNS = (("pool", "pool", 1.0), ("device", "device", 1.0), ("replicas", "replicas", 1.0),
+                ("requests", "requests", 1.0),
+                *(metric_column(name) for name in ("ttft_p50_s", "tpot_p50_s", "tpot_p90_s", "goodput_rps")))
+
+
+def pool_cells(pool: dict[str, Any]) -> list[str]:
+    """A pool_rows row as table cells (POOL_COLUMNS), in the units their headers show."""
+    return [str(pool[name]) if isinstance(pool[name], str) else format_number(pool[name], scale)
+            for _, name, scale in POOL_COLUMNS]
+
+
 class DetailSource:
     """Per-point detail from the stored file where it was computed for the row's current metrics, else from the
     evaluator (None without one). `save` writes the entries this report used, when it computed any."""
@@ -267,6 +288,8 @@ class DetailSource:
                 "engine": iterations.replica.tolist(), "engines": len(iterations.replica_names),
                 "end_s": float(records.finish_s.max()) - origin, "dynamic_J": iterations.dynamic_J.tolist(),
                 "static_W": result.energy_parts_J["static_J"] / result.makespan_s,
+                # A fleet's: each pool's device, replicas and the requests it served (ServingResult.pool_figures).
+                **({"pools": pool_rows(point, result.pool_figures())} if point.serving.mixed else {}),
                 # An autoscaled pool's replicas held, (time, replicas) at each change.
                 **({} if result.scaled is None else {
                     "replicas_held": [[t - origin, held] for t, held in result.scaled],

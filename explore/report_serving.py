@@ -46,7 +46,7 @@ from explore.report import (
     constraint_judge,
     infeasible_note,
 )
-from explore.report_detail import not_stored, point_key
+from explore.report_detail import POOL_COLUMNS, not_stored, point_key, pool_cells
 from explore.rows import (
     as_number,
     constraint_label,
@@ -471,17 +471,49 @@ def run_detail(data: Mapping[str, Any], label: str, color: str, max_seqs: float,
                         ("ttft_s", "tpot_s", "start_s", "duration_s", "kv_utilization", "batch_size")})
 
 
+def _detail_runs(rows: list[dict[str, Any]], detail: DetailSource,
+                 chosen: Sequence[tuple[dict[str, Any], list[str]]], points: Mapping[str, DesignPoint] | None,
+                 ) -> tuple[list[tuple[dict[str, Any], str]], list[tuple[dict[str, Any], str, Any]], bool]:
+    """The designs picked for per-request detail (detail_rows), those of them with a run (row, role, stored or re-run
+    detail) and whether they are the chosen ones."""
+    picked, from_chosen = detail_rows(rows, chosen)
+    runs = [(row, role, detail.serving_run(row, (points or {}).get(row.get("point_id")))) for row, role in picked]
+    return picked, [(row, role, data) for row, role, data in runs if data is not None], from_chosen
+
+
+def _run_letter(place: int) -> str:
+    """The letter naming a run of the per-request detail, in the figures and the pool table: A, B, ..."""
+    return chr(ord("A") + place)
+
+
+def pool_tables(rows: list[dict[str, Any]], detail: DetailSource,
+                chosen: Sequence[tuple[dict[str, Any], list[str]]] = (),
+                points: Mapping[str, DesignPoint] | None = None) -> list[ReportTable]:
+    """Of the fleets among the per-request detail's runs (by their figures' letters): each pool's device, replicas
+    and the requests it served with their latencies and goodput; none where no run is of a fleet."""
+    _, found, _ = _detail_runs(rows, detail, chosen, points)
+    cells = [[_run_letter(i), *pool_cells(pool)] for i, (_, _, data) in enumerate(found)
+             for pool in data.get("pools", ())]
+    if not cells:
+        return []
+    return [ReportTable(
+        title="Requests by pool", note="Of each fleet among the designs re-run for per-request detail (the latency "
+        "figures' letters): each pool's replicas (held on average where it autoscales) and the requests whose last "
+        "token its replicas sampled (a request a prefill pool hands over counts in its decode pool), their latencies "
+        "and those meeting the SLO per second of the run (the pools' add up to the design's goodput).",
+        headers=["design", *(label for label, _, _ in POOL_COLUMNS)],
+        cells=cells)]
+
+
 def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
                    chosen: Sequence[tuple[dict[str, Any], list[str]]],
                    points: Mapping[str, DesignPoint] | None, slo: Mapping[str, Any] | None) -> list[ReportFigure]:
     """Latency CDFs and the KV/batch timeline of the chosen designs, stored by the sweep or re-run; or why they
     are missing."""
     names = ("serving_cdf", "serving_timeline")
-    picked, from_chosen = detail_rows(rows, chosen)
+    picked, found, from_chosen = _detail_runs(rows, detail, chosen, points)
     if not picked:
         return [_figure(name, "Not drawn: no feasible design point.") for name in names]
-    runs = [(row, role, detail.serving_run(row, (points or {}).get(row.get("point_id")))) for row, role in picked]
-    found = [(row, role, data) for row, role, data in runs if data is not None]
     if len(found) < len(picked) and not detail.can_price:
         why = not_stored("per-request latencies and iteration logs")
         return [_figure(name, why) for name in names]
@@ -493,7 +525,7 @@ def detail_figures(rows: list[dict[str, Any]], detail: DetailSource,
     knobs = varying_knobs(rows)
     series = []
     for i, (row, role, data) in enumerate(found):
-        label = f"{chr(ord('A') + i)}: " + (f"{role}: " if role else "") + serving_label(row, knobs)
+        label = f"{_run_letter(i)}: " + (f"{role}: " if role else "") + serving_label(row, knobs)
         series.append(run_detail(data, label, f"C{i % 10}", _number(row, "max_seqs"), _number(row, "tdp_W")))
     searched = any(_has(row, "capacity_rps") for row, _, _ in found)
     which = ("The chosen designs (the best on each objective and the balanced one, as in the Pareto table)"
@@ -564,7 +596,7 @@ def report_sections(typed: list[dict[str, Any]], evaluator: Evaluator | None,
                                    constraints, search)
         before, after = serving_tables(serving, constraints)
         lead += before
-        tail += after
+        tail += pool_tables(serving, detail, [c for c in chosen if is_serving(c[0])], points) + after
         summary += serving_summary(serving, slo, rate_profile)
     # Each kind's top tables precede the figures; the points that break a constraint and the infeasible ones follow.
     return figures, lead, tail, summary

@@ -51,6 +51,7 @@ from sim.serving_metrics import (
     decode_span_s,
     peak_window_power_W,
     per_decode_second,
+    pool_figures,
     summarize,
     urgent_metrics,
 )
@@ -309,6 +310,15 @@ class ServingResult:
                 "retried_share": rejected.retried / (len(records) + rejected.requests)}),
         }
 
+    def pool_figures(self) -> dict[str, dict[str, float]]:
+        """Per pool, by name in the run's order (held_replica_s's): the replicas it held on average over the makespan
+        and POOL_FIGURES of the requests whose last token its replicas sampled (RequestRecords.pool)."""
+        served = self.rejected.urgent_served if self.rejected is not None else None
+        figures = pool_figures(self.records, len(self.held_replica_s), makespan_s=self.makespan_s, slo=self.slo,
+                               urgent=None if served is None else np.array(served, dtype=bool))
+        return {name: {"replicas": held_s / self.makespan_s} | mine
+                for (name, held_s), mine in zip(self.held_replica_s.items(), figures, strict=True)}
+
     def scaling_metrics(self) -> dict[str, float]:
         """AUTOSCALE_METRICS of an autoscaled run: the replicas it held on average over the makespan, and at most."""
         return {"mean_replicas": sum(self.held_replica_s.values()) / self.makespan_s,
@@ -495,8 +505,11 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         if len(finished) + len(rejected) == total:
             done.succeed()
 
-    def on_finish(seq: Sequence) -> None:
+    pool_of: dict[int, int] = {}  # each finished request's pool (RequestRecords.pool)
+
+    def on_finish(seq: Sequence, pool: int) -> None:
         finished.append(seq)
+        pool_of[seq.index] = pool
         settle()
         if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
             env.process(follow(next_turn[seq.index], seq.index))
@@ -533,7 +546,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
-                    on_finish=on_finish,
+                    on_finish=lambda seq, p=p: on_finish(seq, p),
                     on_prefilled=(lambda seq, ports=ports, own=engines, e=e: _hand_over(seq, own[e], ports))
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
@@ -741,7 +754,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 env.process(replica.run())
     env.run(until=done)
     result = _result(pools, replicas, finished, requests, slo, scalers, rejected if admission is not None else None,
-                     urgent, retried=len(retries))
+                     urgent, retried=len(retries), pool_of=pool_of)
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the first decode pool's,
@@ -751,7 +764,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
             slo: SLO | None, scalers: list[Autoscaler | None] | None = None, rejected: list[int] | None = None,
-            urgent: list[bool] | None = None, retried: int = 0) -> ServingResult:
+            urgent: list[bool] | None = None, retried: int = 0,
+            pool_of: dict[int, int] | None = None) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -761,7 +775,8 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              first_token_s=column("first_token_s"), finish_s=column("finish_s"),
                              prompt_tokens=column("prompt", int), output_tokens=column("output", int),
                              preemptions=column("preemptions", int),
-                             decode_admitted_s=column("decode_admitted_s"), priority=column("priority", int))
+                             decode_admitted_s=column("decode_admitted_s"), priority=column("priority", int),
+                             pool=None if pool_of is None else [pool_of[s.index] for s in seqs])
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
     rows = [(*row[:5], pool.engine_kv_blocks, index, row.dynamic_J, row.prefill_tokens)
             for index, (pool, replica) in enumerate(everyone) for row in replica.log]

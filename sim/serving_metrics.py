@@ -8,7 +8,7 @@ Everything here is a pure function of numpy columns; times are float seconds. `i
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -82,13 +82,18 @@ class RequestRecords:
     # When a decode pool admitted it after a prefill pool's replica prefilled it (None: NaN, served whole).
     decode_admitted_s: np.ndarray | None = None
     priority: np.ndarray | None = None  # its priority, lower first (None: every request 0)
+    # The pool whose replica sampled its last token, by its place among the run's pools (sim/serving.py serve_pools):
+    # a fleet's serving pool, or the decode pool a prefill pool handed it to (None: every request 0).
+    pool: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.decode_admitted_s is None:
             object.__setattr__(self, "decode_admitted_s", np.full(np.shape(self.arrival_s), np.nan))
-        if self.priority is None:
-            object.__setattr__(self, "priority", np.zeros(np.shape(self.arrival_s), dtype=np.int64))
-        ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64, "priority": np.int64}
+        for name in ("priority", "pool"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(np.shape(self.arrival_s), dtype=np.int64))
+        ints = {"prompt_tokens": np.int64, "output_tokens": np.int64, "preemptions": np.int64, "priority": np.int64,
+                "pool": np.int64}
         _columns(self, tuple(f.name for f in fields(self)), ints)
         times = np.stack([self.arrival_s, self.scheduled_s, self.first_token_s, self.finish_s])
         if not np.all(np.isfinite(times)):
@@ -107,6 +112,10 @@ class RequestRecords:
 
     def __len__(self) -> int:
         return len(self.arrival_s)
+
+    def take(self, which: np.ndarray) -> RequestRecords:
+        """The records of the requests `which` selects (a bool mask or indices), in their order."""
+        return RequestRecords(**{f.name: getattr(self, f.name)[which] for f in fields(self)})
 
     @property
     def ttft_s(self) -> np.ndarray:
@@ -239,6 +248,27 @@ def summarize(records: RequestRecords, *, makespan_s: float, slo: SLO | None = N
     values = [*stats, n / makespan_s, float(records.output_tokens.sum()) / makespan_s, good / makespan_s,
               attainment, meets, float(records.preemptions.sum())]
     return dict(zip(SUMMARY_METRICS, values, strict=True)) | slowdown
+
+
+# Of each pool's requests (RequestRecords.pool): how many, their TTFT and TPOT percentiles, and those meeting the SLO
+# per second of the whole run (summed over the pools: the run's goodput_rps).
+POOL_FIGURES: tuple[str, ...] = ("requests", "ttft_p50_s", "tpot_p50_s", "tpot_p90_s", "goodput_rps")
+
+
+def pool_figures(records: RequestRecords, pools: int, *, makespan_s: float, slo: SLO | None = None,
+                 urgent: np.ndarray | None = None) -> list[dict[str, float]]:
+    """POOL_FIGURES of each of `pools` pools, by place (`summarize` over its requests alone: NaN latencies where it
+    served none); `urgent`: which of `records` are urgent (None: urgent_requests of them all, so that a pool serving
+    one class alone judges it by that class's limits)."""
+    urgent = urgent_requests(records) if urgent is None else urgent
+    # A slowdown limit judges the run's percentiles, not a request: a pool's goodput counts the per-request limits.
+    per_request = None if slo is None else replace(slo, slowdown=None)
+    figures = []
+    for pool in range(pools):
+        mine = records.pool == pool
+        summary = summarize(records.take(mine), makespan_s=makespan_s, slo=per_request, urgent=urgent[mine])
+        figures.append({"requests": float(mine.sum())} | {name: summary[name] for name in POOL_FIGURES[1:]})
+    return figures
 
 
 def urgent_metrics(records: RequestRecords, slo: SLO | None = None, rejected: int = 0,

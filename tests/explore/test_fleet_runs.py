@@ -31,12 +31,19 @@ def _run(capsys, *flags: str) -> dict:
 
 
 def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(capsys):
-    """At 26 req/s one H100 falls behind (under half the requests meet the SLO); two L4s beside it, routed by KV-cache
-    usage, serve more requests within the SLO. The fleet's hourly price is the H100's and two L4s' (their presets)."""
+    """At 26 req/s one H100 falls behind (under 60% of the requests meet the SLO); two L4s beside it, routed by KV-cache
+    usage, take some of its requests and serve more requests within the SLO, the pools' goodputs adding up to the
+    fleet's. The fleet's hourly price is the H100's and two L4s' (their presets)."""
     alone = _run(capsys, "--rate", "26")
     fleet = _run(capsys, "--rate", "26", *FLEET, "--router", "least_kv_usage")
     assert alone["slo_attainment"] < 0.6
-    assert fleet["goodput_rps"] > 1.2 * alone["goodput_rps"]
+    assert fleet["goodput_rps"] > alone["goodput_rps"]
+    assert "pools" not in alone  # one pool: its figures are the run's
+    h100, l4 = fleet["pools"]
+    assert (h100["pool"], h100["device"], h100["replicas"]) == ("serve", "h100-sxm", 1)
+    assert (l4["pool"], l4["device"], l4["replicas"]) == ("mixed", "l4", 2)
+    assert 0 < l4["requests"] < h100["requests"] and h100["requests"] + l4["requests"] == 600
+    assert l4["goodput_rps"] > 0 and h100["goodput_rps"] + l4["goodput_rps"] == pytest.approx(fleet["goodput_rps"])
     hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
     assert fleet["usd_per_hour"] == pytest.approx(hourly[0] + 2 * hourly[1])
     assert alone["usd_per_hour"] == pytest.approx(hourly[0])
@@ -45,8 +52,11 @@ def test_a_fleet_is_priced_whole_and_takes_an_overloaded_replica_s_overflow(caps
                   "mixed_device.memory.bandwidth_GBps=600")
     assert faster["mixed_device.memory.bandwidth_GBps"] == 600 and faster["goodput_rps"] > fleet["goodput_rps"]
     assert main([*RUN, "--rate", "4", *FLEET]) == 0
-    header = capsys.readouterr().out.splitlines()[0]
-    assert "1 replica and 2 of l4 (fits of sibling l40s), one router over them all" in header, header
+    lines = capsys.readouterr().out.splitlines()
+    assert "1 replica and 2 of l4 (fits of sibling l40s), one router over them all" in lines[0], lines[0]
+    # After the metrics, the pools: a header, then each pool's kind, device and replicas first.
+    assert lines[-3].split()[:4] == ["pool", "device", "replicas", "requests"], lines[-3:]
+    assert [line.split()[:3] for line in lines[-2:]] == [["serve", "h100-sxm", "1"], ["mixed", "l4", "2"]], lines[-2:]
     assert main([*RUN, "--rate", "4", *FLEET, "--tp", "2", "--requests", "20"]) == 0  # each mixed replica is tp 2 too
     header = capsys.readouterr().out.splitlines()[0]
     # Each pair of L4s is joined by the L4's own PCIe 4, not the H100s' NVLink 4 the header names first.
@@ -95,7 +105,12 @@ def test_a_fleet_beside_a_prefill_pool_scales_each_decode_pool_by_its_own_hpa(ca
     fixed, scaled = _run(capsys, *flags), _run(capsys, *flags, *scaling)
     assert "mean_replicas" not in fixed and fixed["tpot_p99_s"] > 0.1
     assert 3.0 < scaled["mean_replicas"] < 6.0 and scaled["max_replicas_held"] > 3
-    assert scaled["goodput_rps"] > 1.2 * fixed["goodput_rps"]
+    # The gain is the scaling L4 pool's: holding more replicas on average, it serves more requests within the SLO.
+    assert scaled["goodput_rps"] > fixed["goodput_rps"]
+    fixed_l4, scaled_l4 = fixed["pools"][2], scaled["pools"][2]
+    assert (fixed_l4["pool"], fixed_l4["device"], fixed_l4["replicas"]) == ("mixed", "l4", 1)
+    assert scaled_l4["replicas"] == pytest.approx(scaled["mean_replicas"] - 2)
+    assert scaled_l4["goodput_rps"] > fixed_l4["goodput_rps"] and scaled_l4["requests"] > fixed_l4["requests"]
     hourly = [load_device(name).price.usd_per_hour for name in ("h100-sxm", "l4")]
     assert fixed["usd_per_hour"] == pytest.approx(2 * hourly[0] + hourly[1])
     assert scaled["usd_per_hour"] == pytest.approx(2 * hourly[0] + hourly[1] * (scaled["mean_replicas"] - 2))
@@ -163,6 +178,13 @@ def test_a_grid_crossing_a_fleet_with_a_prefill_pool_runs_every_point(tmp_path, 
     with open(tmp_path / "scaled" / "results.csv", newline="") as file:
         rows = {row["max_replicas"]: row for row in csv.DictReader(file)}
     assert not rows["3"]["infeasible_reason"] and float(rows["3"]["mean_replicas"]) >= 1 + 2 + 2, rows["3"]
+    # The report re-runs a design for per-request detail, a fleet here: a table gives each pool's requests, the
+    # prefill pool's none (each request has more than one output token, so its decode pool finishes it).
+    report = (tmp_path / "scaled" / "report.md").read_text()
+    table = report.split("## Requests by pool", 1)[1].split("\n## ", 1)[0]
+    pools = [line.split(" | ")[1:5] for line in table.splitlines() if line.startswith("| A |")]
+    assert [pool[:2] for pool in pools] == [["prefill", "h100-sxm"], ["decode", "h100-sxm"], ["mixed", "l4"]], pools
+    assert pools[0][3] == "0" and sum(int(pool[3]) for pool in pools) == int(rows["3"]["requests"])
 
 
 def test_a_fleet_beside_a_prefill_pool_hands_each_request_s_kv_over_its_decode_device_s_link(tiny_evaluator):
@@ -171,7 +193,7 @@ def test_a_fleet_beside_a_prefill_pool_hands_each_request_s_kv_over_its_decode_d
     / 8, 31.5 GB/s as its preset rounds it): a further GB takes 20 ms to the H100, 31.7 ms to an L4. With
     mixed_node_link roce-400g the L4s' KV crosses from NDR onto RoCE, at the slower (45.7 GB/s a port), the decode
     H100's still over NDR."""
-    from explore.evaluate import _pool_kind, pool_point, serving_pools
+    from explore.evaluate import pool_kind, pool_point, serving_pools
 
     serving = ServingSpec(requests=1, rate_per_s=1.0, prompt=Fixed(tokens=32), output=Fixed(tokens=4),
                           prefill_replicas=1, mixed_device="l4", mixed_replicas=2)
@@ -179,7 +201,7 @@ def test_a_fleet_beside_a_prefill_pool_hands_each_request_s_kv_over_its_decode_d
                         execution="graphs")
     assert [(role, replicas, name) for role, replicas, name, _, _ in serving_pools(point)] == [
         ("prefill", 1, ""), ("decode", 1, ""), ("decode", 2, "l4")]
-    on_pools = [(pool_point(point, name, own, link), _pool_kind(role, name))
+    on_pools = [(pool_point(point, name, own, link), pool_kind(role, name))
                 for role, _, name, own, link in serving_pools(point)]
     assert [kind for _, kind in on_pools] == ["prefill", "decode", "mixed"]
     further_s = [send(2e9) - send(1e9) for send in (

@@ -68,6 +68,9 @@ def test_each_request_crosses_at_its_decode_pool_s_link_and_decodes_there(costs,
     for name in ("decode (h100) replica 0", "decode (l4) replica 0"):
         assert int((result.iterations.replica == names.index(name)).sum()) == output - 1, name
     assert set(result.held_replica_s) == {"prefill", "decode (h100)", "decode (l4)"}
+    # Each request's pool is the decode pool it decoded in, by place among the run's pools (the prefill pool's 0).
+    np.testing.assert_array_equal(records.pool, [1, 2])
+    assert [pool["requests"] for pool in result.pool_figures().values()] == [0, 1, 1]
 
 
 def test_a_decode_fleet_s_router_picks_among_every_decode_pool(costs, l4):

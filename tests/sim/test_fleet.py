@@ -16,6 +16,7 @@ from sim.kv_cache import PagedKVCache
 from sim.routers import LeastKVUsage
 from sim.schedulers import SchedulerLimits
 from sim.serving import Pool, serve_pools, serving_memory
+from sim.serving_metrics import SLO
 from workloads.requests import RequestSet
 
 BLOCK = 16
@@ -55,6 +56,40 @@ def test_round_robin_over_a_fleet_gives_each_request_its_time_alone_on_the_repli
     # Both pools' devices draw idle power throughout, and their iterations' energy is the fleet's.
     assert result.energy_parts_J["static_J"] == pytest.approx(
         (costs.device.idle_power_W + other.device.idle_power_W) * result.makespan_s)
+
+
+def test_each_request_records_the_pool_that_served_it_and_each_pool_s_figures_are_its_requests_own(costs, other):
+    """Round robin over one H100 and one L4 replica, requests a second apart: requests 0, 2, 4 are the H100 pool's and
+    1, 3, 5 the L4's (the router's turn), three each, each pool's TTFT and TPOT its requests' time alone on its device
+    (priced by hand); under a TPOT limit between the two devices' only the faster pool's requests meet it, and the
+    pools' goodputs add up to the run's."""
+    prompt, output = 48, 8
+    requests = RequestSet(arrival_s=np.arange(6.0), prompt_tokens=np.full(6, prompt), output_tokens=np.full(6, output))
+    pools = [_pool(costs, 1, "round_robin"), _pool(other, 1, "round_robin")]
+    result = serve_pools(pools, requests)
+    np.testing.assert_array_equal(result.records.pool, [0, 1, 0, 1, 0, 1])
+
+    def alone(on: IterationCostModel) -> tuple[float, float]:
+        """A request's TTFT and TPOT alone on a replica of `on`."""
+        ttft_s = on.price(step_shape([(prompt, 0)], sampled=1)).time_s
+        return ttft_s, (_alone_s(on, prompt, output) - ttft_s) / (output - 1)
+
+    figures = result.pool_figures()
+    assert list(figures) == ["serve (h100-sxm)", "serve (l4)"]
+    for pool, on in zip(figures.values(), (costs, other), strict=True):
+        ttft_s, tpot_s = alone(on)
+        assert pool["requests"] == 3 and pool["replicas"] == pytest.approx(1.0)
+        assert pool["ttft_p50_s"] == pytest.approx(ttft_s, rel=1e-9)
+        assert pool["tpot_p50_s"] == pytest.approx(tpot_s, rel=1e-9)
+    # A TPOT limit between the two devices' (the tiny model's steps are bound by kernel latencies, which each device's
+    # fits price apart): the faster device's three requests alone meet it.
+    (_, h100_tpot_s), (_, l4_tpot_s) = alone(costs), alone(other)
+    assert abs(l4_tpot_s - h100_tpot_s) > 0.2 * min(l4_tpot_s, h100_tpot_s)  # the pools differ indeed
+    judged = serve_pools(pools, requests, slo=SLO(tpot_s=(h100_tpot_s + l4_tpot_s) / 2))
+    goodputs = [pool["goodput_rps"] for pool in judged.pool_figures().values()]
+    assert [rps * judged.makespan_s for rps in goodputs] == pytest.approx(
+        [3, 0] if h100_tpot_s < l4_tpot_s else [0, 3])
+    assert sum(goodputs) == pytest.approx(judged.metrics()["goodput_rps"])
 
 
 def test_every_request_is_served_once_by_some_replica_of_the_fleet(costs, other):

@@ -18,6 +18,7 @@ from sim.serving_metrics import (
     RequestRecords,
     in_system_area,
     mean_in_system,
+    pool_figures,
     summarize,
 )
 
@@ -108,6 +109,22 @@ def test_slo_met_attainment_and_goodput_by_hand():
     assert summarize(r, makespan_s=10.0, slo=SLO(ttft_s=1.5))["slo_attainment"] == pytest.approx(0.75)
     # No limits at all: every request meets them.
     assert SLO().met(r).all()
+
+
+def test_pool_figures_by_hand():
+    """Requests 0 and 2 (the urgent ones, priority 0) served by pool 0, 1 and 3 by pool 1, a third pool serving none;
+    an SLO of TPOT <= 5 s, the urgent requests' 1.5 s. Pool 0: TTFT 0.5 and 1.5 s (p50 1.0), TPOT 1.0 and 2.0 s
+    (p50 1.5), request 2 missing its class's limit: 1 good over the 10 s run. Pool 1: TTFT 1.0 and 3.0 s, TPOT 1.0 s
+    (request 1 has one token), both good. A pool judges each request by its own class's limit, though it serves one
+    class alone."""
+    figures = pool_figures(records(pool=[0, 1, 0, 1], priority=[0, 1, 0, 1]), 3, makespan_s=10.0,
+                           slo=SLO(tpot_s=5.0, urgent_tpot_s=1.5))
+    assert figures[:2] == [
+        {"requests": 2, "ttft_p50_s": 1.0, "tpot_p50_s": 1.5, "tpot_p90_s": pytest.approx(1.9), "goodput_rps": 0.1},
+        {"requests": 2, "ttft_p50_s": 2.0, "tpot_p50_s": 1.0, "tpot_p90_s": 1.0, "goodput_rps": 0.2}]
+    assert figures[2]["requests"] == 0 and figures[2]["goodput_rps"] == 0.0 and math.isnan(figures[2]["ttft_p50_s"])
+    # Without a pool column every request is pool 0's.
+    assert pool_figures(records(), 1, makespan_s=10.0)[0]["requests"] == 4
 
 
 def test_summary_units_cover_every_metric():
