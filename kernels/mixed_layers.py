@@ -13,7 +13,8 @@ that differ taken from the other's:
   first, for the edge share (NumericFormat.edge_share) from the second;
 - an MoE model with dense first layers (DeepSeek's first_k_dense_replace): one template with an MoE MLP in every
   layer, one with a dense MLP in every layer; the MLP rows are counted for the MoE layers' share from the first,
-  for the dense layers' share from the second;
+  for the dense layers' share from the second, each marked with the kind of layer it runs in (StepTemplate.layer_kind:
+  where a pass places them, as data-parallel ranks' dual-batch overlap runs the dense layers before any all-to-all);
 - multi-head latent attention (DeepSeek's MLA): one template with every pass in the absorbed form, one in the
   decompressed form (ModelConfig.mla_form); every row of the first is kept, and the second's own rows (kernels/
   shapes.py FORM_MODULES) appended, counted whole: an iteration prices its prefill tokens in the decompressed form,
@@ -31,7 +32,7 @@ from dataclasses import replace
 import numpy as np
 
 from kernels.formats import NumericFormat
-from kernels.shapes import SPAN_MODEL, StepTemplate, form_rows
+from kernels.shapes import LAYERS_DENSE, LAYERS_MOE, SPAN_MODEL, StepTemplate, form_rows
 from kernels.table import KernelTable
 from workloads.model_config import MLA_ABSORBED, MLA_DECOMPRESSED, ModelConfig
 
@@ -57,10 +58,13 @@ def model_template(build: Callable[[ModelConfig], StepTemplate], config: ModelCo
     if config.dense_layers:
         moe, dense = (model_template(build, part) for part in _layer_kinds(config))
         mixed = mixed_template(moe, dense, _mlp_rows, config.dense_layers / config.num_layers)
+        # Each row's layers: the MoE template's MLP rows run in the MoE layers alone, the dense one's in the dense.
+        kinds = np.concatenate([np.where(_mlp_rows(moe), LAYERS_MOE, moe.layer_kind),
+                                np.full(np.count_nonzero(_mlp_rows(dense)), LAYERS_DENSE)]).astype(np.int8)
         # Each template's bytes are its whole model's, all in its form: linear in the layers, they mix layer by layer
         # (a form's own bytes per parameter kept: DeepSeek-V3's router bias is float32 in MoE layers alone).
-        return replace(mixed, param_bytes=(moe.param_bytes * config.moe_layers + dense.param_bytes *
-                                           config.dense_layers) / config.num_layers)
+        return replace(mixed, layer_kind=kinds, param_bytes=(moe.param_bytes * config.moe_layers + dense.param_bytes *
+                                                             config.dense_layers) / config.num_layers)
     if _mixes_forms(config):
         absorbed, decompressed = (build(form) for form in _mla_forms(config))
         mixed = mixed_template(absorbed, decompressed, _decompressed_rows, 1.0)
@@ -109,7 +113,8 @@ def mixed_template(base: StepTemplate, other: StepTemplate, rows: Callable[[Step
         expert=np.concatenate([base.expert, other.expert[outer]]),
         general_layout=np.concatenate([base.general_layout, other.general_layout[:, outer]], axis=1),
         count=np.concatenate([np.where(inner, base.count * (1.0 - share), base.count), other.count[outer] * share]),
-        span=np.concatenate([base.span, other.span[outer]]))
+        span=np.concatenate([base.span, other.span[outer]]),
+        layer_kind=np.concatenate([base.layer_kind, other.layer_kind[outer]]))
 
 
 def _layer_format_rows(template: StepTemplate) -> np.ndarray:

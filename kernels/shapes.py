@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 
 import numpy as np
@@ -90,6 +90,10 @@ MLA_CONTEXT_WORKSPACE = 64 * 1024
 SPAN_MODEL, SPAN_EVERY, SPAN_FIRST, SPAN_REST = range(4)
 # Where a row runs in a pass (StepTemplate.row_places): before the decoder layers, in them, after them.
 PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL = range(3)
+# Which kind of decoder layer a template row runs in (StepTemplate.layer_kind), where an MoE model's dense first layers
+# run other rows than its MoE layers: both kinds (a row outside the layer stack too), the MoE layers alone (their
+# router and shared experts), the dense layers alone (their MLP).
+LAYERS_ALL, LAYERS_MOE, LAYERS_DENSE = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
 _COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
@@ -452,6 +456,9 @@ class StepTemplate:
     # The rank of the LoRA adapters an iteration runs (kernels/lora.py; vLLM pads every adapter in its GPU slots to
     # max_lora_rank): each decoder layer adds their shrink and expand rows where StepShape.lora_adapters is set.
     lora_rank: int = 0
+    # Per row: the kind of decoder layer it runs in (LAYERS_ALL, LAYERS_MOE or LAYERS_DENSE): kernels/mixed_layers.py
+    # model_template sets the kinds of an MoE model with dense first layers, from_traces LAYERS_ALL for every row.
+    layer_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
 
     def __post_init__(self) -> None:
         windows = set(self.layer_windows) - {None}
@@ -512,6 +519,7 @@ class StepTemplate:
             traced_tokens=float(x[0, 1]), activation_per_token_B=max(per_token, 0.0),
             activation_base_B=traces.decode_activation_B - max(per_token, 0.0) * b,
             param_bytes=traces.param_bytes, sliding_window=traces.sliding_window,
+            layer_kind=np.full(len(count), LAYERS_ALL, dtype=np.int8),
         )
 
     @classmethod
@@ -562,7 +570,7 @@ class StepTemplate:
         (sim/costs.py)."""
         return replace(self, linear=self.linear.select(keep), coef={name: c[keep] for name, c in self.coef.items()},
                        expert=self.expert[keep], general_layout=self.general_layout[:, keep], count=self.count[keep],
-                       span=self.span[keep])
+                       span=self.span[keep], layer_kind=self.layer_kind[keep])
 
     def activation_bytes(self, tokens: int) -> float:
         """Peak live activations of an iteration of `tokens` tokens (affine in tokens between the traces)."""
@@ -680,6 +688,12 @@ class StepTemplate:
         linear = np.where(self.span[rows] != SPAN_MODEL, PLACE_LAYERS,
                           np.where(rows < first_layer_row, PLACE_HEAD, PLACE_TAIL))
         return np.concatenate([linear, np.full(table_rows - len(rows), PLACE_LAYERS)])
+
+    def row_layer_kinds(self, shape: StepShape, table_rows: int) -> np.ndarray:
+        """The kind of decoder layer (layer_kind) each of the `table_rows` rows of stage_table(shape, 1) runs in: its
+        template row's, LAYERS_ALL for the attention rows (every layer attends)."""
+        _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
+        return np.concatenate([self.layer_kind[rows], np.full(table_rows - len(rows), LAYERS_ALL)])
 
     def _linear_table(self, tokens: int, sampled: int, positions: int,
                       prefill_tokens: int = 0) -> tuple[KernelTable, np.ndarray]:

@@ -34,7 +34,7 @@ import numpy as np
 from hw_models.device import dispatch_s
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind
 from kernels.parallel import collective_kernel
-from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
+from kernels.shapes import LAYERS_DENSE, LAYERS_MOE, PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, StepTemplate
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
 from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch
@@ -377,9 +377,9 @@ class IterationCostModel:
         parts = [self._rank_places(shape, mode) for shape in ranks]
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in ranks), mode)
         exchange_s = experts.exchange_s(max(shape.tokens for shape in ranks))
-        head_s, layers_s, tail_s = (max(part[0][i] for part in parts) for i in range(3))
-        durations, units = dual_batch_chain(head_s, layers_s, tail_s, float(routed.stage_s[0]), exchange_s,
-                                            self.template.attention_layers, experts.moe_layers)
+        head_s, dense_s, moe_s, tail_s = (max(part[0][i] for part in parts) for i in range(4))
+        durations, units = dual_batch_chain(head_s, dense_s, moe_s, tail_s, float(routed.stage_s[0]), exchange_s,
+                                            experts.moe_layers)
         slowest = max(parts, key=lambda part: sum(part[0]))[1]
         class_time = slowest.class_time_s + routed.class_time_s
         class_time[KERNEL_CLASS_NAMES.index("communication")] += experts.moe_layers * exchange_s
@@ -388,10 +388,11 @@ class IterationCostModel:
                          memory_J=routed.memory_J + sum(part[1].memory_J for part in parts))
         return durations, units, priced, max(part[2] for part in parts) + routed_kernels + 2 * experts.moe_layers
 
-    def _rank_places(self, shape: StepShape, mode) -> tuple[tuple[float, float, float], _Priced, float]:
+    def _rank_places(self, shape: StepShape, mode) -> tuple[tuple[float, float, float, float], _Priced, float]:
         """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
-        out) as the seconds of its head, its decoder layers and its tail (StepTemplate.row_places), its priced rows and
-        its kernel count; memoized by shape bucket."""
+        out) as the seconds of its head, its decoder layers without experts (an MoE model's dense first layers), its
+        MoE layers (their rows but the experts') and its tail (StepTemplate.row_places and row_layer_kinds: a row every
+        layer runs shared by the layers), its priced rows and its kernel count; memoized by shape bucket."""
         key = (self._bucket(shape), mode)
         if key not in self._place_memo:
             representative = self._representative(key[0])
@@ -399,7 +400,14 @@ class IterationCostModel:
             costs = self.experts.system.device.cost_table(table, mode)
             time_s = costs.time_s * counts[0]
             places = self.template.row_places(representative, len(table))
-            seconds = tuple(float(time_s[places == place].sum()) for place in (PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL))
+            kinds = self.template.row_layer_kinds(representative, len(table))
+            head_s, layers_s, tail_s = (float(time_s[places == place].sum())
+                                        for place in (PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL))
+            dense_share = 1.0 - self.experts.moe_layers / self.template.attention_layers
+            dense_s, moe_s = (float(time_s[(places == PLACE_LAYERS) & (kinds == kind)].sum())
+                              for kind in (LAYERS_DENSE, LAYERS_MOE))
+            every_s = layers_s - dense_s - moe_s
+            seconds = (head_s, dense_s + dense_share * every_s, moe_s + (1.0 - dense_share) * every_s, tail_s)
             self._place_memo[key] = (seconds, _priced(costs.matrix, table.class_masks, counts, 0.0),
                                      float(counts.sum()))
         return self._place_memo[key]

@@ -172,15 +172,14 @@ class ExpertRanks:
                      + system.collective_time_s("reduce_scatter", gathered_B, self.ranks))
 
 
-def dual_batch_chain(head_s: float, layers_s: float, tail_s: float, experts_s: float, exchange_s: float, layers: int,
+def dual_batch_chain(head_s: float, dense_s: float, moe_s: float, tail_s: float, experts_s: float, exchange_s: float,
                      moe_layers: int) -> tuple[np.ndarray, np.ndarray]:
     """One micro-batch's chain of segments for sim/interleave.py (durations, and units: 0 the devices' compute, 1 the
-    link) from its ranks' parts: its head (`head_s`, the embedding), then in each of `moe_layers` MoE layers its share
-    of `layers_s` (the dense part of all `layers` decoder layers, attention included, spread evenly over them), its
-    dispatch (half of `exchange_s`, one layer's two all-to-alls), its share of `experts_s` and its combine, then its
-    tail (the final norm, LM head and sampling). The dense parts of layers without experts join its head: nothing of
-    theirs is exchanged."""
-    dense_s = layers_s / layers
-    layer = [(dense_s, 0), (exchange_s / 2, 1), (experts_s / moe_layers, 0), (exchange_s / 2, 1)]
-    segments = [(head_s + (layers - moe_layers) * dense_s, 0), *layer * moe_layers, (tail_s, 0)]
+    link) from its ranks' parts, in the order of the model's layers: its head (`head_s`, the embedding) and its decoder
+    layers without experts (`dense_s`: an MoE model's dense first layers, nothing of theirs exchanged), then in each of
+    `moe_layers` MoE layers its share of `moe_s` (their rows but the experts', attention included), its dispatch (half
+    of `exchange_s`, one layer's two all-to-alls), its share of `experts_s` and its combine, then its tail (the final
+    norm, LM head and sampling)."""
+    layer = [(moe_s / moe_layers, 0), (exchange_s / 2, 1), (experts_s / moe_layers, 0), (exchange_s / 2, 1)]
+    segments = [(head_s + dense_s, 0), *layer * moe_layers, (tail_s, 0)]
     return np.array([s for s, _ in segments]), np.array([u for _, u in segments])

@@ -23,23 +23,29 @@ rank's one-token dummy batch never does); the rank with the fewest tokens must e
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from hw_models.link import load_link_model
 from hw_models.registry import load_device
 from hw_models.system import SystemModel
+from kernels.mixed_layers import model_template
 from kernels.shapes import PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL, StepShape, step_shape
 from sim.costs import KERNEL_CLASS_NAMES, IterationCostModel
 from sim.data_parallel import ExpertRanks
+from tests.explore import test_deepseek_points as deepseek_points
 from tests.sim.test_data_parallel import (  # noqa: F401 (templates: the tiny Mixtral's fixture)
     DISPATCH_B_PER_TOKEN,
     LAYERS,
     RANKS,
     _dense_s,
     _experts_s,
+    _template,
     split_experts,
     templates,
 )
+from workloads.model_config import config_from_hf
 
 # Each rank decoding 32 sequences of 100 keys: vLLM's decode threshold exactly, halved into 16 and 16.
 DECODES = step_shape(decode_kv=[100] * 32, sampled=32)
@@ -191,3 +197,48 @@ def test_the_time_by_class_counts_both_micro_batches_exchanges(templates):  # no
     cost = _costs(templates, "dual_batch").price_ranks((DECODES, DECODES))
     assert cost.class_time_s[KERNEL_CLASS_NAMES.index("communication")] == pytest.approx(
         2 * 2 * LAYERS * _all_to_all_s(_system(), 16), rel=1e-9)
+
+
+# The tiny DeepSeek-V2 of tests/explore/test_deepseek_points.py grown to 4 layers, the first 2 dense
+# (first_k_dense_replace), the other 2 each 4 routed experts (2 a token, 2 on each device) and a shared one: a dense
+# layer runs its MLP (3 x 64 x 512), an MoE layer its router, top-k and shared expert (64 x 4, 3 x 64 x 32) beside its
+# experts, so the two kinds' parts outside the experts differ.
+TINY_DEEPSEEK = {**deepseek_points.TINY_DEEPSEEK, "num_hidden_layers": 4, "first_k_dense_replace": 2,
+                 "intermediate_size": 512}
+
+
+def _deepseek_template(config, trace_of, ep: int | None = None):
+    """A DeepSeek config's step template as the explorer builds it (its layer kinds and MLA forms mixed:
+    kernels/mixed_layers.py model_template), whole (ep None) or one of two devices' with its experts spread (ep 2)."""
+    return model_template(lambda variant: _template(variant, trace_of, ep), config)
+
+
+def test_the_dense_first_layers_run_before_the_first_all_to_all(trace_of):  # noqa: F811
+    """Each micro-batch runs its 2 dense layers (D each) after its head and before its first MoE layer's part m, as
+    the model orders them: on a link slower than every compute segment, T = 2 (h + 2 D) + m + 4 M a + t (M = 2 MoE
+    layers). D and m are the per-layer parts of the same model with every layer dense and with every layer MoE, priced
+    apart; spreading the dense layers' work evenly over the layers would be off by 1.5 (D - m)."""
+    config = config_from_hf(TINY_DEEPSEEK, name="tiny-deepseek")
+    assert (config.dense_layers, config.moe_layers) == (2, 2)
+    whole, spread = _deepseek_template(config, trace_of), _deepseek_template(config, trace_of, ep=RANKS)
+    system = _system({"latency_us": 5000.0})
+    costs = IterationCostModel(system, whole.select_rows(~whole.expert_mask), execution="graphs",
+                               overlap="dual_batch",
+                               experts=ExpertRanks(system, spread.select_rows(spread.expert_mask),
+                                                   DISPATCH_B_PER_TOKEN, config.moe_layers))
+    parts = {}
+    for name, kind in (("dense", config.num_layers), ("moe", 0)):
+        variant = _deepseek_template(replace(config, dense_layers=kind), trace_of)
+        parts[name] = _places_s((variant.select_rows(~variant.expert_mask), None), HALF)
+    h, t = parts["moe"][0], parts["moe"][2]
+    assert (h, t) == pytest.approx((parts["dense"][0], parts["dense"][2]), rel=1e-9)  # the same head and tail
+    dense_s, moe_s = parts["dense"][1] / config.num_layers, parts["moe"][1] / config.num_layers
+    # At these sizes each kernel is launch-bound, so the MoE layer, launching more kernels, is the longer: either way
+    # the dense layers' place in the chain sets the time.
+    assert abs(dense_s - moe_s) > 0.05 * moe_s
+    routed = IterationCostModel(system, spread.select_rows(spread.expert_mask), execution="graphs").price(
+        StepShape(prefill_tokens=2 * HALF.tokens, positions=1)).time_s
+    a = _all_to_all_s(system, HALF.tokens)
+    assert a >= max(dense_s, moe_s, routed / config.moe_layers, t)
+    expected = 2 * (h + config.dense_layers * dense_s) + moe_s + 4 * config.moe_layers * a + t
+    assert costs.price_ranks((DECODES, DECODES)).time_s == pytest.approx(expected, rel=1e-9)
