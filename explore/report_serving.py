@@ -91,7 +91,8 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                 "prefill_node_link", "mixed_node_link", "attention_device",
-                "attention_devices", "attention_link", "attention_micro_batches", "attention_placement")
+                "attention_devices", "attention_link", "attention_micro_batches", "attention_placement",
+                "lora_adapters", "lora_rank", "max_loras", "lora_alpha")
 ALWAYS_SHOWN = ("device", "scheduler")
 
 FIGURE_TITLES = {
