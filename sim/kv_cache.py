@@ -203,6 +203,7 @@ class PagedKVCache:
         self.prefix_host_blocks = 0  # blocks loaded from host memory (every admission's)
         self.prefix_store_blocks = 0  # blocks fetched from the store (every admission's)
         self._counted: set[int] = set()  # sequences whose first admission is counted
+        self._first_target: dict[int, int] = {}  # sequences not yet counted -> the tokens cached_prefix last capped at
         if self.root_blocks:
             for root in range(min(prefix_groups, capacity_blocks // self._warm_blocks(self.root_blocks))):
                 self._cache(root_key(root), self.root_blocks)
@@ -267,14 +268,17 @@ class PagedKVCache:
                 break
         return found
 
-    def _cached_blocks(self, seq: int) -> int:
-        """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold."""
+    def _cached_blocks(self, seq: int, limit_blocks: int | None = None) -> int:
+        """Blocks of its group's chain `seq` shares, or (holding nothing yet) would share on its first hold, of its
+        first `limit_blocks` (None: all it may share)."""
         if seq in self._shared:
-            return self._shared[seq]
+            return self._shared[seq] if limit_blocks is None else min(self._shared[seq], limit_blocks)
         if seq in self._held or seq in self._swapped_out:
             return 0
         resume = self._resume.get(seq)
         shareable = self._shareable.get(seq, self.prefix_blocks) if resume is None else sum(s for _, s in resume)
+        if limit_blocks is not None:
+            shareable = min(shareable, limit_blocks)
         return self._hit(self._path_of(seq), shareable) if shareable else 0
 
     def _hit(self, path: Path, shareable: int) -> int:
@@ -352,18 +356,25 @@ class PagedKVCache:
         return self._cached_blocks(seq) > 0
 
     def cached_prefix(self, seq: int, target: int) -> int:
-        """Tokens of sequence `seq`, which must compute `target` tokens, that its group's cached chain holds now
-        (it still computes at least its last token, from which it samples), less the last block where the cache
-        `drops_last_hit`: vLLM v1 drops a hit's last block where use_eagle (its speculative method eagle, eagle3 or
-        mtp: vllm/config/speculative.py use_eagle(), commit 002e77c1 of vllm-project/vllm; the scheduler passes it to
-        its KVCacheManager, vllm/v1/core/sched/scheduler.py at 00024d31), "to force recompute the last block to get
-        the required hidden states for eagle drafting head" (vllm/v1/core/single_type_kv_cache_manager.py at 002f3491,
-        find_longest_cache_hit: computed_blocks.pop()). The sequence still shares that block here: vLLM's recomputed
-        copy, held in a block of the request's own, is not counted."""
-        blocks = self._cached_blocks(seq)
-        if self.drops_last_hit and blocks:
-            blocks -= 1
-        return min(blocks * self.block_tokens, target - 1)
+        """Tokens of sequence `seq`, which must compute `target` tokens, that its group's cached chain holds now, of
+        the whole blocks of its first `target` - 1 tokens (it still computes its last token, from which it samples:
+        vLLM v1's get_computed_blocks looks up at most num_tokens - 1 tokens, and find_longest_cache_hit the whole
+        blocks of those, so a fully cached prompt recomputes its whole last block: vllm/v1/core/kv_cache_manager.py at
+        003df296, vllm/v1/core/single_type_kv_cache_manager.py at 002f3491 of vllm-project/vllm), less, after that
+        cap, the last block where the cache `drops_last_hit`: vLLM v1 drops a hit's last block where use_eagle (its
+        speculative method eagle, eagle3 or mtp: vllm/config/speculative.py use_eagle(), commit 002e77c1; the
+        scheduler passes it to its KVCacheManager, vllm/v1/core/sched/scheduler.py at 00024d31), "to force recompute
+        the last block to get the required hidden states for eagle drafting head" (find_longest_cache_hit:
+        computed_blocks.pop()). The sequence still shares the blocks it recomputes here: vLLM's recomputed copies,
+        held in blocks of the request's own, are not counted."""
+        if seq not in self._counted:  # its first admission counts this hit (_admit)
+            self._first_target[seq] = target
+        return self._hit_blocks(seq, target) * self.block_tokens
+
+    def _hit_blocks(self, seq: int, target: int | None) -> int:
+        """Blocks of `seq`'s hit that get_computed_blocks keeps (cached_prefix's; `target` None: uncapped)."""
+        blocks = self._cached_blocks(seq, None if target is None else (target - 1) // self.block_tokens)
+        return blocks - 1 if self.drops_last_hit and blocks else blocks
 
     def own_tokens(self, seq: int, tokens: int) -> int:
         """Tokens' worth of KV sequence `seq` of `tokens` cached tokens holds apart from a cached prefix it shares
@@ -495,6 +506,10 @@ class PagedKVCache:
             self._swapped_out.discard(seq)
         elif seq not in self._shared:  # its first hold (an admitted sequence grows without)
             shares = self._cached_blocks(seq)
+            # vLLM counts the hit get_computed_blocks keeps (cached_prefix's) (its scheduler's
+            # record_prefix_cache_stats(request, num_new_local_computed_tokens): vllm/v1/core/kv_cache_manager.py at
+            # 003df296).
+            found = self._hit_blocks(seq, self._first_target.pop(seq, None)) if seq not in self._counted else 0
             if shares:
                 path = self._path_of(seq)
                 self._materialize(path, shares)
@@ -504,10 +519,7 @@ class PagedKVCache:
                 self._take_back(seq)
             if seq not in self._counted:
                 self._counted.add(seq)
-                # vLLM counts the hit get_computed_blocks keeps, its last block dropped where the cache drops_last_hit
-                # (its scheduler's record_prefix_cache_stats(request, num_new_local_computed_tokens):
-                # vllm/v1/core/kv_cache_manager.py at 003df296).
-                self.prefix_found_blocks += shares - (1 if self.drops_last_hit and shares else 0)
+                self.prefix_found_blocks += found
                 self.prefix_sought_blocks += self._shareable.get(seq, self.prefix_blocks)
         return moved
 

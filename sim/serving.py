@@ -428,7 +428,8 @@ class Pool:
         if key not in self.alone:
             shared = shared_prefix_tokens(self.prefix_tokens, self.memory.block_tokens)
             self.alone[key] = unloaded_latencies(self.costs, requests.prompt_tokens, requests.output_tokens,
-                                                 window=self.window, prefix_tokens=shared)
+                                                 window=self.window, prefix_tokens=shared,
+                                                 block_tokens=self.memory.block_tokens)
         return self.alone[key]
 
 

@@ -51,17 +51,18 @@ class Unloaded:
 
 
 def unloaded_latencies(costs: IterationCostModel, prompt_tokens, output_tokens, window: Window = None,
-                       prefix_tokens: int = 0) -> Unloaded:
+                       prefix_tokens: int = 0, block_tokens: int = 1) -> Unloaded:
     """Each request (`prompt_tokens`, `output_tokens`, aligned arrays) alone on a replica priced by `costs`: a
-    prefill of its prompt past the `prefix_tokens` already cached (the replica's shared prefix; at least the last
-    prompt token is computed, as sim/kv_cache.py cached_prefix), then decode steps at batch 1 (module docstring).
+    prefill of its prompt past the `prefix_tokens` already cached (the replica's shared prefix, in KV blocks of
+    `block_tokens`; of it, the whole blocks before the last prompt token, which is computed, as sim/kv_cache.py
+    cached_prefix finds), then decode steps at batch 1 (module docstring).
     Decode steps are priced once per KV length and summed through a running total, so thousands of requests cost
     one pass over the lengths."""
     prompts = np.asarray(prompt_tokens, dtype=np.int64)
     outputs = np.asarray(output_tokens, dtype=np.int64)
 
     def prefill(prompt: int) -> float:
-        cached = max(0, min(prefix_tokens, prompt - 1))
+        cached = min(prefix_tokens, (prompt - 1) // block_tokens * block_tokens)
         return costs.price(step_shape([(prompt - cached, cached)], [], sampled=1, window=window,
                                       prefill_window=costs.template.sliding_window, finished=[prompt],
                                       layer_window=costs.template.layer_window)).time_s

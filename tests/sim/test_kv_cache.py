@@ -70,10 +70,11 @@ def test_a_shared_prefix_is_held_once_in_whole_blocks():
     kv.release(0)
     kv.release(1)
     assert kv.used_blocks == 2  # the prefix stays cached
-    # What a sequence need not compute: the shared tokens, but always its last prompt token (it samples from it).
+    # What a sequence need not compute: the shared tokens, but always its last prompt token (it samples from it), so
+    # only the whole blocks before it (vLLM's get_computed_blocks: of num_tokens - 1 tokens, whole blocks).
     assert kv.cached_prefix(9, 100) == 32
     assert kv.cached_prefix(9, 33) == 32
-    assert kv.cached_prefix(9, 32) == 31
+    assert kv.cached_prefix(9, 32) == 16
     assert kv.cached_prefix(9, 1) == 0
 
 

@@ -31,11 +31,13 @@ def test_a_preempted_sequence_finds_its_whole_blocks_and_recomputes_past_them():
 
 def test_it_recomputes_at_least_its_last_token():
     """0 holds 32 tokens (2 whole blocks), preempted with all 32 computed and 32 to compute again (a prefill preempted
-    with its prompt done): it finds 31 of them, and samples from the last it computes."""
+    with its prompt done): it finds the whole blocks of the 31 before its last, one (16 tokens), and recomputes the
+    second to sample from its last token (vLLM v1's get_computed_blocks: whole blocks of num_tokens - 1); with 33 to
+    compute, both (32)."""
     kv = PagedKVCache(capacity_blocks=4, block_tokens=16)
     kv.hold(0, 32)
     kv.release_preempted(0, 32)
-    assert kv.cached_prefix(0, 32) == 31 and kv.cached_prefix(0, 33) == 32
+    assert kv.cached_prefix(0, 32) == 16 and kv.cached_prefix(0, 33) == 32
 
 
 def test_blocks_another_sequence_needs_in_between_are_evicted_least_recently_freed_first_tail_first():

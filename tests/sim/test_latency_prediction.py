@@ -338,15 +338,16 @@ def test_an_orca_replica_s_tpot_is_within_its_decode_step_and_an_iteration_with_
 
 
 def _cached_prompt_decoding(costs, scheduler: str) -> tuple[Replica, Sequence]:
-    """A replica of `scheduler` decoding 63 sequences at 4,000 tokens, a 512-token prefix cached, and a 512-token prompt
-    of its group waiting: it finds all but its last token cached (PagedKVCache.cached_prefix) and computes that one."""
+    """A replica of `scheduler` decoding 63 sequences at 4,000 tokens, a 512-token prefix cached, and a 513-token prompt
+    of its group waiting: it finds all but its last token cached, the whole blocks before it
+    (PagedKVCache.cached_prefix), and computes that one."""
     kv = PagedKVCache(capacity_blocks=40_000, block_tokens=BLOCK, prefix_tokens=512)
     state = EngineState(kv=kv)
     state.running.extend(Sequence(index=i, arrival_s=0.0, prompt=16, output=8192, computed=3999, generated=3984)
                          for i in range(63))
     for seq in state.running:
         kv.hold(seq.index, seq.computed + 1)
-    prompt = Sequence(index=63, arrival_s=0.0, prompt=512, output=8)
+    prompt = Sequence(index=63, arrival_s=0.0, prompt=513, output=8)
     state.waiting.append(prompt)
     return Replica(simpy.Environment(), costs, make_scheduler(scheduler, SchedulerLimits(chunk_tokens=512)), state,
                    window=None, swap_s_per_token=0.0, on_finish=lambda seq: None), prompt
@@ -359,9 +360,9 @@ def test_a_cached_prompt_s_last_token_is_counted_in_the_tpot_as_its_scheduler_ru
     last 64 iterations alternately decoded its 63 sequences and ran such a prompt is predicted, for a request joining
     it at 4,000 tokens, the decode step of 64 and, every other step, that prompt's iteration: an iteration of one token
     between two decode steps, or the decode step with the chunk, priced by hand from the batch the scheduler forms (its
-    token after the prompt's 511 cached; the prediction prices it at no context and, as any chunk, rounded to 16
-    tokens: within 1%): 0.7132 and 0.3759 ms (both beside: the same). Before, those iterations were left out, and the
-    TPOT was the decode step's alone: 0.3674 ms (48% and 2.3% short)."""
+    token after the prompt's 512 cached; the prediction prices it at no context and, as any chunk, rounded to 16
+    tokens: within 1%): 0.7124 and 0.3755 ms (both beside: the same). Before, those iterations were left out, and the
+    TPOT was the decode step's alone: 0.3674 ms (48% and 2.2% short)."""
     replica, prompt = _cached_prompt_decoding(costs, scheduler)
     batch = replica.scheduler.next_batch(replica.state)
     assert batch.prefills == [(prompt, 1)] and len(batch.decodes) == (0 if scheduler == "continuous" else 63)
@@ -370,7 +371,7 @@ def test_a_cached_prompt_s_last_token_is_counted_in_the_tpot_as_its_scheduler_ru
                    IterationRow(0.0, 0.0, batch.size, batch.computed_tokens(), 0, 0.0, 1, 1) for i in range(64)]
     decode_s = costs.price(step_shape([], [4000] * 64, sampled=64)).time_s
     if scheduler != "continuous":  # the step with the chunk every other iteration, beside the joining request's decode
-        by_hand = (decode_s + costs.price(step_shape([(1, 511)], [4000] * 64, sampled=65, finished=[512])).time_s) / 2
+        by_hand = (decode_s + costs.price(step_shape([(1, 512)], [4000] * 64, sampled=65, finished=[513])).time_s) / 2
     else:  # one prompt iteration between two decode steps
         by_hand = decode_s + costs.price(batch.shape(None)).time_s
     predicted = predict_latency(replica, 4000).tpot_s

@@ -206,7 +206,8 @@ def test_a_recomputed_sequence_is_counted_once_at_its_first_admission():
     kv.hold(0, 160)
     kv.publish(0, 160)
     kv.release(0)  # preempted: its KV dropped, its published blocks stay cached
-    assert kv.cached_prefix(0, 160) == 159  # found again on readmission (all but the token it samples from)
+    # Found again on readmission: the whole blocks before the token it samples from, 9 of 10.
+    assert kv.cached_prefix(0, 160) == 144
     kv.hold(0, 161)
     assert (kv.prefix_found_blocks, kv.prefix_sought_blocks) == (0, 10)
     kv.assign_path(1, path)  # another request of the same prompt is a first admission: it finds all 10

@@ -124,11 +124,13 @@ def test_a_slowdown_slo_needs_the_unloaded_run():
 
 
 def test_a_cached_shared_prefix_is_not_prefilled_alone(costs):
-    """A replica with a 16-token prefix cached prefills 24 of a 40-token prompt over 16 cached keys; a prompt no
-    longer than the prefix still computes its last token (sim/kv_cache.py cached_prefix)."""
-    unloaded = unloaded_latencies(costs, [40, 10], [1, 1], prefix_tokens=16)
+    """A replica with a 16-token prefix (one block of 16) cached prefills 24 of a 40-token prompt over 16 cached
+    keys; a prompt no longer than the prefix still computes its last token, so finds no whole block before it and
+    prefills all of it (sim/kv_cache.py cached_prefix)."""
+    unloaded = unloaded_latencies(costs, [40, 16, 10], [1, 1, 1], prefix_tokens=16, block_tokens=16)
     assert unloaded.ttft_s[0] == pytest.approx(costs.price(step_shape([(24, 16)], [], sampled=1)).time_s)
-    assert unloaded.ttft_s[1] == pytest.approx(costs.price(step_shape([(1, 9)], [], sampled=1)).time_s)
+    assert unloaded.ttft_s[1] == pytest.approx(costs.price(step_shape([(16, 0)], [], sampled=1)).time_s)
+    assert unloaded.ttft_s[2] == pytest.approx(costs.price(step_shape([(10, 0)], [], sampled=1)).time_s)
 
 
 def test_a_pool_prices_its_requests_alone_once_for_every_rate(costs):
