@@ -362,7 +362,7 @@ class GPUModel(DeviceModel):
                         m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak.take(rows, axis=-1),
                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
                         vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts,
-                        cached_bytes=self.gemm_cache_bytes)
+                        cached_bytes=self.gemm_cache_bytes, split_k=g.split_k)
                     if expands:  # Flash-LLM's dense tiles in shared memory, whatever share of weights is kept
                         busy = np.maximum(busy, expansion_s(
                             n=g.n, k=g.k, m=g.m, batch=g.batch, density=g.weight_density, sm_count=sm_count,

@@ -78,20 +78,26 @@ def tile_counts(m: np.ndarray, n: np.ndarray, batch: np.ndarray, tiles: np.ndarr
 
 def padded_flops(m: np.ndarray, n: np.ndarray, k: np.ndarray, batch: np.ndarray, sm_count: int,
                  tiles: np.ndarray = TILE_SHAPES, tile_policy: str = "", counts: np.ndarray | None = None,
-                 ) -> np.ndarray:
+                 split_k=1.0) -> np.ndarray:
     """FLOPs executed when C[m, n] is tiled and the tiles run in whole waves over sm_count SMs: the best of `tiles`,
     or the tile a library's shape dispatch picks (`tile_policy`, hw_models/gpu_gemm_configs.py; a tile shared by
-    several SMs fills sm_count / SMs slots per wave). `counts`: tile_counts(m, n, batch, tiles), where kept."""
-    if tile_policy:
+    several SMs fills sm_count / SMs slots per wave). `counts`: tile_counts(m, n, batch, tiles), where kept.
+    `split_k`: thread blocks per tile, each looping over ceil(k / split_k) of k (Kernel.split_k), so a GEMM of few
+    tiles and a long k fills more of a wave and each block's loop is shorter."""
+    split = not (type(split_k) is float and split_k == 1.0) and bool((np.asarray(split_k) != 1).any())
+    block_k = np.ceil(k / split_k) if split else k  # each thread block's share of the k loop
+    if tile_policy:  # the dispatch picks its tile by the whole GEMM's shape
         tile_m, tile_n, sms = (t[None, :] for t in policy_tiles(tile_policy, m, n, k))
         slots = np.floor(sm_count / sms)
-        counts = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch
-        return (2.0 * np.ceil(counts / slots) * slots * tile_m * tile_n * k).min(axis=0)
+        counts = np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch * split_k
+        return (2.0 * np.ceil(counts / slots) * slots * tile_m * tile_n * block_k).min(axis=0)
     # Each tile on one SM: a slot per SM. Whole numbers below 2^53 throughout, so the products are exact in any order.
     slots = float(math.floor(sm_count))
     if counts is None:
         counts = tile_counts(m, n, batch, tiles)
-    return (np.ceil(counts / slots) * (_tile_flops(tiles) * slots) * k).min(axis=0)
+    if split:
+        counts = counts * split_k
+    return (np.ceil(counts / slots) * (_tile_flops(tiles) * slots) * block_k).min(axis=0)
 
 
 def _tile_flops(tiles: np.ndarray) -> np.ndarray:
@@ -101,16 +107,16 @@ def _tile_flops(tiles: np.ndarray) -> np.ndarray:
     return 2.0 * tiles[:, 0:1] * tiles[:, 1:2]
 
 
-def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str) -> np.ndarray:
-    """SMs that hold a tile of each GEMM under a tile policy (at most all of them; at least one, so that a GEMM
-    with no rows, which moves no bytes, has a rate)."""
+def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str, split_k=1.0) -> np.ndarray:
+    """SMs that hold a tile's thread block of each GEMM under a tile policy (`split_k` blocks a tile; at most all of
+    them; at least one, so that a GEMM with no rows, which moves no bytes, has a rate)."""
     tile_m, tile_n, sms = policy_tiles(tile_policy, m, n, k)
-    return np.clip(np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch * sms, 1.0, sm_count)
+    return np.clip(np.ceil(m / tile_m) * np.ceil(n / tile_n) * batch * sms * split_k, 1.0, sm_count)
 
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
-               counts: np.ndarray | None = None, cached_bytes: float = 0.0,
+               counts: np.ndarray | None = None, cached_bytes: float = 0.0, split_k=1.0,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(compute_s, memory_s, busy_s, latency_s) of GEMMs, as the other fitted kernel classes give them: a GEMM's
     device time is busy_s (the blend of its math and traffic, and the input's quantization kernel where the fit
@@ -123,10 +129,11 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     chooses among (mixed-input kernels have their own, gpu_quant.MIXED_INPUT_TILES), `tile_policy` the library's
     tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none); `counts` the GEMMs'
     tile_counts under `tiles`, where kept. A GEMM moving at most `cached_bytes` (a replayed benchmark's share of the
-    L2 per copy it cycles through) streams `fit.cache_speedup` times faster.
+    L2 per copy it cycles through) streams `fit.cache_speedup` times faster. `split_k`: thread blocks each tile's k
+    loop is split over (padded_flops; the partial sums' traffic is in `bytes_moved`, Kernel.split_k).
     """
     policy = fit.tile_policy if tile_policy is None else tile_policy
-    padded = padded_flops(m, n, k, batch, sm_count, tiles, policy, counts)
+    padded = padded_flops(m, n, k, batch, sm_count, tiles, policy, counts, split_k)
     if not (isinstance(kept, float) and kept == 1.0):  # dense: every padded FLOP is done
         padded = padded * kept
     padded = np.maximum(padded, flops)
@@ -138,9 +145,10 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
         compute_s = compute_s + vector_s
     rate_Bps = bandwidth_Bps * fit.bandwidth_fraction
     if policy and fit.sm_bandwidth_share:
-        # Fewer tiles than SMs (no split-K in the dispatch): only the SMs holding a tile stream the operands.
+        # Fewer thread blocks than SMs (no split-K in the library's dispatch): only the SMs holding one stream the
+        # operands.
         sm_Bps = fit.sm_bandwidth_share * bandwidth_Bps / sm_count
-        rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy) * sm_Bps)
+        rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy, split_k) * sm_Bps)
     moved = np.maximum(bytes_moved, 0.0)
     if cached_bytes and fit.cache_speedup != 1.0:
         rate_Bps = rate_Bps * np.where(moved <= cached_bytes, fit.cache_speedup, 1.0)

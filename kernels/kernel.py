@@ -109,6 +109,9 @@ class Kernel:
     # The tokens a fused MoE layer routes (its input's rows, before top-k): an engine runs a layer of more tokens
     # than its chunk in several calls (kernels/moe.py, Chunks); zero for other kernels.
     tokens: float = 0
+    # A GEMM whose k loop is split over this many thread blocks per output tile, their partial sums added into the
+    # output (split-K: vLLM's punica shrink, kernels/lora.py); its bytes include those partial sums' traffic. 1: none.
+    split_k: int = 1
 
     @property
     def total_bytes(self) -> float:

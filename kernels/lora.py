@@ -11,10 +11,19 @@ with its own A and B. Each kernel groups the tokens by adapter (vllm/lora/ops/tr
 lora_expand_op.py: a program per adapter's tokens), so each active adapter's A and B are read once.
 
 Priced as grouped GEMMs (a batch of `adapters` GEMMs of tokens / adapters rows each, as a fused MoE layer's experts)
-through the shared kernel mechanism, so every device kind sees them. Under tensor parallelism a device runs the shard
-of its base GEMM: vLLM's default (LoRAConfig.fully_sharded_loras False, vllm/config/lora.py at 01230b40) keeps A whole
-and shards B beside a column-parallel layer, and shards A beside a row-parallel one, which are the traced shard's k
-(input) and n (output): the same arithmetic.
+through the shared kernel mechanism, so every device kind sees them. The shrink splits its long k (the layer's input,
+4,096 or more) over SPLIT_K thread blocks a tile, each adding its fp32 partial sums into the zeroed buffer by atomic
+adds; vLLM picks SPLIT_K by the pass's input rows, M (vllm-project/vllm vllm/lora/ops/triton_ops/lora_shrink_op.py at
+6c038d0f6dcc: SPLIT_K = 64 if M < 128 else 8, BLOCK_K 256 or 32, BLOCK_M 32, BLOCK_N 16; kernel_utils.py at
+a5cdcfaafbb3, do_shrink_kernel: tl.atomic_add of every block's partial where SPLIT_K > 1, including the blocks past k,
+whose partials are zeros; later commits keep these defaults in utils.get_lora_op_configs, a tuned table read only from
+VLLM_TUNED_CONFIG_FOLDER). The rows carry the split (Kernel.split_k: a GPU's GEMM model runs the tiles of its own menu,
+split_k blocks each) and the atomic adds as bytes moved. The expand's k is the rank: vLLM runs it whole
+(do_expand_kernel: SPLIT_K = 1).
+
+Under tensor parallelism a device runs the shard of its base GEMM: vLLM's default (LoRAConfig.fully_sharded_loras
+False, vllm/config/lora.py at 01230b40) keeps A whole and shards B beside a column-parallel layer, and shards A beside a
+row-parallel one, which are the traced shard's k (input) and n (output): the same arithmetic.
 """
 
 from __future__ import annotations
@@ -32,6 +41,10 @@ WRAPPED_SLICES = {"q_proj": 1, "k_proj": 1, "v_proj": 1, "o_proj": 1, "gate_proj
                   "qkv_proj": 3, "gate_up_proj": 2}
 ADAPTER_BYTES_PER_VALUE = 2  # LoRAConfig.lora_dtype 'auto': the base model's dtype (bf16/fp16), under any quantization
 BUFFER_BYTES_PER_VALUE = 4  # the fp32 buffer between shrink and expand (punica_gpu.py add_lora_linear)
+# vLLM's shrink split (lora_shrink_op.py above): SPLIT_K of a pass of fewer input rows than SHRINK_SPLIT_ROWS, else
+# the other.
+SHRINK_SPLIT_ROWS = 128
+SHRINK_SPLIT_K = (64, 8)
 _GEMM = KIND_CODE[KernelKind.GEMM]
 
 
@@ -57,7 +70,8 @@ def adapter_bytes(table: KernelTable, count: np.ndarray, rank: int) -> float:
 class LoraKernels:
     """One decoder layer's shrink and expand rows at one token and one adapter, re-sized per pass (at)."""
 
-    frame: KernelTable  # shrink, expand for each wrapped row, at tokens = adapters = 1
+    frame: KernelTable  # shrink, expand for each wrapped row, at tokens = adapters = 1, unsplit
+    partial_bytes: np.ndarray  # a token's output bytes each further split block adds again (shrink rows; 0: expand)
 
     @classmethod
     def of(cls, table: KernelTable, rank: int) -> LoraKernels | None:
@@ -65,7 +79,7 @@ class LoraKernels:
         rows = wrapped_rows(table)
         if rank < 1 or not len(rows):
             return None
-        kernels = []
+        kernels, partial_bytes = [], []
         for i, slices in zip(rows.tolist(), _slices(table, rows).tolist(), strict=True):
             base = table.kernels[i]
             k, n, r = float(table.k[i]), float(table.n[i]), slices * rank
@@ -81,15 +95,21 @@ class LoraKernels:
                                   act_bytes=r * BUFFER_BYTES_PER_VALUE + 2 * n * ADAPTER_BYTES_PER_VALUE,
                                   kv_bytes=0.0, dtype=base.dtype, tensor_core=True, layer=base.layer,
                                   m=1.0, n=int(n), k=int(rank), batch=1.0))
-        return cls(frame=KernelTable.from_kernels(kernels))
+            partial_bytes += [r * BUFFER_BYTES_PER_VALUE, 0.0]
+        return cls(frame=KernelTable.from_kernels(kernels), partial_bytes=np.array(partial_bytes))
 
-    def at(self, tokens: int, adapters: int) -> KernelTable:
+    def at(self, tokens: int, adapters: int, input_rows: int | None = None) -> KernelTable:
         """The rows of a pass of `tokens` tokens over `adapters` distinct adapters: work and activations grow with the
-        tokens, weights with the adapters (each read once), each adapter's GEMM its share of the tokens."""
+        tokens, weights with the adapters (each read once), each adapter's GEMM its share of the tokens; the shrink
+        split as vLLM splits it for a pass of `input_rows` rows (its padded batch; default: the tokens), each split
+        block's atomic adds of a token's partial sums counted."""
         if adapters < 1 or tokens < adapters:
             raise ValueError(f"adapters: found {adapters} over {tokens} tokens, allowed: 1 to the pass's tokens")
         f = self.frame
         rows = len(f)
-        return f.with_columns(flops=f.flops * tokens, act_bytes=f.act_bytes * tokens,
+        split = SHRINK_SPLIT_K[(tokens if input_rows is None else input_rows) >= SHRINK_SPLIT_ROWS]
+        act_bytes = (f.act_bytes + (split - 1) * self.partial_bytes) * tokens
+        return f.with_columns(flops=f.flops * tokens, act_bytes=act_bytes,
                               weight_bytes=f.weight_bytes * adapters, m=np.full(rows, tokens / adapters),
-                              batch=np.full(rows, float(adapters)))
+                              batch=np.full(rows, float(adapters)),
+                              split_k=np.where(self.partial_bytes > 0, float(split), 1.0))

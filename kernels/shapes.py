@@ -795,8 +795,8 @@ class StepTemplate:
 
     def _lora_rows(self, shape: StepShape) -> KernelTable:
         """One layer's LoRA shrink and expand rows: every token of the sequences through its adapter (padding tokens
-        run none: their adapter index is -1, which vLLM's kernels skip)."""
-        return self._lora.at(shape.tokens - shape.padding, shape.lora_adapters)
+        run none: their adapter index is -1, which vLLM's kernels skip), the shrink split by the padded input's rows."""
+        return self._lora.at(shape.tokens - shape.padding, shape.lora_adapters, input_rows=shape.tokens)
 
     def _decode_attention(self, shape: StepShape) -> KernelTable:
         """One layer's decode attention: each decoding sequence reads its keys once, for each of its query tokens

@@ -75,6 +75,8 @@ class KernelTable:
     expert_parallel: np.ndarray | None = None
     # The tokens each fused MoE layer routes (Kernel.tokens; 0 elsewhere).
     tokens: np.ndarray | None = None
+    # The thread blocks each GEMM's k loop is split over (Kernel.split_k; 1 elsewhere).
+    split_k: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -102,7 +104,7 @@ class KernelTable:
             object.__setattr__(self, "torch_sdpa", np.array([is_torch_sdpa(k.op) for k in self.kernels], dtype=bool))
         if self.general_layout is None:
             object.__setattr__(self, "general_layout", np.array([k.general_layout for k in self.kernels], dtype=bool))
-        for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width", "expert_parallel", "tokens"):
+        for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width", "expert_parallel", "tokens", "split_k"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array([getattr(k, name) for k in self.kernels], dtype=float))
 

@@ -41,15 +41,27 @@ def test_one_layers_shrink_and_expand_by_hand():
     assert rows.flops[:2].tolist() == [3_932_160, 1_966_080]
     assert rows.weight_bytes[:2].tolist() == [1_179_648, 589_824]
     assert rows.flops[6] == 4_587_520 and rows.weight_bytes[6] == 3 * 14336 * 16 * 2
-    # Activations: qkv's shrink reads x for each slice (3 x 4,096 x 2 B) and writes 48 fp32 values a token; its expand
-    # reads those and reads and writes y (6,144 x 2 B each way).
-    assert rows.act_bytes[:2].tolist() == [10 * (3 * 4096 * 2 + 48 * 4), 10 * (48 * 4 + 2 * 6144 * 2)]
+    # Activations: qkv's shrink reads x for each slice (3 x 4,096 x 2 B) and, split 64 ways (vLLM's SPLIT_K below 128
+    # rows), each of its 64 blocks adds 48 fp32 values a token into the buffer; its expand reads those once and reads
+    # and writes y (6,144 x 2 B each way).
+    assert rows.act_bytes[:2].tolist() == [10 * (3 * 4096 * 2 + 64 * 48 * 4), 10 * (48 * 4 + 2 * 6144 * 2)]
     assert rows.batch.tolist() == [3.0] * 8 and np.allclose(rows.m, 10 / 3)
     assert rows.n[:2].tolist() == [48, 6144] and rows.k[:2].tolist() == [4096, 16]
     # Twice the adapters read twice the weights, the same work; twice the tokens twice the work, the same weights.
     more = LoraKernels.of(LAYER, 16).at(10, 6)
     assert np.array_equal(more.weight_bytes, 2 * rows.weight_bytes) and np.array_equal(more.flops, rows.flops)
     assert np.array_equal(LoraKernels.of(LAYER, 16).at(20, 3).flops, 2 * rows.flops)
+
+
+def test_the_shrink_splits_as_vllm_splits_it():
+    """vLLM's lora_shrink runs SPLIT_K = 64 below 128 input rows, 8 from 128 (lora_shrink_op.py at 6c038d0f6dcc); the
+    expand is never split. The rows are the padded batch's where the engine pads it (input_rows)."""
+    lora = LoraKernels.of(LAYER, 16)
+    for tokens, rows, split in [(1, None, 64), (127, None, 64), (128, None, 8), (4096, None, 8), (120, 128, 8)]:
+        table = lora.at(tokens, 1, input_rows=rows)
+        assert table.split_k.tolist() == [split, 1] * 4
+    # From 128 rows, 8 blocks a tile add a token's 48 values: qkv's shrink at 200 tokens.
+    assert lora.at(200, 1).act_bytes[0] == 200 * (3 * 4096 * 2 + 8 * 48 * 4)
 
 
 def test_a_pass_of_fewer_tokens_than_adapters_is_refused():
