@@ -132,12 +132,13 @@ class DesignPoint:
     def unjudged(self) -> str:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
         spec's reason (ServingSpec.unjudged), scheduler limits vLLM refuses (serving_settings.refused_limits), or
-        settings not modeled together: offloading or layer skipping beside speculative decoding, experts offloaded from
-        a model without routed experts, a sliding window beside offloading other than the weights, offloading,
-        speculation, pruning, layer skipping or token splitting on pipeline stages, a hybrid attention placement off
-        one model device beside one CPU host, attention devices beside what they do not run (pipeline stages, a draft,
-        cascade, swapping, token splitting), data-parallel attention beside what its ranks do not run, a chunked cap
-        on a request's tokens below those a speculating decode verifies. `explore run` refuses such a point; a sweep
+        settings not modeled together: offloading, layer skipping or decode context parallelism beside speculative
+        decoding, experts offloaded from a model without routed experts, a sliding window beside offloading other than
+        the weights, offloading, speculation, pruning, layer skipping, token splitting or decode context parallelism on
+        pipeline stages, a hybrid attention placement off one model device beside one CPU host, attention devices
+        beside what they do not run (pipeline stages, a draft, cascade, swapping, token splitting), data-parallel
+        attention beside what its ranks do not run, a chunked cap on a request's tokens below those a speculating
+        decode verifies. `explore run` refuses such a point; a sweep
         records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
             return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
@@ -164,14 +165,17 @@ class DesignPoint:
                 ("offload", self.knob("offload") != "none", "none with speculative decoding (an offloaded draft and "
                  "target are not modeled)"),
                 ("exit_depth", self.knob("exit_depth") != 1.0, "1 (every layer) with speculative decoding (a draft "
-                 "verified by a target skipping layers is not modeled yet)")):
+                 "verified by a target skipping layers is not modeled yet)"),
+                ("dcp", self.knob("dcp") != 1, "1 with speculative decoding (a verification's keys split over "
+                 "devices, and a draft's cache, are not modeled yet)")):
             if on:
                 return f"{name}: found {self.knob(name)!r} with spec_draft {draft!r}, allowed: {allowed}"
         return ""
 
     def _stage_unjudged(self) -> str:
         """Why what is modeled on one pipeline stage is not on this point's `pp` stages ('' where it is):
-        offloading, speculative decoding, prompt-token pruning, layer skipping, token splitting."""
+        offloading, speculative decoding, prompt-token pruning, layer skipping, token splitting, decode context
+        parallelism."""
         if self.pp == 1:
             return ""
         for name, on, allowed in (
@@ -184,7 +188,9 @@ class DesignPoint:
                 ("exit_depth", self.knob("exit_depth") != 1.0, "1 (every layer), or layer skipping on one stage (pp = "
                  "1; skipping on pipeline stages is not modeled yet)"),
                 ("overlap", self.knob("overlap") != "none", "none, or token splitting on one stage (pp = 1; splitting "
-                 "a pipelined iteration is not modeled)")):
+                 "a pipelined iteration is not modeled)"),
+                ("dcp", self.knob("dcp") != 1, "1, or decode context parallelism on one stage (pp = 1; on pipeline "
+                 "stages it is not modeled yet)")):
             if on:
                 return f"{name}: found {self.knob(name)!r} on {self.pp} pipeline stages, allowed: {allowed}"
         return ""

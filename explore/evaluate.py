@@ -254,51 +254,54 @@ class Evaluator:
         return is_cached(self.config(model), **trace_args(phase, batch, prompt, query, sampled))
 
     def lowered(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, tp: int = 1, pp: int = 1,
-                ep: int = 1, fusion: str = "", query: int = 1, sampled: int = 1) -> KernelTable:
+                ep: int = 1, fusion: str = "", query: int = 1, sampled: int = 1, dcp: int = 1) -> KernelTable:
         """The kernels of a traced pass at the traced precision (formats are applied per design point), as one
-        of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp), fused as `fusion`
-        launches them (kernels/fusion.py), with sends between `pp` pipeline stages; a decode of `query` tokens
-        per sequence where query > 1, with logits at the last `sampled` of them."""
-        key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled)
+        of `tp` tensor-parallel devices runs them (experts spread over them with ep = tp; each sequence's keys split
+        over groups of `dcp` of them: kernels/parallel.py context_parallel), fused as `fusion` launches them
+        (kernels/fusion.py), with sends between `pp` pipeline stages; a decode of `query` tokens per sequence where
+        query > 1, with logits at the last `sampled` of them."""
+        key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled) + ((dcp,) if dcp > 1 else ())
         if key not in self._lowered:
-            table = self._layer_table(model, phase, batch, prompt, tp, ep, fusion, query, sampled).expanded()
+            table = self._layer_table(model, phase, batch, prompt, tp, ep, fusion, query, sampled, dcp).expanded()
             self._lowered[key] = pipeline_sends(table, pp, self.config(model), residual_apart=fusion == ENGINE)
         return self._lowered[key]
 
     def _layer_table(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, tp: int, ep: int,
-                     fusion: str, query: int, sampled: int) -> LayerTable:
+                     fusion: str, query: int, sampled: int, dcp: int = 1) -> LayerTable:
         """lowered's kernels before pipeline sends, sharded and fused on the model cut short (kernels/layer_kernels.py
         LayerTable), memoized."""
-        key = (model, phase, batch, prompt, tp, ep, fusion, query, sampled)
+        key = (model, phase, batch, prompt, tp, ep, fusion, query, sampled) + ((dcp,) if dcp > 1 else ())
         if key not in self._layer_tables:
             if tp == 1 and not fusion:
                 table = layer_table(self._stored(self.config(model), phase, batch, prompt, query, sampled))
             else:
                 eager = self._layer_table(model, phase, batch, prompt, 1, 1, "", query, sampled)
                 cfg = self.config(model)
-                table = eager.transformed(lambda t: sharded_rows(t, tp, cfg, ep)).transformed(
+                table = eager.transformed(lambda t: sharded_rows(t, tp, cfg, ep, dcp)).transformed(
                     lambda t: fused_rows(t, fusion))
             self._layer_tables[key] = table
         return self._layer_tables[key]
 
     def tables(self, model: str | ModelConfig, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
-               tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "", decode_tokens: int = 0) -> PassTables:
+               tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "", decode_tokens: int = 0,
+               dcp: int = 1) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size);
         with decode_tokens above `batch`, the decode as an engine runs it padded to that many tokens
-        (kernels/padded_pass.py)."""
+        (kernels/padded_pass.py); with dcp > 1, under decode context parallelism (lowered)."""
         padded = decode_tokens > batch
-        key = (model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion) + ((decode_tokens,) if padded else ())
+        key = ((model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion) + ((decode_tokens,) if padded else ())
+               + ((("dcp", dcp),) if dcp > 1 else ()))
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
             kv_head_dim = self.config(model).head_dim  # what the cache writes store (MLA: the latent's width)
 
             def decode(size: int) -> KernelTable:
-                return self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion).with_format(
+                return self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion, dcp=dcp).with_format(
                     fmt, kv_head_dim=kv_head_dim)
 
             parts = tuple((size, decode(size)) for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion).with_format(
+                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion, dcp=dcp).with_format(
                     fmt, kv_head_dim=kv_head_dim),
                 decode=padded_pass(decode(batch), decode(decode_tokens), template_tail(
                     self.template(model, fmt, tp, ep, fusion), decode_tokens, batch)) if padded else decode(batch),
@@ -577,7 +580,8 @@ class Evaluator:
                         prefetch=bool(point.knob("offload_prefetch")))
         window = self.kv_window(point)
         # One token of every sequence, on every device (KV heads copied where tp exceeds them, as batch_memory holds).
-        token_B = _kv_token_B(cfg, point.numeric_format) * point.batch * kv_replication(cfg, point.tp)
+        token_B = _kv_token_B(cfg, point.numeric_format) * point.batch * kv_replication(cfg, point.tp,
+                                                                                      point.knob("dcp"))
         own = cfg.layer_windows  # each layer's own window caps its share (gpt-oss)
         traffic = offload_traffic(
             plan, link, layers=cfg.num_layers, prompt_kv_B=token_B * layer_kept(kept_tokens(point.prompt, window), own),
@@ -616,7 +620,7 @@ class Evaluator:
             batch=point.batch, prompt_len=point.prompt, output_len=point.output), limits=self.capture_limits(point))
         tables = self.tables(self.point_model(point), point.batch, point.prompt, point.numeric_format,
                              device.sub_batches, point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind),
-                             decode.tokens)
+                             decode.tokens, point.knob("dcp"))
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:
@@ -895,7 +899,7 @@ class Evaluator:
             weight_bytes=_weight_bytes(prefill_trace.param_bytes, fmt, device, cfg, self._stored_scale(fmt, cfg)),
             # The prompt and every output token but the last, which is never fed back into the model; a decode
             # token that skips layers holds KV in the layers it runs only (kernels/early_exit.py).
-            kv_bytes_per_token=_kv_token_B(cfg, fmt) * kv_replication(cfg, point.tp),
+            kv_bytes_per_token=_kv_token_B(cfg, fmt) * kv_replication(cfg, point.tp, point.knob("dcp")),
             batch=point.batch,
             tokens_per_sequence=workload.prompt_len + workload.decode_steps * decode_kv_share(
                 cfg.num_layers, point.knob("exit_depth")),
@@ -1413,6 +1417,8 @@ STATIC_ONLY_KNOBS = (
      "decode tokens is not modeled yet"),
     ("prompt_kept", "prompt-token pruning is priced in static batches; a serving iteration's prefill chunks with "
      "pruned layers are not modeled yet"),
+    ("dcp", "decode context parallelism is priced in static batches; a serving replica's KV blocks and step templates "
+     "split over the devices are not modeled yet"),
 )
 
 

@@ -649,6 +649,15 @@ register(Knob(name="attention_parallel", type=str, section="parallel", scope="sy
               "tp, tokens dispatched and combined by two all-to-alls per MoE layer, or split over them, ep 1, tokens "
               "all-gathered and outputs reduce-scattered: SGLang's DP attention, vLLM's data parallel with expert "
               "parallel; serving runs only)"))
+# Decode context parallelism (kernels/parallel.py context_parallel): vLLM's --decode-context-parallel-size, each
+# sequence's KV tokens split over groups of the tp devices that would otherwise hold copies of its KV heads.
+register(Knob(name="dcp", type=int, section="parallel", scope="system", default=1, minimum=1, only_with=("tp",),
+              label="decode context parallelism",
+              help="devices among the tp each sequence's KV cache is split over by token, where tp exceeds the KV "
+              "heads (vLLM's decode context parallelism: a device holds 1/dcp of the tokens, a decode step gathers "
+              "the group's query heads and merges the partial outputs by an all-gather of their log-sum-exps and a "
+              "reduce-scatter); static batches only (serving: refuses it); 1: none",
+              allowed_text="1, or a divisor of the tp devices holding each KV head's copy (tp / KV heads; MLA: tp)"))
 # A scheduler's limits a sweep's derived: section may compute (each engine's, so they may follow its layout).
 DERIVABLE_LIMITS = ("max_seqs", "max_batched_tokens", "chunk_tokens")
 # ---- serving (serving:): ServingSpec fields, in ServingSpec.columns() order ----------------------------------

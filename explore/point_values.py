@@ -23,7 +23,12 @@ from kernels.data_parallel import check_data_parallel_attention
 from kernels.formats import IDLE_WHERE
 from kernels.kv_eviction import STREAMING
 from kernels.kv_policy import budget_error
-from kernels.parallel import check_expert_parallel, check_pipeline_parallel, check_tensor_parallel
+from kernels.parallel import (
+    check_decode_context_parallel,
+    check_expert_parallel,
+    check_pipeline_parallel,
+    check_tensor_parallel,
+)
 from workloads.errors import InputError
 from workloads.model_config import ModelConfig, check_context
 
@@ -95,6 +100,11 @@ def check_point_values(point: DesignPoint, config: ModelConfig, name: Callable[[
         check_expert_parallel(config, point.ep, point.tp)
     except ValueError as err:
         raise InputError(f"{name('ep')}: {err}") from None
+    if point.knob("dcp") != 1:
+        try:
+            check_decode_context_parallel(config, point.tp, point.knob("dcp"))
+        except ValueError as err:
+            raise InputError(f"{name('dcp')}: {err}") from None
     if point.knob("attention_parallel") == "data":
         try:
             check_data_parallel_attention(config, point.tp, point.ep)

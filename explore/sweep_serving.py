@@ -312,6 +312,7 @@ class Parallel(Strict):
     attention_parallel: one_or_more(knob_type(KNOBS["attention_parallel"])) = "tensor"
     # the link between nodes where the devices span more than one domain of the link; '': the device's own
     node_link: one_or_more(str) = ""
+    dcp: one_or_more(PositiveInt) = 1  # devices among the tp each sequence's KV tokens are split over (decode only)
 
 
 def serving_dimensions(serving: Serving) -> dict[str, list]:

@@ -8,12 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from kernels.kernel import KernelKind
+from kernels.kernel import COLLECTIVE_KINDS
 
 # What limits a kernel: its math, its memory traffic, or the fixed per-kernel launch overhead.
 BOUNDS = ("compute", "memory", "overhead")
 # Kernels whose time is their link's: a system model keeps it as overhead_s (hw_models/system.py), said as "link".
-LINK_KINDS = frozenset({KernelKind.ALL_REDUCE.value, KernelKind.SEND_RECV.value})
+LINK_KINDS = frozenset(kind.value for kind in COLLECTIVE_KINDS)
 
 
 def bound_name(kind: str, bound: int) -> str:

@@ -45,7 +45,12 @@ from kernels.table import KIND_CODE, KernelTable
 from workloads.errors import InputError
 
 _ALL_REDUCE = KIND_CODE[KernelKind.ALL_REDUCE]
-_COLLECTIVES = {_ALL_REDUCE: "all_reduce", KIND_CODE[KernelKind.SEND_RECV]: "send_recv"}
+_SEND = KIND_CODE[KernelKind.SEND_RECV]
+# Collectives among a group of the tp devices, the group's size in the row's batch (kernels/parallel.py
+# context_parallel).
+_GROUP_COLLECTIVES = {KIND_CODE[KernelKind.ALL_GATHER]: "all_gather", KIND_CODE[KernelKind.REDUCE_SCATTER]:
+                      "reduce_scatter"}
+_COLLECTIVES = {_ALL_REDUCE: "all_reduce", _SEND: "send_recv", **_GROUP_COLLECTIVES}
 _ELEMENTWISE = KIND_CODE[KernelKind.ELEMENTWISE]
 
 
@@ -192,9 +197,15 @@ class SystemModel:
         rows = table.kind[collective] == _ALL_REDUCE
         if rows.any():
             time_s[rows] = self.collective_time_s("all_reduce", table.act_bytes[collective][rows], self.tp)
-        if (~rows).any():  # the i-th send of a table leaves stage i % (pp - 1) (pipeline_sends' order)
-            time_s[~rows] = self.send_time_s(table.act_bytes[collective][~rows],
-                                             np.arange(int((~rows).sum())) % max(self.pp - 1, 1))
+        sends = table.kind[collective] == _SEND
+        if sends.any():  # the i-th send of a table leaves stage i % (pp - 1) (pipeline_sends' order)
+            time_s[sends] = self.send_time_s(table.act_bytes[collective][sends],
+                                             np.arange(int(sends.sum())) % max(self.pp - 1, 1))
+        for code, name in _GROUP_COLLECTIVES.items():
+            group = table.kind[collective] == code
+            for devices in np.unique(table.batch[collective][group]):
+                of_size = group & (table.batch[collective] == devices)
+                time_s[of_size] = self.collective_time_s(name, table.act_bytes[collective][of_size], int(devices))
         if self.custom_all_reduce:
             # The engine's kernels take messages up to their shared buffer's size; larger ones go to NCCL.
             rows = (table.kind[collective] == _ALL_REDUCE) & (table.act_bytes[collective] <= CUSTOM_ALL_REDUCE_MAX_B)

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
-from kernels.kernel import KernelKind
+from kernels.kernel import COLLECTIVE_KINDS, KernelKind
 from kernels.moe import MATRICES, fused_moe_act_bytes
 from kernels.table import KIND_CODE, KernelTable
 
@@ -71,7 +71,7 @@ _ACTIVATION, _ELEMENTWISE = KIND_CODE[KernelKind.ACTIVATION], KIND_CODE[KernelKi
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _DECODER_LAYER = re.compile(r"(^|\.)layers\.\d+$")  # a residual add runs in the decoder layer module itself
 _EXPERT = re.compile(r"^(.*)\.experts\.(\d+)(\.|$)")  # an MoE expert's module: (layer, expert index)
-_COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
+_COLLECTIVES = tuple(KIND_CODE[kind] for kind in COLLECTIVE_KINDS)
 _SOFTMAX = KIND_CODE[KernelKind.SOFTMAX]
 # Columns a fused kernel sets; every other column is its anchor row's (its kind too, unless `kind` is given). Work
 # and traffic add up over the eager rows a kernel replaces; its shape is set where it has one.

@@ -27,7 +27,14 @@ class KernelKind(StrEnum):
     # A residual add and the RMSNorm after it in one kernel of 16-byte vector loads (vLLM's fused_add_rms_norm): a
     # kernel of its own, not the one-element-a-load rms_norm a NORM's fit was measured on (kernels/fusion.py).
     ADD_NORM = "add_norm"
+    # Decode context parallelism's exchanges within a group of the tp devices (kernels/parallel.py): act_bytes is the
+    # message per device in hw_models/link.py's convention (the gathered tensor, the tensor scattered).
+    ALL_GATHER = "all_gather"
+    REDUCE_SCATTER = "reduce_scatter"
 
+
+# Kernels that move data between devices over a link rather than compute on one.
+COLLECTIVE_KINDS = (KernelKind.ALL_REDUCE, KernelKind.SEND_RECV, KernelKind.ALL_GATHER, KernelKind.REDUCE_SCATTER)
 
 # The op of a kernel of torch's scaled_dot_product_attention where no trace named it (a measured row of that
 # backend: kernels/measured.py); traced kernels keep the aten op torch dispatched to (ATTENTION_OPS).
@@ -51,6 +58,7 @@ KIND_CLASS = {
     KernelKind.ALL_REDUCE: "communication", KernelKind.SEND_RECV: "communication",
     KernelKind.MOE: "gemm",  # experts' GEMMs: reports count them as GEMM time
     KernelKind.ADD_NORM: "norm",
+    KernelKind.ALL_GATHER: "communication", KernelKind.REDUCE_SCATTER: "communication",
 }
 
 
@@ -95,6 +103,9 @@ class Kernel:
     # The keys before each query the attention attends to at most: its layer's sliding window (0: every key). A
     # decode step re-sized to another context reads at most this many (KernelTable.at_kv_lengths).
     window: int = 0
+    # The devices a sequence's keys are split over by token (decode context parallelism, kernels/parallel.py): a decode
+    # step re-sized to another context attends to 1/context_split of its keys on each (KernelTable.at_kv_lengths).
+    context_split: int = 1
     # A pointwise kernel off the framework's contiguous vectorized path: an operand broadcast to the output, of
     # another dtype (a cast), or not dense (a slice, a transposed view), which streams slower (kernels/lowering.py).
     general_layout: bool = False

@@ -37,6 +37,7 @@ _EXPERT = re.compile(r"\.experts\.\d+(\.|$)")
 _SHARED_EXPERTS = re.compile(r"\.shared_experts(\.|$)")
 _GEMM = KIND_CODE[KernelKind.GEMM]
 _BATCHED_GEMM = KIND_CODE[KernelKind.BATCHED_GEMM]
+_ATTENTION_DECODE = KIND_CODE[KernelKind.ATTENTION_DECODE]
 # How the all-reduces run: "nccl", NCCL's collective; "custom", an engine's own kernels that read the peers' buffers
 # directly over the link (PyTorch's IntraNodeComm, which gpt-fast enables with ENABLE_INTRA_NODE_COMM=1; vLLM's and
 # TensorRT-LLM's custom all-reduce); "nvls", multimem loads and stores that an NVSwitch reduces and multicasts (NVLink
@@ -57,9 +58,23 @@ def check_tensor_parallel(config: ModelConfig, tp: int) -> None:
                          f"heads (each device holds whole KV heads)")
 
 
-def kv_replication(config: ModelConfig, tp: int) -> int:
-    """How many devices hold a copy of each KV head (more devices than KV heads replicate them)."""
-    return max(1, tp // config.num_kv_heads)
+def kv_replication(config: ModelConfig, tp: int, dcp: int = 1) -> int:
+    """How many devices hold a copy of each KV head's tokens (more devices than KV heads replicate them; decode context
+    parallelism splits each head's copies' tokens over `dcp` of them)."""
+    return max(1, tp // config.num_kv_heads) // dcp
+
+
+def check_decode_context_parallel(config: ModelConfig, tp: int, dcp: int) -> None:
+    """ValueError ('found X, allowed: Y') unless `dcp` splits the tokens of each KV head's copies over groups of the tp
+    devices, as vLLM's decode context parallelism runs (vllm/config/model.py verify_with_parallel_config, commit
+    18ec6629: tp > KV heads, dcp <= tp / KV heads and query heads per KV head divisible by dcp, where not MLA;
+    tp % dcp == 0). A group holds one KV head's copies here: dcp divides them (and so the query heads of a KV head,
+    which tp divides)."""
+    copies = max(1, tp // config.num_kv_heads)
+    if dcp < 1 or copies % dcp:
+        raise ValueError(f"found {dcp}, allowed: a divisor of the {copies} tp devices holding a copy of each of "
+                         f"{config.name}'s KV heads at tp {tp} "
+                         f"({', '.join(str(d) for d in range(1, copies + 1) if copies % d == 0)})")
 
 
 def spread_refusal(config: ModelConfig, tp: int) -> str:
@@ -86,14 +101,16 @@ def shard_tensor_parallel(table: KernelTable, tp: int, config: ModelConfig, ep: 
     return sharded_rows(table, tp, config, ep)[0]
 
 
-def sharded_rows(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) -> tuple[KernelTable, np.ndarray]:
+def sharded_rows(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1,
+                 dcp: int = 1) -> tuple[KernelTable, np.ndarray]:
     """The kernels one device of `tp` runs, in order, with an all-reduce after each row-parallel projection
     (after each MoE layer). With ep = tp, an MoE layer's experts are spread whole over the devices instead of
     each being split (expert parallelism inside the tensor-parallel group, as vLLM runs it without data-parallel
     attention): every device routes all tokens, runs its own experts' share of them, and the layer's all-reduce
     sums the experts' outputs; the busiest device under the trace's routing, whose experts are every ep-th the
-    trace fills (kernels/moe.py expert_parallel_share), is the one priced. tp = 1 returns the table unchanged. With
-    each row returned, the row of `table` it runs at (a collective at the row it follows)."""
+    trace fills (kernels/moe.py expert_parallel_share), is the one priced. With dcp > 1, decode context parallelism
+    (context_parallel) splits each sequence's keys over groups of dcp devices. tp = 1 returns the table unchanged.
+    With each row returned, the row of `table` it runs at (a collective at the row it follows)."""
     kept = np.arange(len(table))
     if tp == 1:
         return table, kept
@@ -155,8 +172,53 @@ def sharded_rows(table: KernelTable, tp: int, config: ModelConfig, ep: int = 1) 
                       heads=np.where(table.heads > 0, np.maximum(scale["heads"] / tp, 1), 0),
                       kv_heads=np.where(table.kv_heads > 0, np.maximum(table.kv_heads * kv_share, 1), 0),
                       expert_parallel=spread)
-    sharded, positions = _with_collectives(sharded, sorted(reduce_after), KernelKind.ALL_REDUCE, tp)
+    exchanges = [(row, message, KernelKind.ALL_REDUCE, tp) for row, message in reduce_after]
+    if dcp > 1:
+        sharded, split_exchanges = context_parallel(sharded, dcp)
+        exchanges += split_exchanges
+    sharded, positions = _with_exchanges(sharded, sorted(exchanges, key=lambda exchange: exchange[0]))
     return sharded, kept[positions]
+
+
+def context_parallel(sharded: KernelTable, dcp: int) -> tuple[KernelTable, list[tuple[int, float, KernelKind, int]]]:
+    """A tensor-parallel device's rows under decode context parallelism over groups of `dcp` of the devices, as vLLM
+    runs it (--decode-context-parallel-size; docs/serving/context_parallel_deployment.md): each device holds every
+    dcp-th token of each sequence's KV cache (a cache write stores the tokens of its own: vllm/v1/worker/block_table.py
+    compute_slot_mapping, commit a4cd9d0d, slot -1 for the others), so a prefill of new prompts runs as it did but
+    writes 1/dcp of the cache. A decode step's attention gathers the group's query heads (an all-gather over the
+    heads), attends with all of them over the device's 1/dcp of the keys, and merges the partial outputs by their
+    log-sum-exps: an all-gather of the fp32 LSEs, then a reduce-scatter of the 16-bit outputs back to each device's
+    own heads (vllm/v1/attention/backends/mla/common.py forward, commit 37fa5c09; vllm/attention/ops/common.py
+    cp_lse_ag_out_rs, commit 303def0c). Returns the rows and the exchanges to insert: (the row each follows, its
+    message per device in hw_models/link.py's convention, its kind, the devices)."""
+    flops, kv, act, heads, kv_len = (getattr(sharded, name).astype(float).copy()
+                                     for name in ("flops", "kv_bytes", "act_bytes", "heads", "kv_len"))
+    decode = np.flatnonzero(sharded.kind == _ATTENTION_DECODE)
+    if not len(decode):
+        # A prefill writes every dcp-th prompt token's KV on each device. A decode step's new tokens all sit at one
+        # position in a static batch, so one device of the group writes every sequence's: the writes stay whole.
+        cache_write = (sharded.kv_bytes > 0) & ~sharded.tensor_core
+        kv[cache_write] /= dcp
+        act[cache_write] /= dcp
+    # Every dcp-th key on each device: the busiest holds ceil(n / dcp) of n, attended by dcp times its query heads.
+    held = np.ceil(kv_len[decode] / dcp)
+    key_share = held / np.maximum(kv_len[decode], 1)
+    kv[decode] *= key_share
+    flops[decode] *= dcp * key_share
+    act[decode] *= dcp  # queries read and outputs written for the group's heads
+    heads[decode] *= dcp
+    kv_len[decode] = held
+    kernels = list(sharded.kernels)
+    exchanges = []
+    for i in decode:
+        kernels[i] = replace(kernels[i], context_split=dcp)
+        tokens_heads = sharded.batch[i] * max(sharded.q_len[i], 1) * heads[i]  # (token, head) rows of the group
+        value_dim = sharded.v_head_dim[i] or sharded.head_dim[i]
+        exchanges += [(int(i) - 1, float(tokens_heads * sharded.head_dim[i] * 2), KernelKind.ALL_GATHER, dcp),
+                      (int(i), float(dcp * tokens_heads * 4), KernelKind.ALL_GATHER, dcp),
+                      (int(i), float(tokens_heads * value_dim * 2), KernelKind.REDUCE_SCATTER, dcp)]
+    return replace(sharded, kernels=tuple(kernels), flops=flops, kv_bytes=kv, act_bytes=act, heads=heads,
+                   kv_len=kv_len), exchanges
 
 
 def _first_rows(table: KernelTable) -> dict[str, int]:
@@ -226,8 +288,14 @@ def _with_collectives(table: KernelTable, after: list[tuple[int, float]], kind: 
                       devices: int) -> tuple[KernelTable, np.ndarray]:
     """`table` with a collective row inserted after each given row (message bytes in act_bytes, the device
     count in batch), `after` in row order; and for each row, the row of `table` it is or follows."""
+    return _with_exchanges(table, [(i, message, kind, devices) for i, message in after])
+
+
+def _with_exchanges(table: KernelTable, after: list[tuple[int, float, KernelKind, int]]) -> tuple[KernelTable,
+                                                                                                    np.ndarray]:
+    """_with_collectives of collectives of their own kinds and device counts: (row, message bytes, kind, devices)."""
     collectives = KernelTable.from_kernels([collective_kernel(kind, table.kernels[i], message, devices)
-                                            for i, message in after])
-    rows = np.array([i for i, _ in after], dtype=int)
+                                            for i, message, kind, devices in after])
+    rows = np.array([i for i, *_ in after], dtype=int)
     index = np.insert(np.arange(len(table)), rows + 1, len(table) + np.arange(len(after)))
     return KernelTable.concat([table, collectives]).select(index), np.insert(np.arange(len(table)), rows + 1, rows)

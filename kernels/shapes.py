@@ -40,7 +40,7 @@ from kernels.block_estimate import estimate_kernels
 from kernels.cascade_merge import merge_kernel
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.fusion import fuse
-from kernels.kernel import KernelKind
+from kernels.kernel import COLLECTIVE_KINDS, KernelKind
 from kernels.kv_eviction import D2O, merge_table, scored_prefill
 from kernels.kv_policy import (
     KVPolicy,
@@ -96,7 +96,7 @@ PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL = range(3)
 LAYERS_ALL, LAYERS_MOE, LAYERS_DENSE = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
-_COLLECTIVES = (KIND_CODE[KernelKind.ALL_REDUCE], KIND_CODE[KernelKind.SEND_RECV])
+_COLLECTIVES = tuple(KIND_CODE[kind] for kind in COLLECTIVE_KINDS)
 # device_routing per (tokens, top-k, experts, held, routing): the same few arguments every iteration of a serving run.
 _routing = lru_cache(maxsize=4096)(device_routing)
 

@@ -520,6 +520,11 @@ class KernelTable:
         return np.array([k.window or np.inf for k in self.kernels], dtype=float)
 
     @cached_property
+    def _context_splits(self) -> np.ndarray:
+        """The devices each row's keys are split over by token (Kernel.context_split; 1: each device holds them all)."""
+        return np.array([k.context_split for k in self.kernels], dtype=float)
+
+    @cached_property
     def _decode_attention_rows(self) -> KernelTable:
         return self.select(self.decode_attention_mask)
 
@@ -561,11 +566,17 @@ class KernelTable:
     def _at_kv_lengths(self, kv_lens: np.ndarray, flop_lens: np.ndarray | None = None) -> KernelTable:
         """at_kv_lengths of a table of decode-attention rows only: KV traffic as of `kv_lens` keys per step (also
         its kv_len: the keys' worth of bytes the kernel streams), FLOPs as of `flop_lens` (default: the same)."""
-        traced, caps = self.kv_len, self._key_caps[None, :]
-        keys = np.minimum(kv_lens[:, None], caps)  # [steps, rows]
+        traced, caps, splits = self.kv_len, self._key_caps[None, :], self._context_splits[None, :]
+
+        def held(lens: np.ndarray) -> np.ndarray:  # [steps, rows]: the keys the busiest device of a row's split holds
+            keys = np.minimum(lens[:, None], caps)
+            # Every split-th key on each device (vLLM's interleave of one token): the busiest holds ceil(keys / split).
+            return keys if (splits == 1).all() else np.where(splits > 1, np.ceil(keys / splits), keys)
+
+        keys = held(kv_lens)
         ratio = (keys / traced[None, :]).ravel()
         flop_ratio = (ratio if flop_lens is None or flop_lens is kv_lens
-                      else (np.minimum(flop_lens[:, None], caps) / traced[None, :]).ravel())
+                      else (held(flop_lens) / traced[None, :]).ravel())
         template = self._tiled(len(kv_lens))
         table = replace(template, flops=template.flops * flop_ratio, kv_bytes=template.kv_bytes * ratio,
                         kv_len=keys.ravel())
@@ -603,7 +614,7 @@ class KernelTable:
         columns = np.column_stack([dtype_index, *(getattr(self, name) for name in self._columns()
                                                   if name not in ("dtype",)),
                                    *(getattr(self, name) for name in _PRICED_FLAGS),
-                                   self._key_caps]).astype(float)  # rows alike at one length, unlike past a window
+                                   self._key_caps, self._context_splits]).astype(float)  # alike at one length only
         _, first, index = np.unique(columns, axis=0, return_index=True, return_inverse=True)
         if len(first) == len(self):
             return None
