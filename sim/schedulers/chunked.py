@@ -63,7 +63,7 @@ class ChunkedPrefillScheduler(Scheduler):
             # Its chunk's blocks, preempting where they run out, as vLLM v1 allocates them: the loop over running
             # requests stops where one is preempted itself (under fcfs the newest, a prefill under way, is that one).
             before = state.preemptions
-            held = self._hold_preempting(state, seq, seq.computed + chunk)
+            held = self._hold_preempting(state, seq, seq.computed + chunk + self._lookahead)
             if state.preemptions != before:
                 # Those preempted leave the batch, and give their share of the budget back (vLLM v1: "token_budget +=
                 # num_scheduled_tokens.pop(preempted_req_id)").
@@ -80,19 +80,22 @@ class ChunkedPrefillScheduler(Scheduler):
         # again at once where this leaves the iteration empty, as vLLM's engine does after an empty step.)
         # A sequence a prefill pool handed over is a waiting request like the others (FCFS among the prompts): vLLM v1's
         # decode instance allocates its blocks in the same loop over waiting requests, under the same conditions (token
-        # budget left, max_num_seqs, nothing preempted, blocks for its next token and lookahead slots, or the loop
+        # budget left, max_num_seqs, nothing preempted, blocks for its next token and its lookahead, or the loop
         # stops), taking no budget, and has its KV pulled into them (_pull); once it has landed (WAITING_FOR_REMOTE_KVS
         # till then), the loop schedules it (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31:
         # "num_new_tokens = request.num_tokens - num_computed_tokens", its context's last token). It decodes in that
         # iteration, one token: speculating, it has no drafts yet (its spec_token_ids are empty until
-        # the draft has run over it after this step), so it verifies none (Batch.short) and advances one token.
+        # the draft has run over it after this step), so it verifies none (Batch.short), holds no slots for drafts
+        # (only the lookahead, _lookahead: "effective_lookahead_tokens = 0 if request.num_computed_tokens == 0 else
+        # self.num_lookahead_tokens", its computed tokens those pulled), and advances one token. A prompt's first
+        # chunk (num_computed_tokens 0, a cached prefix found or not) holds no lookahead.
         while state.waiting and not state.swapped and budget > 0 and len(state.running) < self.limits.max_seqs \
                 and state.preemptions == preemptions:
             seq = self._head(state)
             if seq is None:
                 break
             if not seq.in_prefill:
-                tokens = seq.computed + 1 + self.limits.lookahead_slots
+                tokens = seq.computed + 1 + self._lookahead
                 if seq.kv_pull == "due":  # its blocks first, its KV pulled into them: it decodes once landed
                     if not self._pull(state, seq, tokens):
                         break
@@ -149,11 +152,21 @@ class ChunkedPrefillScheduler(Scheduler):
         some, as vLLM v1 allocates them (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31 of
         vllm-project/vllm: allocate_slots(request, num_new_tokens, num_lookahead_tokens=self.num_lookahead_tokens),
         num_new_tokens 1 + len(spec_token_ids), the lookahead num_spec_tokens only where use_eagle() or
-        uses_draft_model(), none for the n-gram proposer): a decode whose lookup found no match holds one slot."""
-        slots = 1 + self.limits.lookahead_slots
+        uses_draft_model(), none for the n-gram proposer): a decode whose lookup found no match holds its next token's
+        slot and the lookahead (_lookahead)."""
         if seq.index in state.no_drafts:
-            slots = max(slots - (self.limits.verify_tokens - 1), 1)
-        return slots
+            return 1 + self._lookahead
+        return 1 + self.limits.lookahead_slots
+
+    @property
+    def _lookahead(self) -> int:
+        """vLLM v1's num_lookahead_tokens: the KV slots a draft (a model or an MTP module) writes its k proposals into
+        after a pass, which every running request's allocation holds past its scheduled tokens, a prefill chunk's
+        included (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31: allocate_slots(request,
+        num_new_tokens, num_lookahead_tokens=self.num_lookahead_tokens) in the loop over running requests); of
+        limits.lookahead_slots, those past the k drafts a decode verifies (verify_tokens - 1); none for the n-gram
+        proposer or Medusa heads."""
+        return max(self.limits.lookahead_slots - (self.limits.verify_tokens - 1), 0)
 
     def _fit(self, state: EngineState, decoding: list[Sequence]) -> list[int]:
         """The tokens each of `decoding` (admission order) counts against the budget (_fit_tokens of what each
