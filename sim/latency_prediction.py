@@ -141,8 +141,9 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     budget leaves beside the `riding` decodes (`overdue` of them going first: Scheduler.going_first), each after the
     chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
-    riding = decoded_batch(replica.scheduler, riding)[0]
-    decoded = decode_budget(replica.scheduler, riding)
+    drafted = drafted_share(replica)
+    riding = decoded_batch(replica.scheduler, riding, drafted)[0]
+    decoded = decode_budget(replica.scheduler, riding, drafted)
     per_iteration = max(replica.scheduler.prompt_budget(decoded, overdue), 1)
     alone = max(replica.scheduler.prompt_alone(decoded, overdue), 1)
     riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration), overdue)]
@@ -158,9 +159,10 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
-    riding = decoded_batch(scheduler, decoding)[0] if scheduler.prompts_beside_decodes else []
+    drafted = drafted_share(replica)
+    riding = decoded_batch(scheduler, decoding, drafted)[0] if scheduler.prompts_beside_decodes else []
     overdue = _overdue(replica)
-    decoded = decode_budget(scheduler, riding)
+    decoded = decode_budget(scheduler, riding, drafted)
     per_iteration = max(scheduler.prompt_budget(decoded, overdue), 1)
     alone = max(scheduler.prompt_alone(decoded, overdue), 1)  # a longer prompt alone (prompt_batch_tokens)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
@@ -200,22 +202,30 @@ def _chunked_context(tokens: int, alone: int) -> int:
     return max(tokens - alone, 0) // 2
 
 
-def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int]) -> tuple[list[int], float]:
+def drafted_share(replica: Replica) -> float:
+    """The share of a replica's speculating decodes that verify drafts in an iteration, in expectation: an n-gram
+    lookup's matches (Speculation.match; the others verify none: sim/speculative.py), every one for a draft or heads,
+    which always propose. No sequence's own lookup is read: the prediction reaches past the next iteration."""
+    return 1.0 if replica.speculation is None else replica.speculation.speculation.match
+
+
+def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int], drafted: float = 1.0) -> tuple[list[int], float]:
     """Of a replica's held decodes of `decode_kv` (in admission order), those an iteration decodes, and the iterations
     between a held sequence's tokens: every one, one; or where its scheduler decodes fewer than it holds
-    (Scheduler.decode_tokens: a chunked scheduler's token budget, each decode counting the tokens it verifies), the
-    earliest admitted up to that many, and held / decoded iterations (each gives that many of the held a token:
-    Little's law, exact for the last of a group that waits for whole groups ahead to finish)."""
-    cap = len(scheduler.decode_tokens(len(decode_kv)))
+    (Scheduler.decode_tokens: a chunked scheduler's token budget, each decode counting the tokens it verifies, a
+    share `drafted` of them their drafts: drafted_share), the earliest admitted up to that many, and held / decoded
+    iterations (each gives that many of the held a token: Little's law, exact for the last of a group that waits for
+    whole groups ahead to finish)."""
+    cap = len(scheduler.decode_tokens(len(decode_kv), drafted))
     if len(decode_kv) <= cap:
         return list(decode_kv), 1.0
     return list(decode_kv[:cap]), len(decode_kv) / cap
 
 
-def decode_budget(scheduler: Scheduler, decoded: Sequence_[int]) -> int:
+def decode_budget(scheduler: Scheduler, decoded: Sequence_[int], drafted: float = 1.0) -> int:
     """The tokens of its budget the decodes of `decoded` (as decoded_batch gives them) take from its scheduler's
-    iteration: one each, or the tokens each verifies (Scheduler.decode_tokens)."""
-    return sum(scheduler.decode_tokens(len(decoded)))
+    iteration: one each, or the tokens each verifies (Scheduler.decode_tokens; `drafted`: decoded_batch's)."""
+    return sum(scheduler.decode_tokens(len(decoded), drafted))
 
 
 def _overdue(replica: Replica) -> int:
@@ -239,7 +249,7 @@ def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) ->
     as often as the replica's recent iterations prefilled: beside a chunk of what is left of the budget (a chunked
     scheduler) or a whole prompt (Orca), or as iterations of their own in between, each of the recent prefills' mean
     tokens."""
-    decode_kv, rounds = decoded_batch(replica.scheduler, decode_kv)
+    decode_kv, rounds = decoded_batch(replica.scheduler, decode_kv, drafted_share(replica))
     return rounds * _decoded_tpot_s(replica, decode_kv, memo)
 
 
@@ -257,7 +267,7 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     scheduler = replica.scheduler
     if scheduler.chunked:
         # A chunk of what the budget leaves where the prompts had more than a token each; else their one-token chunks.
-        chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv), 1)
+        chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv, drafted_share(replica)), 1)
         full = sum(tokens > prompts for prompts, tokens in prefills)
         time_s = decode_s + full / len(recent) * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
         for prompts, tokens in prefills:

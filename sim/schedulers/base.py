@@ -297,9 +297,10 @@ class Scheduler:
         """Most tokens one iteration computes."""
         return self.limits.chunk_tokens if self.chunked else self.limits.max_batched_tokens
 
-    def decode_tokens(self, held: int) -> list[int]:
+    def decode_tokens(self, held: int, drafted: float = 1.0) -> list[int]:
         """The tokens each running decode one iteration runs counts against its token budget, of `held` (the earliest
-        admitted first; those past the list sit out the iteration): here every one, one token each (the schedulers but
+        admitted first; those past the list sit out the iteration; `drafted`: the share of them whose proposer drafted
+        tokens to verify): here every one, one token each (the schedulers but
         the chunked one count a decode one token, whatever it verifies); the chunked scheduler's differ
         (ChunkedPrefillScheduler.decode_tokens). The latency predictor reads the same rule
         (sim/latency_prediction.py decoded_batch)."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from sim.schedulers.base import Batch, EngineState, Scheduler, Sequence
 
 
@@ -185,13 +187,16 @@ class ChunkedPrefillScheduler(Scheduler):
             left -= tokens[-1]
         return tokens
 
-    def decode_tokens(self, held: int) -> list[int]:
-        """Each decode counts the tokens it verifies (limits.verify_tokens: 1, or k + 1 speculating) while the budget
-        lasts, and the first it runs short on takes what is left, its drafts cut to fit; the rest sit out. So vLLM v1
+    def decode_tokens(self, held: int, drafted: float = 1.0) -> list[int]:
+        """Each decode counts the tokens it verifies (limits.verify_tokens: 1, or k + 1 speculating; 1 for those whose
+        proposer drafted nothing, of `held` all but a share `drafted`, spread evenly through them: an n-gram lookup's
+        expected matches, Speculation.match, for a caller that knows no sequence's) while the budget lasts, and the
+        first it runs short on takes what is left, its drafts cut to fit; the rest sit out. So vLLM v1
         schedules its running requests (vllm/v1/core/sched/scheduler.py schedule(), commit 00024d31 of
         vllm-project/vllm): in order while token_budget > 0, each num_new_tokens = num_tokens_with_spec (+
         num_output_placeholders) - num_computed_tokens, i.e. 1 + its draft tokens for a decode, then num_new_tokens =
         min(num_new_tokens, token_budget), token_budget -= num_new_tokens, and spec_token_ids trimmed to the
         num_new_tokens - 1 scheduled ("if len(spec_token_ids) > num_scheduled_spec_tokens: spec_token_ids =
         spec_token_ids[:num_scheduled_spec_tokens]"): the request keeps its place, its speculative tokens are cut."""
-        return self._fit_tokens([self.limits.verify_tokens] * held)
+        return self._fit_tokens([self.limits.verify_tokens if math.floor(drafted * (i + 1)) > math.floor(drafted * i)
+                                 else 1 for i in range(held)])
