@@ -40,6 +40,14 @@ rank's one-token dummy batch included, has at least DBO_DECODE_TOKENS tokens of 
 DBO_PREFILL_TOKENS of one with a prefill, and the rank with the fewest tokens still fills the second micro-batch once
 every rank is padded to the busiest. Each micro-batch reads the weights again, so vLLM's thresholds keep small batches
 whole; above them it splits whether or not that is faster.
+
+Not priced: the SMs an all-to-all kernel takes from the compute beside it. While it splits, vLLM gives the all-to-all
+kernels VLLM_DBO_COMM_SMS SMs (vllm/envs.py: 20 unless set), capped by what its all-to-all backend uses, and DeepGEMM's
+GEMMs the rest (vllm-project/vllm vllm/v1/worker/gpu_ubatch_wrapper.py at 01e3c43
+UBatchWrapper._create_sm_control_context): DeepEP's high-throughput kernels take 20 (DeepEPAll2AllManagerBase.num_sms,
+DeepEP's default Buffer.num_sms), its low-latency kernels none (DeepEPLLAll2AllManager.max_sms_used: 0;
+vllm/distributed/device_communicators/all2all.py at 0014300). The exchanges here are priced on the link's NCCL
+all-to-all, not on DeepEP's kernels, so a split is priced as if its GEMMs kept every SM.
 """
 
 from __future__ import annotations
