@@ -76,7 +76,7 @@ from sim.offload import (
     plan_window,
 )
 from sim.result import RESULT_METRICS, SimResult
-from sim.routers import DEFAULT_ROUTER
+from sim.routers import DECODE_PICKS, DEFAULT_ROUTER
 from sim.schedulers import make_scheduler
 from sim.serving import (
     AUTOSCALE_METRICS,
@@ -1226,7 +1226,8 @@ class Evaluator:
                 if reason:
                     raise _InfeasibleError(f"{pool.name}: {reason}" if len(pools) > 1 else reason,
                                            fits=not memory_reason)
-            result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s, admission=spec.admission())
+            result = serve_pools(pools, requests, slo=spec.slo(), kv_transfer_s=transfer_s, admission=spec.admission(),
+                                 decode_pick=spec.decode_pick or DECODE_PICKS[0])
             result.extra["clipped_requests"] = float(clipped)
             return result
 

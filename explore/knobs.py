@@ -69,7 +69,7 @@ from sim.costs import OVERLAPS
 from sim.cuda_graphs import LARGEST_CAPTURE
 from sim.lora import LORA_RANKS
 from sim.offload import OFFLOADS
-from sim.routers import ROUTERS
+from sim.routers import DECODE_PICKS, ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
 from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, PREEMPTIONS, PREFIX_ATTENTIONS, ServingSpec
 from sim.speculative import names_draft_model
@@ -704,6 +704,11 @@ register(Knob(name="router", type=str, section="serving", scope="serving", defau
               "predicted_latency_most (towards the most headroom, which spreads requests to the faster devices of a "
               "fleet); unset: least_requests; read where a pool or a fleet has replicas or a replica pipeline stages "
               "or data-parallel ranks to pick among"))
+register(Knob(name="decode_pick", type=str, section="serving", scope="serving", default=None, flag=False,
+              allowed=DECODE_PICKS, help="disaggregated: when the decode pool's router picks a request's decode "
+              "replica: prefill_done (once its prefill is done, as vLLM's proxies and NVIDIA Dynamo pick) or arrival "
+              "(as it joins its prefill replica, as llm-d's scheduler picks both pods, from what the decode replicas "
+              "report then: a request still prefilling counts on none); unset: prefill_done; read with a prefill pool"))
 register(Knob(name="prefix_attention", type=str, section="serving", scope="serving", default=None, flag=False,
               allowed=PREFIX_ATTENTIONS,
               help="how decode attention reads the prefix_tokens the requests of a group share: paged (each sequence "

@@ -87,7 +87,7 @@ DESIGN_KNOBS = ("model", "device", "scheduler", "format", "overrides", "arrival"
                 "mixed_max_replicas",
                 "autoscaler", "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
                 "busy_waiting_requests", "busy_action", "client_retries", "client_retry_s",
-                "router", "prefix_attention",
+                "router", "decode_pick", "prefix_attention",
                 "prefix_groups", "queue_policy", "priority_fraction", "conversation_turns", "think_s", "think_cv",
                 "max_decode_preemptions", "memory_utilization", "host_cache_GB", "kv_store_GB", "kv_store_GBps",
                 "prefill_node_link", "mixed_node_link", "attention_device",

@@ -195,7 +195,8 @@ def _switch_value(row: dict[str, Any], name: str) -> Any:
 # Serving knobs a sweep may list whose results column exists only in sweeps that set them (sim/serving_spec.py
 # ServingSpec.columns), so a label names them wherever the column has a value.
 LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions", "prefix_attention", "prefix_groups",
-                      "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas", "autoscale_target",
+                      "decode_pick", "queue_policy", "priority_fraction", "mixed_replicas", "max_replicas",
+                      "autoscale_target",
                       "autoscale_metric", "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler",
                       "autoscale_interval_s", "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens",
                       "busy_waiting_requests", "busy_action", "client_retries", "client_retry_s",

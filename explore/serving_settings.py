@@ -262,6 +262,7 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_device", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    ReadWhen("decode_pick", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("prefill_node_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("mixed_node_link", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "

@@ -226,6 +226,8 @@ class Serving(Strict):
     prefill_node_link: one_or_more(str) | None = None
     mixed_node_link: one_or_more(str) | None = None
     router: one_or_more(knob_type(KNOBS["router"])) | None = None  # how a pool picks a replica (least_requests)
+    # When the decode pool's router picks (prefill_done, vLLM's and Dynamo's; arrival, llm-d's); a list compares them.
+    decode_pick: one_or_more(knob_type(KNOBS["decode_pick"])) | None = None
     # How decode attention reads the shared prefix (paged); a list compares the two.
     prefix_attention: one_or_more(knob_type(KNOBS["prefix_attention"])) | None = None
     # The share of each device's memory the engine may use (vLLM's gpu_memory_utilization; unset: every byte).
@@ -330,6 +332,8 @@ def serving_dimensions(serving: Serving) -> dict[str, list]:
     dims.update(replicas=as_list(serving.replicas), prefill_replicas=as_list(serving.prefill_replicas))
     if serving.router is not None:
         dims["router"] = as_list(serving.router)
+    if serving.decode_pick is not None:
+        dims["decode_pick"] = as_list(serving.decode_pick)
     for name in ("mixed_device", "mixed_replicas", "max_replicas", "autoscale_target", "autoscale_metric",
                  "cold_start_s", "prefill_max_replicas", "mixed_max_replicas", "autoscaler", "autoscale_interval_s",
                  "autoscale_predictor", "busy_kv_usage", "busy_prefill_tokens", "busy_waiting_requests",
@@ -479,6 +483,7 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         busy_waiting_requests=values.get("busy_waiting_requests"), busy_action=values.get("busy_action"),
         client_retries=values.get("client_retries"), client_retry_s=values.get("client_retry_s"),
         router=values.get("router") if routes(values) else None,
+        decode_pick=values.get("decode_pick") if values["prefill_replicas"] else None,
         prefix_attention=values.get("prefix_attention"), memory_utilization=values.get("memory_utilization"),
         host_cache_GB=values.get("host_cache_GB"), kv_store_GB=values.get("kv_store_GB"),
         kv_store_GBps=values.get("kv_store_GBps"),

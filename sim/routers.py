@@ -298,6 +298,9 @@ def _scaled(values: list[float]) -> list[float]:
 ROUTERS: dict[str, type[Router]] = {cls.name: cls for cls in (LeastRequests, LeastTokens, LeastKVUsage, RoundRobin,
                                                               CacheAware, PredictedLatency, PredictedLatencyMost)}
 DEFAULT_ROUTER = LeastRequests.name
+# When the first decode pool's router picks a prefill pool's request's decode replica: once its prefill is done
+# (vLLM's proxies, Dynamo), or at its arrival, beside the prefill pick (llm-d): sim/serving.py's docstring.
+DECODE_PICKS = ("prefill_done", "arrival")
 
 
 def make_router(name: str, slo: SLO | None = None, seed: Sequence_[int] = (0,)) -> Router:

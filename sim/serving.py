@@ -16,10 +16,17 @@ among its requests while the KV crosses, as the engines modeled hand requests ov
   (vllm/v1/core/sched/scheduler.py schedule(), at 00024d31), so its engine holds the request while its KV crosses;
 - Dynamo's PrefillRouter picks a prefill worker, waits for its disaggregated_params, then picks the decode worker,
   which pulls the KV over NIXL (docs/design_docs/disagg_serving.md, ai-dynamo/dynamo at 66e265b8).
-llm-d picks both pods at arrival instead: its scheduler routes the request to a decode pod, whose routing sidecar
-runs the prefill on the prefill pod the scheduler named (x-prefiller-host-port) and then hands the request to its own
-vLLM (internal/proxy/connector_nixlv2.go, llm-d/llm-d-routing-sidecar at 5a1b9088); a decode pick made before the
-prefill is not modeled.
+llm-d picks both pods at arrival instead (serve_pools' decode_pick 'arrival'): its scheduler routes the request to a
+decode pod, whose routing sidecar runs the prefill on the prefill pod the scheduler named (x-prefiller-host-port) and
+then hands the request to its own vLLM (internal/proxy/connector_nixlv2.go, llm-d/llm-d-routing-sidecar at 5a1b9088).
+The decode pick reads what the decode replicas report at the arrival, and a replica counts a request picked for it
+only once its prefill is done: llm-d's P/D guide scores decode pods by the queue-scorer alone
+(guides/pd-disaggregation/gaie-pd/values.yaml, llm-d/llm-d at 126f65d6), the scheduler's sample configuration by it
+and the prefix-cache-scorer (deploy/config/pd-epp-config.yaml, llm-d/llm-d-inference-scheduler at 0bb9fa83); the
+queue-scorer reads each pod's own waiting queue from its metrics (pkg/epp/scheduling/framework/plugins/scorer/
+queue.go, kubernetes-sigs/gateway-api-inference-extension at 02308be3), which the decode vLLM joins once the sidecar
+sends it the request. The active-request-scorer, which counts a pod's requests from the pick (pkg/plugins/scorer/
+active_request.go, llm-d-inference-scheduler at 139bcce2), is in neither configuration and is not modeled.
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from sim.hybrid_kv import KVGroups
 from sim.kv_cache import PagedKVCache, shared_prefix_tokens
 from sim.kv_store import KVStore
 from sim.replica import ROLES, CopyQueue, Replica, run_lockstep
-from sim.routers import DEFAULT_ROUTER, Routed, make_router
+from sim.routers import DECODE_PICKS, DEFAULT_ROUTER, Routed, make_router
 from sim.schedulers import EngineState, Scheduler, SchedulerLimits, Sequence, make_scheduler
 from sim.serving_metrics import (
     SLO,
@@ -465,7 +472,8 @@ def serve(costs: IterationCostModel, requests: RequestSet, scheduler: Scheduler,
 
 def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = None,
                 kv_transfer_s: Transfer | Sequence_[Transfer] | None = None, caches=None, schedulers=None,
-                prefix_groups: np.ndarray | None = None, admission: Admission | None = None) -> ServingResult:
+                prefix_groups: np.ndarray | None = None, admission: Admission | None = None,
+                decode_pick: str = DECODE_PICKS[0]) -> ServingResult:
     """Simulate pools of replicas serving `requests`: 'serve' pools (one device's replicas, or a fleet of several
     devices' pools), or a 'prefill' pool and 'decode' pools (one device's, or a fleet of several devices' pools).
 
@@ -473,8 +481,9 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     sim/routers.py): the prefill pool's, or every serving pool's; a prefilled request's KV (its tokens past the shared
     prefix, which the decode pools hold too, x its decode pool's bytes per token) moves in kv_transfer_s(bytes) (one
     function for every decode pool, or one each, in their order) to the decode replica the first decode pool's router
-    picks among every decode pool's once the prefill is done (the module's docstring), the target counting it among
-    its requests while its KV crosses at the target pool's link and bytes a token. Each prefill replica's sends go one
+    picks among every decode pool's once the prefill is done (`decode_pick` 'prefill_done'), or as the request joins its
+    prefill replica ('arrival', llm-d's: the module's docstring), the target counting it among its requests while its
+    KV crosses at the target pool's link and bytes a token. Each prefill replica's sends go one
     after another over its ports (the decode side's ports and the link's energy are not modeled). `caches` and
     `schedulers` give each replica's own (default: new ones from the pool); `prefix_groups` each request's prefix
     group (default: the requests' own, numbered by first appearance, else drawn evenly among the entry pool's
@@ -485,6 +494,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     if not (set(roles) == {"serve"} or (roles[0] == "prefill" and len(roles) > 1 and set(roles[1:]) == {"decode"})):
         raise ValueError(f"pools: found roles {roles}, allowed: 'serve' pools (a fleet of one device or of several) or "
                          f"['prefill', 'decode', ...] (one prefill pool, then one decode pool or a fleet of several)")
+    if decode_pick not in DECODE_PICKS:
+        raise ValueError(f"decode_pick: found {decode_pick!r}, allowed: {', '.join(DECODE_PICKS)}")
+    if decode_pick != DECODE_PICKS[0] and roles[0] != "prefill":
+        raise ValueError(f"decode_pick: found {decode_pick!r} with pools {roles}, allowed: {DECODE_PICKS[0]!r} (no "
+                         f"prefill pool hands requests to a decode pool)")
+    if decode_pick != DECODE_PICKS[0] and (scaled := [pool.name for pool in pools[1:] if pool.autoscaling]):
+        raise ValueError(f"decode_pick: found {decode_pick!r} with autoscaled decode pools {scaled}, allowed: "
+                         f"{DECODE_PICKS[0]!r} (a decode replica picked at arrival may be drained before the prefill "
+                         f"is done)")
     names = [pool.name for pool in pools]
     for name in names:  # a run's busy time, replica-hours held and timeline rows are each pool's, by its name
         if names.count(name) > 1:
@@ -593,24 +611,31 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     # A handed-over request -> the prefill engine holding its KV, and the ports its replica sends it over.
     sent_from: dict[int, tuple[Replica, CopyQueue]] = {}
+    picked: dict[int, Replica] = {}  # a request's decode replica picked at its arrival (decode_pick 'arrival')
     transfers = (list(kv_transfer_s) if isinstance(kv_transfer_s, Sequence_) else
                  [kv_transfer_s] * (len(pools) - 1))  # each decode pool's (a fleet's, in order)
 
     def _hand_over(seq: Sequence, engine: Replica, ports: CopyQueue) -> None:
-        """Hand a prefilled request to the decode replica the first decode pool's router picks now, among every decode
-        pool's, before its KV crosses (module docstring): one that allocates its blocks before it pulls the KV into
-        them queues it (Scheduler.allocates_before_pull, _pull), another expects it (Replica.expect), counting it among
-        its requests while its KV crosses at its pool's link and bytes a token. Its SLO class goes with it, and its
-        context, its first token out."""
+        """Hand a prefilled request to the decode replica picked for it at its arrival (decode_pick 'arrival'), or to
+        the one the first decode pool's router picks now, before its KV crosses (module docstring): one that allocates
+        its blocks before it pulls the KV into them queues it (Scheduler.allocates_before_pull, _pull), another expects
+        it (Replica.expect), counting it among its requests while its KV crosses at its pool's link and bytes a token.
+        Its SLO class goes with it, and its context, its first token out."""
         sent_from[seq.index] = engine, ports
-        target = routers[1].choose(serving(1, len(pools)), Routed(prompt_tokens=max(seq.computed, 1),
-                                                                  urgent=seq.urgent, index=seq.index, prefilled=True))
+        target = (picked.pop(seq.index) if decode_pick == "arrival"
+                  else pick_decode(max(seq.computed, 1), seq.urgent, seq.index))
         if target.scheduler.allocates_before_pull:
             seq.kv_pull = "due"
             target.accept(seq)
         else:
             target.expect(seq)
             env.process(_pull(seq, target))
+
+    def pick_decode(context_tokens: int, urgent_: bool, index: int) -> Replica:
+        """The decode replica the first decode pool's router picks now among every decode pool's, for a request
+        arriving there prefilled with `context_tokens` of context."""
+        return routers[1].choose(serving(1, len(pools)), Routed(prompt_tokens=context_tokens, urgent=urgent_,
+                                                                index=index, prefilled=True))
 
     def _pull(seq: Sequence, engine: Replica):
         """A handed-over request's KV crossing to decode engine `engine`'s pool, into the blocks it allocated for it (a
@@ -674,6 +699,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         seq.computed = seq.cached = replica.state.kv.cached_prefix(index, seq.target)
         if index in next_turn:
             served_by[index] = replica
+        if decode_pick == "arrival":  # llm-d's scheduler picks the decode pod beside the prefill pod
+            picked[index] = pick_decode(prompts[index], urgent[index], index)
         replica.accept(seq)
 
     def arrive():

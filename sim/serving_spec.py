@@ -17,7 +17,7 @@ from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS, Autoscaling, on_metric
 from sim.autoscalers import METRICS as AUTOSCALE_METRICS
 from sim.autoscalers.hpa import KEDA_POLLING_S
 from sim.lora import DEFAULT_MAX_LORAS, DEFAULT_RANK, UNIFORM_ALPHA, lora_settings_error
-from sim.routers import ROUTERS
+from sim.routers import DECODE_PICKS, ROUTERS
 from sim.schedulers import QUEUE_POLICIES, SCHEDULERS, SchedulerLimits
 from sim.serving_metrics import SLO
 from sim.slowdown import SlowdownSLO
@@ -54,7 +54,8 @@ KEY_NEUTRAL_DEFAULTS = frozenset({"prompt_batch_tokens", "slo_slowdown", "router
                                   "autoscale_interval_s", "busy_kv_usage", "busy_prefill_tokens",
                                   "autoscale_predictor", "mixed_max_replicas", "busy_waiting_requests", "busy_action",
                                   "client_retries", "client_retry_s", "prefill_node_link", "mixed_node_link",
-                                  "long_prefill_tokens", "lora_adapters", "lora_rank", "max_loras", "lora_alpha"})
+                                  "long_prefill_tokens", "lora_adapters", "lora_rank", "max_loras", "lora_alpha",
+                                  "decode_pick"})
 # How a spec without a prefill pool, which reads no kv_link, keys it: the one default specs stored before kv_link could
 # be left unset wrote out (a DGX H100's InfiniBand NDR NIC per GPU), so stored results keep their keys.
 KV_LINK = "infiniband-ndr"
@@ -232,6 +233,9 @@ class ServingSpec:
     # How each pool picks the replica a request joins, arrivals and hand-overs alike (sim/routers.py); None:
     # least_requests, the router of results stored before routers could be chosen.
     router: str | None = None
+    # Disaggregated: when the decode pool's router picks a request's decode replica (DECODE_PICKS: once its prefill is
+    # done, vLLM's proxies and Dynamo; at its arrival, llm-d); None: prefill_done, as results stored before it.
+    decode_pick: str | None = None
     # How decode attention reads the shared prefix (PREFIX_ATTENTIONS); None: paged, the attention of results stored
     # before it could be chosen.
     prefix_attention: str | None = None
@@ -351,6 +355,10 @@ class ServingSpec:
                              f"or none")
         if self.router is not None and self.router not in ROUTERS:
             raise InputError(f"router: found {self.router!r}, allowed: {', '.join(ROUTERS)}")
+        if self.decode_pick is not None and (self.decode_pick not in DECODE_PICKS or not self.disaggregated):
+            raise InputError(f"decode_pick: found {self.decode_pick!r} with prefill_replicas {self.prefill_replicas}, "
+                             f"allowed: {', '.join(DECODE_PICKS)} with a prefill pool (prefill_replicas >= 1), or "
+                             f"left out")
         if self.prefix_attention is not None and self.prefix_attention not in PREFIX_ATTENTIONS:
             raise InputError(f"prefix_attention: found {self.prefix_attention!r}, allowed: "
                              f"{', '.join(PREFIX_ATTENTIONS)}")
@@ -608,7 +616,8 @@ class ServingSpec:
 
     def _scaling_unjudged(self) -> str:
         """Why an autoscaled pool is not modeled beside this spec's other settings ('' where it is): a pool scaled from
-        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling. A
+        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling; a
+        scaled decode pool beside decode_pick 'arrival'. A
         fleet beside a prefill pool scales as a fleet does: an HPA of each pool, the prefill pool's and each decode
         pool's."""
         scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
@@ -617,6 +626,10 @@ class ServingSpec:
                   if value is not None]
         if not scaled:
             return ""
+        decode_scaled = [name for name, _ in scaled if name != "prefill_max_replicas"]
+        if self.decode_pick == "arrival" and decode_scaled:  # not modeled: a pick drained before its prefill is done
+            return (f"decode_pick: found 'arrival' with {decode_scaled[0]} {getattr(self, decode_scaled[0])}, allowed: "
+                    f"prefill_done (a decode replica picked at arrival may be drained before the prefill is done)")
         kind = AUTOSCALERS[self.autoscaler or "hpa"]
         for name, conflict, allowed in (
                 ("autoscaler", not kind.scales_to_zero, "hpa (Dynamo's planners keep a replica at the least)"),
@@ -701,6 +714,7 @@ class ServingSpec:
                 **({} if not self.long_prefill_tokens and self.scheduler != "chunked"
                    else {"long_prefill_tokens": self.long_prefill_tokens}),
                 **({} if self.router is None else {"router": self.router}),
+                **({} if self.decode_pick is None else {"decode_pick": self.decode_pick}),
                 **({} if self.prefix_attention is None else {"prefix_attention": self.prefix_attention}),
                 **({} if self.prefix_groups is None else {"prefix_groups": self.prefix_groups}),
                 **({} if self.queue_policy is None else {"queue_policy": self.queue_policy}),

@@ -85,6 +85,7 @@ def test_serving_knobs_are_the_spec_columns_and_the_section_fields():
                         mixed_node_link="ethernet-100g")
     scaled = ServingSpec(max_replicas=4, autoscale_target=5.0, autoscale_metric="running", cold_start_s=30.0,
                          prefill_replicas=1, prefill_max_replicas=2, prefill_node_link="infiniband-hdr",
+                         decode_pick="prefill_done",
                          autoscaler="hpa", autoscale_interval_s=30.0,
                          busy_kv_usage=0.9, busy_prefill_tokens=8192, busy_waiting_requests=4, busy_action="queue")
     planned = ServingSpec(max_replicas=4, autoscaler="sla_planner", autoscale_predictor="kalman", slo_tpot_s=0.1)
