@@ -263,7 +263,11 @@ class Evaluator:
         key = (model, phase, batch, prompt, tp, pp, ep, fusion, query, sampled) + ((dcp,) if dcp > 1 else ())
         if key not in self._lowered:
             table = self._layer_table(model, phase, batch, prompt, tp, ep, fusion, query, sampled, dcp).expanded()
-            self._lowered[key] = pipeline_sends(table, pp, self.config(model), residual_apart=fusion == ENGINE)
+            cfg = self.config(model)
+            table = pipeline_sends(table, pp, cfg, residual_apart=fusion == ENGINE)
+            if cfg.moe_routing != BALANCED:  # a layer's calls past vLLM's chunk route as it does (KernelTable.routed)
+                table = table.routed(cfg.moe_routing, cfg.num_experts, cfg.experts_per_token)
+            self._lowered[key] = table
         return self._lowered[key]
 
     def _layer_table(self, model: str | ModelConfig, phase: str, batch: int, prompt: int, tp: int, ep: int,

@@ -66,7 +66,10 @@ and VLLM_ENABLE_FUSED_MOE_ACTIVATION_CHUNKING is on (the default); vLLM's Triton
 129ab7c60cbb8eb11e875373e67f7e521b74aa30), OpenAI Triton (OAITritonExperts, gpt_oss_triton_kernels_moe.py at
 9b243f939cfa0dcc495794c26795129c13885b1d) and TensorRT-LLM (TrtLlmGenExperts, trtllm_moe.py at
 20a96f50c48ad35da34574ab27a7d2e4672c09d0) experts say so (BatchedMarlinExperts, for all-to-all dispatch, does not).
-Each slice is a whole call: its own launches, its experts' weights read again, its rows' intermediate caches. The
+Each slice is a whole call: its own launches, its experts' weights read again, its rows' intermediate caches. A call
+reaches the experts the layer's routing model reaches for the call's own tokens (a table's fused MoE rows carry the
+model: KernelTable.routed), so a call of few tokens left reads fewer experts' weights under uniform or power-law
+routing than one a routed row (e.g. 163 of DeepSeek-V3's 256 under uniform routing for a call of 32 tokens). The
 chunk is 16 * 1024 tokens by default in the recent vllm/envs.py the code index holds beside these files
 (`str(16 * 1024)`; the index names no commit for that copy), 32768 in older ones (vllm-project/vllm
 001f69f8b52e0803c910525974d17010814947ad). aiconfigurator's measured layers (its collector ran vLLM 0.24.0) stop at
@@ -77,15 +80,20 @@ expert in a call of 16,384 tokens, where H200's Marlin MXFP4 layers (top-16 of 8
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from kernels.formats import HOT_EXPERTS_MODULE, NumericFormat
 from kernels.kernel import Kernel, KernelKind
-from workloads.model_config import BALANCED, expert_load
+from workloads.model_config import BALANCED, EXPERT_LOADS, expert_load
 
 # vLLM's VLLM_FUSED_MOE_CHUNK_SIZE default: the most tokens one call of a fused MoE layer's experts runs (module
 # docstring, Chunks).
 FUSED_MOE_CHUNK_TOKENS = 16 * 1024
+# The routing models by code, as a table's fused MoE rows carry theirs (KernelTable.moe_routing): 0, every other
+# row's, is balanced.
+ROUTINGS = (BALANCED, *(name for name in EXPERT_LOADS if name != BALANCED))
 # Matrices of one expert: gate, up and down (gated experts, SwiGLU: Mixtral, Qwen-MoE, DeepSeek; the fused kernel
 # of vLLM's FusedMoE layer is gated, and kernels/fusion.py fuses gated experts only).
 MATRICES = 3
@@ -124,6 +132,10 @@ def device_routing(tokens: int, topk: int, experts: int, held: int, routing: str
     (expert_parallel_share)."""
     load = np.array(expert_load(routing, int(tokens), int(topk), int(experts)))[expert_parallel_share(experts, held)]
     return int((load > 0).sum()), int(load.sum())
+
+
+# device_routing per (tokens, top-k, experts, held, routing): the same few arguments every iteration of a serving run.
+cached_routing = lru_cache(maxsize=4096)(device_routing)
 
 
 def expert_parallel_share(experts: int, held: int) -> slice:
@@ -193,14 +205,28 @@ def moe_chunks(tokens: np.ndarray, chunk_tokens: int = FUSED_MOE_CHUNK_TOKENS) -
 
 
 def chunk_columns(*, tokens: np.ndarray, m: np.ndarray, batch: np.ndarray, flops: np.ndarray,
-                  weight_bytes: np.ndarray, act_bytes: np.ndarray, call_tokens: np.ndarray) -> dict[str, np.ndarray]:
+                  weight_bytes: np.ndarray, act_bytes: np.ndarray, call_tokens: np.ndarray,
+                  routing: np.ndarray | None = None, experts: np.ndarray | None = None,
+                  topk: np.ndarray | None = None, expert_parallel: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """The columns of fused MoE layers of `tokens` tokens cut to one call of `call_tokens` of them (a slice of each
     layer's tokens): FLOPs, routed rows and activation traffic (linear in the tokens: fused_moe_act_bytes) by the
-    slice's share of the tokens; the experts reached at most one a routed row, each read whole (balanced routing:
-    a slice of 16,384 tokens reaches every expert a layer's rows reach for any top-k x 16,384 >= experts)."""
+    slice's share of the tokens; the experts reached, each read whole, by the layer's routing model for the call's
+    tokens (`routing`: ROUTINGS codes, with each layer's `experts`, `topk` and `expert_parallel`; all balanced where
+    not given): balanced, at most one a routed row (a slice of 16,384 tokens reaches every expert a layer's rows
+    reach for any top-k x 16,384 >= experts); uniform and power_law, the layer's experts in the share
+    device_routing's count at the call's tokens is of its count at the layer's (a part of the layer's experts,
+    hot_expert_parts, runs its share of either), at most one a routed row."""
     share = np.divide(call_tokens, tokens, out=np.zeros(np.shape(tokens)), where=np.asarray(tokens) > 0)
     rows = m * batch * share
     touched = np.minimum(batch, rows)
+    if routing is not None and routing.any():
+        call_tokens = np.broadcast_to(call_tokens, np.shape(tokens))
+        for i in np.flatnonzero(routing):
+            name, k, total = ROUTINGS[int(routing[i])], int(topk[i]), int(experts[i])
+            held = max(total // max(int(expert_parallel[i]), 1), 1)
+            reached = cached_routing(int(call_tokens[i]), k, total, held, name)[0]
+            layer = cached_routing(int(tokens[i]), k, total, held, name)[0]
+            touched[i] = min(rows[i], batch[i] * reached / layer) if layer else 0.0
     return {"flops": flops * share, "act_bytes": act_bytes * share, "m": rows / np.maximum(touched, 1.0),
             "batch": touched, "weight_bytes": weight_bytes * np.divide(touched, batch, out=np.zeros(np.shape(batch)),
                                                                        where=batch > 0),

@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
 
@@ -53,7 +53,7 @@ from kernels.kv_policy import (
 )
 from kernels.lora import LoraKernels
 from kernels.lowering import lower_trace
-from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, device_routing, fused_moe_act_bytes, part_experts
+from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, cached_routing, fused_moe_act_bytes, part_experts
 from kernels.parallel import stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import (
@@ -97,8 +97,6 @@ LAYERS_ALL, LAYERS_MOE, LAYERS_DENSE = range(3)
 _ATTENTION = (KIND_CODE[KernelKind.ATTENTION_PREFILL], KIND_CODE[KernelKind.ATTENTION_DECODE])
 _MOE = KIND_CODE[KernelKind.MOE]
 _COLLECTIVES = tuple(KIND_CODE[kind] for kind in COLLECTIVE_KINDS)
-# device_routing per (tokens, top-k, experts, held, routing): the same few arguments every iteration of a serving run.
-_routing = lru_cache(maxsize=4096)(device_routing)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -721,7 +719,7 @@ class StepTemplate:
         # The layout flags of the traced pass most like this iteration: decode steps (one position) or prompts, and
         # as few sequences as the narrow traces or more.
         trace = 2 * (positions > 1) + (sampled > self.traced_tokens)
-        table = self.linear.with_columns(**columns, general_layout=self.general_layout[trace])
+        table = self.linear.with_columns(**columns, **self._routing_columns, general_layout=self.general_layout[trace])
         launched = ((self.expert < 0) | (load > 0)) & (touched > 0) & form_runs  # nothing without tokens
         if launched.all():
             return table, np.arange(len(launched))
@@ -743,8 +741,8 @@ class StepTemplate:
                 touched[i] = self._moe_part(columns, tokens, i, layer_held[i])
                 continue
             held = int(self.linear.batch[i])  # every expert of the device got tokens in the trace
-            reached, routed = _routing(tokens, k, self.num_experts, held, self.moe_routing)
-            _, traced = _routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
+            reached, routed = cached_routing(tokens, k, self.num_experts, held, self.moe_routing)
+            _, traced = cached_routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
             hidden = self.linear.k[i]
             act = (fused_moe_act_bytes(tokens, routed, hidden, per_expert[i], 1.0) /
                    fused_moe_act_bytes(self.traced_tokens, traced, hidden, per_expert[i], 1.0))
@@ -754,6 +752,15 @@ class StepTemplate:
             columns["m"][i] = routed / max(reached, 1)
             columns["batch"][i] = touched[i] = reached
         return touched
+
+    @cached_property
+    def _routing_columns(self) -> dict[str, np.ndarray]:
+        """The routing columns of the fused MoE rows (KernelTable.routed: the template's routing, which the calls of
+        a layer past vLLM's chunk follow), found once; none under balanced routing, every row's already."""
+        if self.moe_routing == BALANCED or not self.num_experts:
+            return {}
+        routed = self.linear.routed(self.moe_routing, self.num_experts, self.experts_per_token)
+        return {name: getattr(routed, name) for name in ("moe_routing", "moe_experts", "moe_topk")}
 
     @cached_property
     def _form_masks(self) -> dict[str, np.ndarray]:
@@ -772,8 +779,8 @@ class StepTemplate:
         """_fused_moe of row `i`, the kernel of a part of a layer of `held` experts on the device: the layer's
         routing, of which the part runs the experts hot_expert_parts gives it and their share of the rows."""
         k, module, fmt = self.experts_per_token, self.linear.kernels[i].module, self.linear.numeric_format
-        reached_all, routed_all = _routing(tokens, k, self.num_experts, held, self.moe_routing)
-        _, traced_all = _routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
+        reached_all, routed_all = cached_routing(tokens, k, self.num_experts, held, self.moe_routing)
+        _, traced_all = cached_routing(int(self.traced_tokens), k, self.num_experts, held, BALANCED)
         reached = part_experts(module, float(reached_all), fmt)
         share = reached / reached_all if reached_all else 0.0
         traced_share = self.linear.batch[i] / held  # every expert of the device got tokens in the trace

@@ -12,7 +12,7 @@ from kernels.format_kernels import FORMAT_OPS, decompression_kernels, outlier_by
 from kernels.formats import DENSE, SPQR, UNQUANTIZED_BITS, NumericFormat, unquantized_module
 from kernels.kernel import KIND_CLASS, Kernel, KernelKind, is_torch_sdpa
 from kernels.kv_policy import Window, decode_reads
-from kernels.moe import COLD_EXPERTS_MODULE, hot_expert_parts
+from kernels.moe import COLD_EXPERTS_MODULE, ROUTINGS, hot_expert_parts
 from kernels.sparsity import ACTIVATION, DEJA_VU_RANK, PREDICTOR_BITS, exploits, parse_sparsity, union_share
 
 KINDS = tuple(KernelKind)
@@ -77,6 +77,12 @@ class KernelTable:
     tokens: np.ndarray | None = None
     # The thread blocks each GEMM's k loop is split over (Kernel.split_k; 1 elsewhere).
     split_k: np.ndarray | None = None
+    # How each fused MoE layer routes its tokens (kernels/moe.py chunk_columns prices its calls by it): the routing
+    # model's code in kernels/moe.py ROUTINGS (0, balanced, elsewhere), the layer's experts and its top-k (0
+    # elsewhere); set by routed.
+    moe_routing: np.ndarray | None = None
+    moe_experts: np.ndarray | None = None
+    moe_topk: np.ndarray | None = None
     # The numeric format the table is in (set by with_format; None: the traced precision). Cost models read its
     # element and scale types (hw_models/gpu_quant.py) for the rows with quantized weights (weight_bits < 16).
     numeric_format: NumericFormat | None = None
@@ -107,6 +113,9 @@ class KernelTable:
         for name in ("reduce_rows", "reduce_length", "v_head_dim", "kv_width", "expert_parallel", "tokens", "split_k"):
             if getattr(self, name) is None:
                 object.__setattr__(self, name, np.array([getattr(k, name) for k in self.kernels], dtype=float))
+        for name in ("moe_routing", "moe_experts", "moe_topk"):
+            if getattr(self, name) is None:
+                object.__setattr__(self, name, np.zeros(len(self.kernels)))
 
     @classmethod
     def from_kernels(cls, kernels: list[Kernel] | tuple[Kernel, ...]) -> KernelTable:
@@ -130,6 +139,14 @@ class KernelTable:
         return cls(kernels=tuple(k for t in tables for k in t.kernels), sparsity=first.sparsity,
                    numeric_format=first.numeric_format,
                    **{name: np.concatenate([getattr(t, name) for t in tables]) for name in first._columns()})
+
+    def routed(self, routing: str, experts: int, topk: int) -> KernelTable:
+        """This table with its fused MoE rows routed by the routing model `routing` (ModelConfig.moe_routing) over
+        layers of `experts` experts, top-`topk`."""
+        moe = self.kind == KIND_CODE[KernelKind.MOE]
+        return self.with_columns(moe_routing=np.where(moe, float(ROUTINGS.index(routing)), self.moe_routing),
+                                 moe_experts=np.where(moe, float(experts), self.moe_experts),
+                                 moe_topk=np.where(moe, float(topk), self.moe_topk))
 
     def with_sizes_of(self, tables: list[KernelTable]) -> KernelTable:
         """concat(tables) where their rows, in order, are this table's kernels at other sizes (a frame,
@@ -672,10 +689,11 @@ _FIELDS = tuple(f.name for f in fields(KernelTable))
 _FIELD_NAMES = frozenset(_FIELDS)
 _COLUMNS = tuple(f.name for f in fields(KernelTable) if f.name not in ("kernels", "sparsity", "numeric_format"))
 # The columns of what a kernel is, whatever its size: its kind, its math's dtype and units, its heads and head size,
-# its weights' format, the kernel its op is, the devices its experts are spread over (KernelTable.with_sizes_of keeps
-# them; every other column is a size).
+# its weights' format, the kernel its op is, the devices its experts are spread over and how its tokens reach them
+# (KernelTable.with_sizes_of keeps them; every other column is a size).
 KERNEL_COLUMNS = ("kind", "dtype", "tensor_core", "heads", "kv_heads", "head_dim", "weight_density",
-                  "sparse_weight_scale", "weight_bits", "torch_sdpa", "general_layout", "expert_parallel")
+                  "sparse_weight_scale", "weight_bits", "torch_sdpa", "general_layout", "expert_parallel",
+                  "moe_routing", "moe_experts", "moe_topk")
 _SIZE_COLUMNS = tuple(name for name in _COLUMNS if name not in KERNEL_COLUMNS)
 # Row masks a table derives from its kernels' modules rather than holding as columns, that pricing reads: run_on's
 # activation sparsity thins the MLP's GEMMs (mlp_gemm_rows), a GPU charges a MoE layer's fixed time to its hot experts'
