@@ -202,7 +202,8 @@ LABELLED_WHERE_SET = ("router", "prompt_batch_tokens", "max_decode_preemptions",
                       "busy_waiting_requests", "busy_action", "client_retries", "client_retry_s",
                       "conversation_turns", "think_s", "think_cv", "memory_utilization", "host_cache_GB", "kv_store_GB",
                       "kv_store_GBps", "prefill_node_link", "mixed_node_link", "attention_link",
-                      "attention_micro_batches", "attention_placement", "long_prefill_tokens")
+                      "attention_micro_batches", "attention_placement", "long_prefill_tokens", "lora_adapters",
+                      "lora_rank", "max_loras", "lora_alpha")
 
 
 def point_label(row: dict[str, Any], *, lengths: bool = False, batch: bool = True) -> str:
