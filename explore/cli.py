@@ -253,7 +253,7 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
     from sim.attention_pool import PLACEMENTS
     from sim.autoscalers import AUTOSCALERS, LOAD_PREDICTORS
     from sim.autoscalers import METRICS as AUTOSCALE_METRICS
-    from sim.routers import DEFAULT_ROUTER, ROUTERS
+    from sim.routers import DECODE_PICKS, DEFAULT_ROUTER, ROUTERS
     from sim.schedulers import QUEUE_POLICIES, SCHEDULERS
     from sim.serving_spec import ARRIVALS, BUSY_ACTIONS, LAMINA_LINK, PREFIX_ATTENTIONS, ServingSpec
     from sim.slowdown import SLOWDOWN_PRESETS
@@ -415,6 +415,10 @@ def _add_serving_flags(run: argparse.ArgumentParser) -> None:
                         f"APEX's CPU-GPU attention; default {spec.attention_placement})")
     g.add_argument("--router", help=f"how each pool picks the replica a request joins: {', '.join(ROUTERS)} "
                                     f"(default {DEFAULT_ROUTER})")
+    g.add_argument("--decode-pick", choices=list(DECODE_PICKS),
+                   help="with --prefill-replicas: when the decode pool's router picks a request's decode replica: "
+                        "prefill_done (once its prefill is done: vLLM's proxies, NVIDIA Dynamo) or arrival (as it "
+                        "joins its prefill replica: llm-d; default prefill_done)")
     g.add_argument("--memory-utilization", type=number,
                    help="the share of each device's memory the engine may use for weights, activations and KV blocks "
                         "(vLLM's gpu_memory_utilization, 0.9 there; default 1: every byte)")

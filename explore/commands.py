@@ -1100,7 +1100,8 @@ def _serving_spec(args) -> ServingSpec:
                   busy_waiting_requests=args.busy_waiting_requests, busy_action=args.busy_action,
                   client_retries=args.client_retries, client_retry_s=args.client_retry_s,
                   autoscale_predictor=args.autoscale_predictor,
-                  kv_link=args.kv_link, router=args.router, prefix_attention=args.prefix_attention,
+                  kv_link=args.kv_link, router=args.router, decode_pick=args.decode_pick,
+                  prefix_attention=args.prefix_attention,
                   memory_utilization=args.memory_utilization, host_cache_GB=args.host_cache_GB,
                   kv_store_GB=args.kv_store_GB, kv_store_GBps=args.kv_store_GBps,
                   lora_adapters=args.lora_adapters, lora_rank=args.lora_rank, max_loras=args.max_loras,
@@ -1341,6 +1342,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                     pools += f", power limit {limit_W:g} W a device on the {pool.pool}"
         if s.router:  # the one a user asked for (--router); unset: the default, least_requests
             pools += f", router {s.router}"
+        if s.decode_pick == "arrival":  # the default, prefill_done, is what the hand-over has always done
+            pools += ", each decode replica picked at the request's arrival (llm-d)"
         if s.prefix_tokens:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
             shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)

@@ -3,6 +3,7 @@ its column only in sweeps that set it, the keys of points that leave it out, and
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 
 import pytest
@@ -82,3 +83,23 @@ def test_a_pick_at_arrival_beside_a_scaled_decode_pool_is_refused_by_name():
     assert replace(spec, decode_pick="prefill_done").unjudged() == ""
     with pytest.raises(InputError, match="^decode_pick: found 'arrival' with prefill_replicas 0, allowed: "):
         ServingSpec(scheduler="chunked", requests=20, rate_per_s=4.0, decode_pick="arrival")
+
+
+def test_explore_run_takes_the_pick_as_a_flag_and_its_header_names_a_pick_at_arrival(tmp_path, capsys):
+    """--decode-pick as the sweep's key: the same two requests pile onto one decode replica at arrival (a slower tail
+    TPOT than split after the prefill, as in the sweep above), and the header names only the pick that is not the
+    default."""
+    model = write_tiny_model(tmp_path)
+    run = ["run", "--model", model, "--device", "h100-sxm", "--serving", "--requests", "2", "--prompt", "48",
+           "--output", "2", "--arrival", "gamma", "--cv", "0.01", "--rate", "1000000", "--scheduler", "chunked",
+           "--max-seqs", "8", "--replicas", "2", "--prefill-replicas", "1", "--json"]
+    runs = {}
+    for pick in ("prefill_done", "arrival"):
+        assert main([*run, "--decode-pick", pick]) == 0
+        out = capsys.readouterr().out
+        runs[pick] = json.loads(out[out.index("{"):])
+    assert runs["arrival"]["tpot_p99_s"] > runs["prefill_done"]["tpot_p99_s"]
+    assert main([*run[:-1], "--decode-pick", "arrival"]) == 0
+    assert "each decode replica picked at the request's arrival (llm-d)" in capsys.readouterr().out
+    assert main(run[:-1]) == 0
+    assert "picked at the request's arrival" not in capsys.readouterr().out

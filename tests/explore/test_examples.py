@@ -51,12 +51,13 @@ def test_device_families_spans_every_kind():
 # test_sla_planner.py; the gateway's 6,000 requests under overload: test_shedding_runs.py; DeepSeek-V3 traced at full
 # size, its MTP module too: test_paper_deepseek_mtp.py; 300 long prompts under a cap on each one's tokens an iteration:
 # test_chunked_long_prefill.py, test_long_prefill_tokens.py; gpt-oss-20b and -120b traced at full size for 8,192-token
-# prompts, twelve seconds: tests/workloads/test_gpt_oss.py, test_gpt_oss_points.py), run in the slow run, which keeps
-# the unit run under five minutes on two cores.
+# prompts, twelve seconds: tests/workloads/test_gpt_oss.py, test_gpt_oss_points.py; a decode pool picked at arrival or
+# after the prefill, 200 requests on three replicas, eight seconds: tests/sim/test_decode_pick.py,
+# test_decode_pick_knob.py), run in the slow run, which keeps the unit run under five minutes on two cores.
 SLOW_EXAMPLES = ("splitwise-slowdown", "attention-disaggregation", "dp-attention", "allreduce-overlap", "offload",
                  "fleet", "tensor-parallel", "serving-systems", "search-gpu-whatif", "long-context", "decode-time",
                  "npu-pim-whatif", "slo-classes", "autoscaling", "cheapest-fleet", "sla-planner", "gateway", "mtp",
-                 "pool-node-link", "mixed-node-link", "long-prefill-threshold", "gpt-oss")
+                 "pool-node-link", "mixed-node-link", "long-prefill-threshold", "gpt-oss", "decode-pick")
 
 
 @pytest.mark.parametrize("path", [pytest.param(p, marks=pytest.mark.slow) if p.stem in SLOW_EXAMPLES else p

@@ -26,7 +26,7 @@ IDLE = {
     "swap_GBps": (LENGTHS, ("--swap-GBps", "20"), "  swap_GBps: 20\n"),
     "prefill_device": (LENGTHS, ("--prefill-device", "a100-sxm-80gb"), "  prefill_device: a100-sxm-80gb\n"),
     "kv_link": (LENGTHS, ("--kv-link", "nvlink4"), "  kv_link: nvlink4\n"),
-    "decode_pick": (LENGTHS, None, "  decode_pick: arrival\n"),
+    "decode_pick": (LENGTHS, ("--decode-pick", "arrival"), "  decode_pick: arrival\n"),
     "prefill_node_link": (LENGTHS, ("--prefill-node-link", "infiniband-hdr"), "  prefill_node_link: infiniband-hdr\n"),
     "mixed_node_link": (LENGTHS, ("--mixed-node-link", "infiniband-hdr"), "  mixed_node_link: infiniband-hdr\n"),
     "mixed_device": (LENGTHS, ("--mixed-device", "l4"), "  mixed_device: l4\n"),
