@@ -143,7 +143,7 @@ class DesignPoint:
         if self.serving is not None:
             return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
                     or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged()
-                    or self._long_prefill_unjudged() or self._lora_unjudged())
+                    or self._long_prefill_unjudged() or self._lora_unjudged() or self._context_parallel_unjudged())
         if reason := self._draft_unjudged():
             return reason
         offload = self.knob("offload")
@@ -207,6 +207,32 @@ class DesignPoint:
         return (f"long_prefill_tokens: found {cap} with spec_draft {draft!r} verifying {verified} tokens a decode, "
                 f"allowed: 0 or an integer >= {verified} (vLLM v1 caps a decode's verified tokens at it too, cutting "
                 f"every decode's drafts: not modeled)")
+
+    def _context_parallel_unjudged(self) -> str:
+        """Why decode context parallelism is not modeled beside this serving point's settings ('' where it is: one
+        pool of replicas attending on their own tp devices, decoding plainly, its model's KV in one group of blocks)."""
+        dcp = self.knob("dcp")
+        if dcp == 1:
+            return ""
+        spec = self.serving
+        for on, name, value, allowed in (
+                (bool(self.knob("spec_draft")), "spec_draft", self.knob("spec_draft"), "none (a verification's keys "
+                 "split over devices, and a draft's cache, are not modeled yet)"),
+                (spec.disaggregated, "prefill_replicas", spec.prefill_replicas, "0 (a prefill pool's writes to the "
+                 "split cache and their hand-over are not modeled yet)"),
+                (spec.mixed, "mixed_replicas", spec.mixed_replicas, "0 (one pool of replicas)"),
+                (spec.attends_apart, "attention_device", spec.attention_device, "none (the split keys are the tp "
+                 "devices' own)"),
+                (self.knob("attention_parallel") == "data", "attention_parallel", "data", "tensor (a data-parallel "
+                 "rank holds its sequences' KV whole)"),
+                (spec.cascade, "prefix_attention", "cascade", "paged (a shared prefix read once over split keys is not "
+                 "modeled)"),
+                (bool(load_model_config(self.model).layer_windows), "model", self.model, "a model whose layers share "
+                 "one attention window (vLLM's hybrid KV cache coordinator asserts dcp_world_size == 1: "
+                 "vllm/v1/core/kv_cache_coordinator.py, commit 52b9a57d)")):
+            if on:
+                return f"{name}: found {value!r} with dcp {dcp}, allowed: {allowed}"
+        return ""
 
     def _lora_unjudged(self) -> str:
         """Why LoRA adapters are not modeled beside this point's settings ('' where they are: sim/lora.py)."""

@@ -372,7 +372,8 @@ class Evaluator:
                point.execution, point.tp,
                point.link, point.link_overrides, point.ep, point.knob("allreduce"), point.pp, point.knob("overlap"),
                point.knob("node_link"),
-               point.knob("attention_parallel"), _lora_rank(point)) + (
+               point.knob("attention_parallel"), _lora_rank(point)) + ((("dcp", point.knob("dcp")),)
+                                                                        if point.knob("dcp") > 1 else ()) + (
             (spec.attention_device, spec.attention_devices, spec.pool_link, spec.attention_micro_batches,
              point.attention_overrides, spec.attention_placement) if attends_apart else ())
         if key not in self._cost_models and point.knob("attention_parallel") == "data":
@@ -381,6 +382,8 @@ class Evaluator:
             template = self.template(self.point_model(point), fmt, point.tp, point.ep, self.fusion(point))
             if _lora_rank(point):
                 template = replace(template, lora_rank=_lora_rank(point))
+            if point.knob("dcp") > 1:  # each sequence's keys split over dcp of the tp devices (kernels/shapes.py)
+                template = replace(template, context_split=point.knob("dcp"))
             self._cost_models[key] = IterationCostModel(self.point_device(point), template, execution=point.execution,
                                                         kv_bucket_tokens=KV_BUCKET_TOKENS, stages=point.pp,
                                                         send_B_per_token=stage_send_bytes_per_token(
@@ -953,7 +956,12 @@ class Evaluator:
         # The KV heads are split over the devices attending: the model's tp, or the attention devices; a data-parallel
         # rank holds its sequences' KV whole.
         kv_per_token_B = _kv_token_B(cfg, fmt) * kv_replication(
-            cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices)
+            cfg, 1 if ranks > 1 else point.tp if attention is None else attention.devices, point.knob("dcp"))
+        # Under decode context parallelism vLLM's KV manager counts blocks of block_size x dcp tokens, each device
+        # holding block_size of them, the blocks as many as one device's memory holds pages of block_size tokens
+        # (vllm/v1/core/kv_cache_coordinator.py UnitaryKVCacheCoordinator, commit 52b9a57d: block_size *=
+        # dcp_world_size): a block takes the bytes it does without.
+        block_tokens = spec.block_tokens * point.knob("dcp")
         groups = self.engine_kv_groups(point)
         if groups is not None:  # a block is one group's: its layers' share of a token's KV (sim/hybrid_kv.py)
             kv_per_token_B *= groups.layers / cfg.num_layers
@@ -974,7 +982,7 @@ class Evaluator:
         activations_B = costs.template.activation_bytes(budget) * point.pp * ranks
         # device.memory_bytes: every device of the replica (tp x pp), of which the engine may use memory_share.
         memory = serving_memory(capacity_B=device.memory_bytes, weights_B=weights_B, activations_B=activations_B,
-                                kv_bytes_per_token=kv_per_token_B, block_tokens=spec.block_tokens,
+                                kv_bytes_per_token=kv_per_token_B, block_tokens=block_tokens,
                                 utilization=spec.memory_share, devices=device.devices,
                                 **({} if attention is None else dict(
                                     kv_devices=attention.devices, hybrid=attention.hybrid,
@@ -1422,8 +1430,6 @@ STATIC_ONLY_KNOBS = (
      "decode tokens is not modeled yet"),
     ("prompt_kept", "prompt-token pruning is priced in static batches; a serving iteration's prefill chunks with "
      "pruned layers are not modeled yet"),
-    ("dcp", "decode context parallelism is priced in static batches; a serving replica's KV blocks and step templates "
-     "split over the devices are not modeled yet"),
 )
 
 

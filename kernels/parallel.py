@@ -221,6 +221,24 @@ def context_parallel(sharded: KernelTable, dcp: int) -> tuple[KernelTable, list[
                    kv_len=kv_len), exchanges
 
 
+def context_parallel_rows(attention: KernelTable, dcp: int) -> KernelTable:
+    """A tensor-parallel device's decode-attention rows under decode context parallelism over `dcp` devices
+    (context_parallel), each with its exchanges in the order they run: the query all-gather before it, the LSE
+    all-gather and the output reduce-scatter after it."""
+    split, exchanges = context_parallel(attention, dcp)
+    return _with_exchanges(split, sorted(exchanges, key=lambda exchange: exchange[0]))[0]
+
+
+def context_gather_kernel(after: Kernel, context_B: float, dcp: int) -> Kernel:
+    """The all-gather over `dcp` devices of a prefill chunk's cached context's KV, `context_B` bytes of it in one layer
+    once gathered (each device holds 1/dcp of it): under decode context parallelism a chunk past a cached context
+    attends to every key of it on each device, so vLLM's MLA backend gathers the context's shards first
+    (vllm/v1/attention/backends/mla/common.py _context_parallel_compute_prefill_context, commit 37fa5c09: each
+    device's cached tokens gathered into a workspace, then get_dcp_group().all_gather of it, before the chunk's
+    attention to the context)."""
+    return collective_kernel(KernelKind.ALL_GATHER, after, context_B, dcp)
+
+
 def _first_rows(table: KernelTable) -> dict[str, int]:
     """Each module's first row."""
     first: dict[str, int] = {}

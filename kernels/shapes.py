@@ -54,7 +54,7 @@ from kernels.kv_policy import (
 from kernels.lora import LoraKernels
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, cached_routing, fused_moe_act_bytes, part_experts
-from kernels.parallel import stage_of_layer
+from kernels.parallel import context_gather_kernel, context_parallel_rows, stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import (
     BALANCED,
@@ -457,6 +457,10 @@ class StepTemplate:
     # Per row: the kind of decoder layer it runs in (LAYERS_ALL, LAYERS_MOE or LAYERS_DENSE): kernels/mixed_layers.py
     # model_template sets the kinds of an MoE model with dense first layers, from_traces LAYERS_ALL for every row.
     layer_kind: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    # The devices each sequence's keys are split over by token (decode context parallelism, kernels/parallel.py
+    # context_parallel; 1: none): a decode attends over its share with its exchanges, a prefill chunk past a cached
+    # context gathers the context's KV first.
+    context_split: int = 1
 
     def __post_init__(self) -> None:
         windows = set(self.layer_windows) - {None}
@@ -613,6 +617,7 @@ class StepTemplate:
                     (shape.prefill_seqs, self._prefill_attention), (shape.prefill_merges, self._prefill_merge),
                     (shape.prefill_cached and len(self._context_rows), self._context_up_projection),
                     (shape.prefill_cached and len(self._context_rows), self._context_merge),
+                    (shape.prefill_cached and self.context_split > 1, self._context_gather),
                     (shape.decode_seqs, self._decode_attention),
                     (shape.decode_shared_seqs, self._shared_prefix_attention),
                     (shape.decode_shared_seqs, self._prefix_merge),
@@ -811,11 +816,22 @@ class StepTemplate:
         row = self.decode_attention
         work = shape.decode_kv / self.traced_decode_kv
         pairs = shape.decode_query_kv / self.traced_decode_kv
-        return row.with_columns(flops=row.flops * pairs * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
-                                act_bytes=row.act_bytes * shape.decode_queries / self.traced_decode_seqs,
-                                batch=np.array([float(shape.decode_seqs)]),
-                                q_len=np.array([shape.decode_queries / shape.decode_seqs]),
-                                kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
+        table = row.with_columns(flops=row.flops * pairs * shape.decode_flops_per_kv, kv_bytes=row.kv_bytes * work,
+                                 act_bytes=row.act_bytes * shape.decode_queries / self.traced_decode_seqs,
+                                 batch=np.array([float(shape.decode_seqs)]),
+                                 q_len=np.array([shape.decode_queries / shape.decode_seqs]),
+                                 kv_len=np.array([shape.decode_kv / shape.decode_seqs]))
+        # Under decode context parallelism, over the device's share of each sequence's keys (of the mean sequence's),
+        # between the query all-gather and the LSE all-gather and output reduce-scatter.
+        return table if self.context_split == 1 else context_parallel_rows(table, self.context_split)
+
+    def _context_gather(self, shape: StepShape) -> KernelTable:
+        """One layer's all-gather of the prefill chunks' cached contexts' KV under decode context parallelism
+        (kernels/parallel.py context_gather_kernel): each key at the bytes a decode reads it on a device."""
+        kv_bytes_per_key = self.decode_attention.kv_bytes[0] / self.traced_decode_kv
+        return KernelTable.from_kernels([context_gather_kernel(self.prefill_attention.kernels[0],
+                                                               shape.prefill_cached * kv_bytes_per_key,
+                                                               self.context_split)])
 
     def _shared_prefix_attention(self, shape: StepShape) -> KernelTable:
         """One layer's attention of the decoding sequences' queries to their groups' shared prefixes, cascade

@@ -9,8 +9,6 @@ import pytest
 
 from explore.cli import main
 from explore.design_point import DesignPoint
-from sim.serving_spec import ServingSpec
-from workloads.errors import InputError
 
 # DeepSeek-V3: 61 layers, each caching a 512-wide latent and a 64-wide RoPE key a token, 2 bytes a value.
 V3_KV_B_PER_TOKEN = 61 * (512 + 64) * 2
@@ -71,13 +69,6 @@ def test_what_dcp_is_not_modeled_beside_is_recorded_unjudged(tiny_llama_path, ch
     point = replace(DesignPoint(model=tiny_llama_path, device="h100-sxm", batch=2, prompt=32, output=4, tp=8,
                                 knobs=(("dcp", 4),)), **change)
     assert point.unjudged().startswith(named)
-
-
-def test_a_serving_point_refuses_dcp(evaluator, tiny_llama_path):
-    point = DesignPoint(model=tiny_llama_path, device="h100-sxm", batch=4, prompt=0, output=0, tp=4,
-                        serving=ServingSpec(requests=4), knobs=(("dcp", 2),))
-    with pytest.raises(InputError, match="dcp: found 2 with serving:, allowed: 1"):
-        evaluator.check_point(point)
 
 
 @pytest.fixture
