@@ -14,7 +14,17 @@ from pydantic import ValidationError
 
 from explore.cli import TRACE_TOKENS, Interrupted, default_out, json_safe, print_json, run_knobs, serving_flags_set
 from explore.design_point import FORMAT_FIELDS, DesignPoint, with_knobs
-from explore.evaluate import PLAIN_PASSES, Evaluator, pool_point, serving_pools, trace_args
+from explore.evaluate import (
+    PLAIN_PASSES,
+    Evaluator,
+    SpeculativePasses,
+    TracedPasses,
+    launches,
+    padded_traced,
+    pool_point,
+    serving_pools,
+    trace_args,
+)
 from explore.format_checks import estimate_notice, format_notice, sixteen_bit_notice
 from explore.knobs import KNOBS, flag_name, input_columns, knobs
 from explore.link_words import link_rate_text
@@ -443,13 +453,35 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                                                            dims["batch"], dims["prompt"], values["spec_tokens"],
                                                            values["spec_tree"]):
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
-                for t in evaluator.speculative_passes(routed, draft, spec, b, p).traced():
+                passes = evaluator.speculative_passes(routed, draft, spec, b, p)
+                padded = _padded_speculative(evaluator, dims, passes, spec)
+                for t in passes.traced() + padded:
                     key = (evaluator.config(t.model), t.batch, t.prompt)
                     new = tuple(x for x in t.passes if x not in seen.setdefault(key, set()))
                     if new:
                         seen[key].update(new)
                         found[(*key, new)] = None
+                found.update(dict.fromkeys(trace for config in dict.fromkeys(evaluator.config(t.model) for t in padded)
+                                           for trace in _template_traces(config)))
     return list(found)
+
+
+def _padded_speculative(evaluator: Evaluator, dims: dict, passes: SpeculativePasses,
+                        spec: Speculation) -> list[TracedPasses]:
+    """The passes a static speculative step's engine pads beside its own (Evaluator._launched_pass): each traced at
+    its padded size (padded_traced) on any of the sweep's devices; the rows after their layers come from their
+    models' step templates."""
+    if "engine" not in (dims.get("execution") or []):
+        return []
+    draft_decode = passes.draft and dataclasses.replace(passes.draft, passes=PLAIN_PASSES[1:])
+    found = []
+    for device in dims["device"]:
+        launched = launches(passes, spec, evaluator.device(device), "engine")
+        pairs = ((passes.verify, launched.verify), (passes.draft_first, launched.draft_first),
+                 (draft_decode, launched.draft_decode))
+        found += [padded for own, launch in pairs
+                  if own is not None and (padded := padded_traced(own, launch.tokens)) is not None]
+    return found
 
 
 # The largest grid whose distinct designs explore check counts: keying its points takes about 2 us each in a static
@@ -499,8 +531,9 @@ def plan_check(sweep, evaluator: Evaluator, workers: int, stored: frozenset[str]
     if serving is None:  # a static point traces its model routed by its moe_routing (Evaluator.point_model)
         configs = [evaluator.config(model) for model in _routed_models(evaluator, dims)]
         models = [(config, b, p, PLAIN_PASSES) for config in configs for b in dims["batch"] for p in dims["prompt"]]
-        traces = models + _padded_traces(evaluator, dims, configs) + _speculative_traces(sweep, evaluator, dims,
-                                                                                         serving=False)
+        # Once each: a step template both a padded decode and a padded verification take is traced once.
+        traces = list(dict.fromkeys(models + _padded_traces(evaluator, dims, configs) + _speculative_traces(
+            sweep, evaluator, dims, serving=False)))
         point_s = BLOCK_POINT_S if _in_blocks(sweep, evaluator) else POINT_S
     else:  # each model's step templates
         models = [trace for model in dims["model"] for trace in _template_traces(evaluator.config(model))]

@@ -60,7 +60,7 @@ from sim.attention_pool import AttentionPool, sent_bytes_per_token
 from sim.autoscalers import Autoscaling
 from sim.capacity import CAPACITY_METRICS, RateVerdict, rate_verdict, search_capacity
 from sim.costs import IterationCostModel
-from sim.cuda_graphs import CaptureLimits
+from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits
 from sim.data_parallel import ExpertRanks
 from sim.engine import simulate
 from sim.hybrid_kv import KVGroups, kv_groups
@@ -101,6 +101,7 @@ from sim.speculative import (
     ServingSpeculation,
     Speculation,
     SpeculativeTables,
+    StepLaunches,
     draft_error,
     draft_slots,
     drops_last_hit,
@@ -108,6 +109,7 @@ from sim.speculative import (
     first_draft_tokens,
     mtp_error,
     names_draft_model,
+    step_launches,
 )
 from sim.step_costs import batch_launches, sub_batch_sizes
 from sim.workload import BatchWorkload, PassTables
@@ -178,6 +180,25 @@ class SpeculativePasses:
         """Every TracedPasses of the point, in order."""
         own = [self.verify] + ([self.draft, self.draft_first] if self.draft is not None else [])
         return own + (self.one_sequence.traced() if self.one_sequence is not None else [])
+
+
+def launches(passes: SpeculativePasses, speculation: Speculation, device, execution: str,
+             limits: CaptureLimits = DEFAULT_LIMITS) -> StepLaunches:
+    """How an engine launches the passes of the speculative step `passes` (sim/speculative.py step_launches)."""
+    first_query = 1 if passes.draft_first is None else passes.draft_first.passes[0][1]
+    return step_launches(device, execution, passes.verify.batch, speculation, first_query, limits)
+
+
+def padded_traced(traced: TracedPasses, tokens: int) -> TracedPasses | None:
+    """The pass whose decoder layers a one-pass decode `traced` takes padded to `tokens` tokens (kernels/padded_pass.py;
+    None where `tokens` are its own): the same pass of `tokens / query` sequences, so that the rows before the layers
+    follow its query length as the step template's do, or `tokens` one-token decodes where `tokens` is no multiple of
+    it; logits at one position a sequence (the rows after the layers are the template's)."""
+    (phase, query, _), = traced.passes
+    if tokens <= traced.batch * query:
+        return None
+    batch, query = (tokens // query, query) if tokens % query == 0 else (tokens, 1)
+    return TracedPasses(traced.model, batch, traced.prompt, ((phase, query, 1),))
 
 
 class Evaluator:
@@ -851,10 +872,12 @@ class Evaluator:
             step = self._step_tables(point, passes, fmt, fusion)
             return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
                                      window=target.attention_window, draft=None, one_sequence=one, plain=step.plain)
-        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default.
+        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default; its decode
+        # step padded as an engine pads it (step_launches).
         drafted = passes.draft
         draft_tables = self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp,
-                                   ep=self.draft_ep(point), fusion=fusion)
+                                   ep=self.draft_ep(point), fusion=fusion,
+                                   decode_tokens=self._launches(point, passes).draft_decode.tokens)
         step = self._step_tables(point, passes, fmt, fusion, draft_decode=draft_tables.decode)
         (_, first_query, _), = passes.draft_first.passes
         return SpeculativeTables(
@@ -864,9 +887,12 @@ class Evaluator:
 
     def _step_tables(self, point: DesignPoint, passes: SpeculativePasses, fmt: NumericFormat, fusion: str,
                      draft_decode: KernelTable | None = None) -> DecodePasses:
-        """The kernels of a speculative step's passes: the verification (with Medusa heads over its rows) and the
-        draft's first and later steps (`draft_decode` where the draft's tables hold it already: Evaluator.tables)."""
-        verify = self._single_pass(passes.verify, fmt, point.tp, point.ep, fusion)
+        """The kernels of a speculative step's passes, each padded as an engine runs it (step_launches): the
+        verification (with Medusa heads over its rows, which run unpadded after it, as the serving core prices them:
+        ServingSpeculation) and the draft's first and later steps (`draft_decode` where the draft's tables hold it
+        already: Evaluator.tables)."""
+        launched = self._launches(point, passes)
+        verify = self._launched_pass(passes.verify, launched.verify.tokens, fmt, point.tp, point.ep, fusion)
         spec = self.speculation(point)
         if point.knob("spec_draft") == NGRAM:  # no drafter; the sequences without a match decode one token
             plain = replace(passes.verify, passes=(("decode", 1, 1),))
@@ -877,9 +903,29 @@ class Evaluator:
             return DecodePasses(verify=KernelTable.concat([verify, heads.with_format(fmt)]))
         ep = self.draft_ep(point)
         if draft_decode is None:
-            draft_decode = self._single_pass(replace(passes.draft, passes=PLAIN_PASSES[1:]), fmt, point.tp, ep, fusion)
-        return DecodePasses(verify=verify, draft_first=self._single_pass(passes.draft_first, fmt, point.tp, ep, fusion),
-                            draft_decode=draft_decode)
+            draft_decode = self._launched_pass(replace(passes.draft, passes=PLAIN_PASSES[1:]),
+                                               launched.draft_decode.tokens, fmt, point.tp, ep, fusion)
+        return DecodePasses(verify=verify, draft_first=self._launched_pass(
+            passes.draft_first, launched.draft_first.tokens, fmt, point.tp, ep, fusion), draft_decode=draft_decode)
+
+    def _launches(self, point: DesignPoint, passes: SpeculativePasses) -> StepLaunches:
+        """How an engine launches the speculative step `passes` of a static point (launches, under the point's
+        capture limits)."""
+        return launches(passes, self.speculation(point), self.point_device(point), point.execution,
+                        self.capture_limits(point))
+
+    def _launched_pass(self, traced: TracedPasses, tokens: int, fmt: NumericFormat, tp: int, ep: int,
+                       fusion: str) -> KernelTable:
+        """The kernels of a one-pass TracedPasses (_single_pass) as an engine runs it padded to `tokens` tokens
+        (kernels/padded_pass.py): its decoder layers from the pass at the padded size (padded_traced), its attention
+        its own, the rows after the layers the step template's."""
+        own = self._single_pass(traced, fmt, tp, ep, fusion)
+        padded = padded_traced(traced, tokens)
+        if padded is None:
+            return own
+        (_, _, sampled), = traced.passes
+        return padded_pass(own, self._single_pass(padded, fmt, tp, ep, fusion), template_tail(
+            self.template(traced.model, fmt, tp, ep, fusion), tokens, traced.batch * sampled))
 
     def _single_pass(self, traced: TracedPasses, fmt: NumericFormat, tp: int, ep: int, fusion: str) -> KernelTable:
         """The kernels of a one-pass TracedPasses on one of `tp` devices, in format `fmt`."""

@@ -34,7 +34,10 @@ drafter all its scheduled tokens), where the batch's longest sequence fits the d
 
 The steps are priced at ceil(steps) evenly spaced points of the generation (the middle of each step's share of it)
 and their sum scaled to the expected steps: the decode time then falls as E grows, with no jump where the step count
-rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py).
+rounds. Host dispatch overlaps each pass as it does a plain decode step (sim/step_costs.py). Under a serving engine
+each pass launches as the serving core launches an iteration of its shape (step_launches): a uniform decode of its own
+query length (the verification's k + 1, the draft's first step's, its later steps' one) in its own mode, padded to a
+captured size (sim/cuda_graphs.py; explore/evaluate.py traces the padded passes: kernels/padded_pass.py).
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import numpy as np
 from hw_models.device import dispatch_s
 from kernels.kv_policy import Window
 from kernels.table import KernelTable
+from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch
 from sim.draft_restarts import restart_gain
 from sim.memory import MemoryFootprint
 from sim.result import RequestTiming, SimResult
@@ -58,6 +62,7 @@ from sim.step_costs import (
     batch_modes,
     pass_execution,
     pass_host_wait_s,
+    pass_launch,
 )
 from sim.workload import BatchWorkload, PassTables
 from workloads.model_config import ModelConfig
@@ -209,6 +214,28 @@ class SpeculativeTables:
                             draft_decode=None if self.draft is None else self.draft.decode, plain=self.plain)
 
 
+@dataclass(frozen=True)
+class StepLaunches:
+    """How an engine launches each pass of a speculative step (PassLaunch: its mode and the tokens it runs, padding
+    included)."""
+
+    verify: PassLaunch
+    draft_first: PassLaunch
+    draft_decode: PassLaunch
+
+
+def step_launches(device, execution: str, batch: int, speculation: Speculation, draft_query: int = 1,
+                  limits: CaptureLimits = DEFAULT_LIMITS) -> StepLaunches:
+    """How the passes of a speculative step of `batch` sequences launch, each a uniform decode of its own query length
+    as the serving core's iterations launch them (sim/costs.py IterationCostModel.launched, through pass_launch): the
+    verification of `verified` tokens a sequence, the draft's first step of `draft_query` (first_draft_tokens) and its
+    later steps of one."""
+    def launch(query: int) -> PassLaunch:
+        return pass_launch(device, execution, decode_only=True, tokens=batch * query, query=query, limits=limits)
+
+    return StepLaunches(verify=launch(speculation.verified), draft_first=launch(draft_query), draft_decode=launch(1))
+
+
 def drafter_fits(longest: int, speculation: Speculation, draft_positions: int | None) -> bool:
     """Whether the draft runs after a target pass whose longest sequence holds `longest` tokens (those cached and
     those the pass computes), deciding for the whole batch as vLLM v1 does (vllm/v1/worker/gpu_model_runner.py
@@ -352,14 +379,16 @@ def _pass(device, table: KernelTable, kv_lens: np.ndarray, window: Window, mode:
 
 
 def _decode_passes(device, passes: DecodePasses, batch: int, tables: SpeculativeTables, workload: BatchWorkload,
-                   generated: np.ndarray, drafted: float, mode: str, mixed: str = "",
+                   generated: np.ndarray, drafted: float, launches: StepLaunches, mixed: str = "",
                    weights: tuple[float, ...] = (1.0, 1.0, 1.0)) -> tuple[list, list[DecodeCosts]]:
     """(the passes of every speculative step, the plain steps' past the draft's context) of `passes` run by `batch`
     sequences, each priced at the keys of the steps the batch's mean sequence takes (`generated`: its tokens before
-    each priced step, step_plan); with n-gram drafts (DecodePasses.plain) the verification and the plain decode again
-    in `mixed` mode, the launch mode of a pass whose sequences verify unequal tokens. Of the verification's passes
-    those of zero `weights` (the share of steps that run them) are not priced: None (_totals skips them)."""
+    each priced step, step_plan) in its launch mode (`launches`); with n-gram drafts (DecodePasses.plain) the
+    verification and the plain decode again in `mixed` mode, the launch mode of a pass whose sequences verify unequal
+    tokens. Of the verification's passes those of zero `weights` (the share of steps that run them) are not priced:
+    None (_totals skips them)."""
     spec, prompt, window = tables.speculation, workload.prompt_len, tables.window
+    mode = launches.verify.mode
     # Keys of the verification: the prompt, the tokens generated so far and the drafted ones after the last.
     verify_kv = prompt + generated + spec.verified - 1
     speculative = [_pass(device, passes.verify, verify_kv, window, mode, batch) if weights[0] else None]
@@ -371,14 +400,14 @@ def _decode_passes(device, passes: DecodePasses, batch: int, tables: Speculative
         # it padded over all k + 1 verified positions (the accepted ones end 1 to k + 1 keys before), with the
         # verification's seq_lens (vllm/v1/spec_decode/llm_base_proposer.py at 00c4f22d: prepare_inputs_padded keeps
         # common_attn_metadata.seq_lens; set_inputs_first_pass extends them by net_num_new_slots_per_request).
-        speculative.append(_pass(device, passes.draft_first, prompt + generated + tables.draft_query - 1, window, mode,
-                                 batch))
+        speculative.append(_pass(device, passes.draft_first, prompt + generated + tables.draft_query - 1, window,
+                                 launches.draft_first.mode, batch))
         if spec.drafted > 1:
             # Draft step i (from 1) of each speculative step attends to the prompt, the generated tokens and i drafts
             # (vLLM's: the verification's seq_lens less its rejected tokens, + i, so its accepted drafts and slots
             # more: propose() seq_lens -= num_rejected_tokens_gpu; priced as the serving replica prices them).
             draft_kv = (prompt + generated[:, None] + np.arange(1, spec.drafted)[None, :]).ravel()
-            speculative.append(_pass(device, passes.draft_decode, draft_kv, window, mode, batch))
+            speculative.append(_pass(device, passes.draft_decode, draft_kv, window, launches.draft_decode.mode, batch))
     plain = []
     if drafted < workload.decode_steps:
         # Past the draft's context each step verifies k zero drafts and yields one token: the steps from the first a
@@ -427,7 +456,7 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     steps its slowest sequences take after the others (ragged_steps, priced from `tables.one_sequence`; past the
     draft's context only that tail, as the lag the drafted steps left, made up a token a step)."""
     spec, prompt, batch = tables.speculation, workload.prompt_len, workload.batch
-    prefill_mode, decode_mode = batch_modes(device, execution, workload, spec.verified)
+    prefill_mode, _ = batch_modes(device, execution, workload, spec.verified)
     drafted, stop_odds = draft_reach(workload, spec, tables.draft_positions)
     drafts_prompt = tables.draft is not None and drafter_fits(prompt, spec, tables.draft_positions)
     prefills = [tables.prefill] + ([tables.draft.prefill] if drafts_prompt else [])
@@ -437,7 +466,8 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
     # The draft's k - 1 steps after its prefill, the first attending to the prompt, its slots and the first draft.
     drafted_prompt = prompt + tables.draft_query - spec.verified
     before = ([_pass(device, tables.draft.decode, drafted_prompt + np.arange(1, spec.drafted), tables.window,
-                     decode_mode, batch)] if drafts_prompt and spec.drafted > 1 else [])
+                     step_launches(device, execution, batch, spec, tables.draft_query).draft_decode.mode, batch)]
+              if drafts_prompt and spec.drafted > 1 else [])
     steps, generated = step_plan(workload, spec, drafted)
     plain_steps = workload.decode_steps - drafted
     # A verification each step; a draft round after each that drafts for the next, or for none after the batch's last
@@ -457,8 +487,9 @@ def evaluate_speculative(device, tables: SpeculativeTables, workload: BatchWorkl
         mixed = pass_execution(device, execution, decode_only=False,
                                tokens=max(round(n * (m * spec.verified + 1.0 - m)), 1))
         verify = [per * m**n, per * (m - m**n), per * (1.0 - m)] if passes.plain is not None else [per]
-        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, decode_mode,
-                                            mixed, tuple(verify))
+        launches = step_launches(device, execution, n, spec, tables.draft_query)
+        speculative, plain = _decode_passes(device, passes, n, tables, workload, generated, drafted, launches, mixed,
+                                            tuple(verify))
         scales = verify + [drafts] * 2
         return (_totals(speculative, scales[:len(speculative)]),
                 _totals(plain, [plain_steps / p.steps for p in plain]))
