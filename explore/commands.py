@@ -1377,6 +1377,9 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
             pools += f", router {s.router}"
         if s.decode_pick == "arrival":  # the default, prefill_done, is what the hand-over has always done
             pools += ", each decode replica picked at the request's arrival (llm-d)"
+        if s.lora_adapters:
+            pools += (f", {count_label(s.lora_adapters, 'LoRA adapter')} of rank {s.lora_rank} (lora_alpha "
+                      f"{s.lora_alpha:g}), the running requests holding at most {s.max_loras} (max_loras)")
         if s.prefix_tokens:
             # A KV cache shares whole blocks: a prefix shorter than one is cached, and cascaded, as none.
             shared = shared_prefix_tokens(s.prefix_tokens, s.block_tokens)

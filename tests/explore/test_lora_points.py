@@ -105,3 +105,14 @@ def test_explore_run_takes_the_knobs_as_flags(tmp_path, capsys):
     assert err.count("\n") == 0 and "--lora-rank: found 7" in err, err
     assert main([*flags[:2], "mixtral-8x7b", *flags[3:], "--lora-adapters", "4"]) == 2
     assert "--lora-adapters: found LoRA adapters with a model with routed experts" in capsys.readouterr().err
+
+
+def test_explore_run_header_names_the_adapters(tmp_path, capsys):
+    """The run's header says how many adapters of which rank, their draw and the slots, only where LoRA is on."""
+    flags = ["run", "--model", write_tiny_model(tmp_path), "--device", "h100-sxm", "--serving", "--prompt", "32",
+             "--output", "8", "--rate", "200", "--requests", "4"]
+    assert main([*flags, "--lora-adapters", "4", "--lora-rank", "32", "--max-loras", "2", "--lora-alpha", "0.5"]) == 0
+    assert ", 4 LoRA adapters of rank 32 (lora_alpha 0.5), the running requests holding at most 2 (max_loras)" in (
+        capsys.readouterr().out)
+    assert main(flags) == 0
+    assert "LoRA" not in capsys.readouterr().out
