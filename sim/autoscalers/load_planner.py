@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.sla_planner import SLAPlanner
-from sim.latency_prediction import decoded_batch, iteration_s, predict_latency, prompt_alone_s
+from sim.latency_prediction import decoded_batch, drafted_share, iteration_s, predict_latency, prompt_alone_s
 from sim.replica import Replica
 
 LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
@@ -103,7 +103,8 @@ class LoadPlanner(Policy):
         """Whether the replica's requests (decoding and queued), grown by `growth`, fit its KV blocks and decode
         within SCALE_DOWN_SENSITIVITY of the SLO's ITL: an iteration of them all, or where its scheduler decodes fewer
         at once (a chunked scheduler's token budget), as many iterations of those as a held request waits between its
-        tokens (sim/latency_prediction.py decoded_batch)."""
+        tokens (sim/latency_prediction.py decoded_batch; n-gram drafts' decodes counting their expected matches:
+        drafted_share)."""
         state = engine.state
         contexts = [seq.computed + 1 if not seq.in_prefill else seq.target
                     for queue in (state.running, state.waiting, state.swapped) for seq in queue]
@@ -116,7 +117,7 @@ class LoadPlanner(Policy):
         # tokens, whatever the engine's seats.
         count = math.ceil(len(contexts) * growth)
         mean = round(sum(contexts) / len(contexts))
-        decoded, rounds = decoded_batch(engine.scheduler, [mean] * count)
+        decoded, rounds = decoded_batch(engine.scheduler, [mean] * count, drafted_share(engine))
         return rounds * iteration_s(engine, [], decoded, 0, self.memo) < self.scaling.tpot_s * SCALE_DOWN_SENSITIVITY
 
 

@@ -4,6 +4,8 @@ verifies one token where the others verify k + 1. Figures by hand."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import simpy
@@ -144,3 +146,25 @@ def test_the_predicted_decodes_an_iteration_are_near_the_simulated_mean():
     assert (predicted, every) == (4, 3)
     assert abs(np.mean(decoded) - predicted) <= 0.5
     assert abs(np.mean(decoded) - predicted) < abs(np.mean(decoded) - every)
+
+
+def test_the_planners_count_the_expected_matches_against_the_budget(monkeypatch):
+    """The autoscalers' planners predict the time between tokens as the latency predictor does: 8 held decodes at
+    match 0.5 under a budget of 8 decode 4 an iteration, a held one waiting 2 of them (counting k + 1 = 3 a decode:
+    8 / 3). An iteration priced at 1 s: Dynamo's SLA planner's decode time 2 s; its load planner holds the 8 under an
+    ITL of 2.5 s (/ SCALE_DOWN_SENSITIVITY) and not under 1.9 s."""
+    from sim.autoscalers import load_planner, sla_planner
+
+    monkeypatch.setattr(sla_planner, "iteration_s", lambda *args: 1.0)
+    monkeypatch.setattr(load_planner, "iteration_s", lambda *args: 1.0)
+    replica = _budgeted(8, unmatched=[], waiting_prompt=0)
+    planner = sla_planner.SLAPlanner.__new__(sla_planner.SLAPlanner)  # decode_s reads only its memo
+    planner.memo = {}
+    assert planner.decode_s(replica, 8, 64) == 2.0
+    sensitivity = load_planner.SCALE_DOWN_SENSITIVITY
+    holds = []
+    for itl_s in (2.5, 1.9):
+        loads = load_planner.LoadPlanner.__new__(load_planner.LoadPlanner)
+        loads.memo, loads.scaling = {}, SimpleNamespace(tpot_s=itl_s / sensitivity)
+        holds.append(loads._tokens_hold(replica, 1.0))
+    assert holds == [True, False]
