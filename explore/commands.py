@@ -1284,7 +1284,9 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
                             f"; --node-link {point.knob('node_link')} unread: the {point.tp * point.pp} devices fit "
                             f"one node of {link.spec.name}")
         stages = (f" in {point.pp} pipeline stages" if point.pp > 1 else "") + (
-            f", experts spread over the {point.ep} devices" if point.ep > 1 else "")
+            f", experts spread over the {point.ep} devices" if point.ep > 1 else "") + (
+            f", each sequence's KV tokens split over {point.knob('dcp')} of them (decode context parallel)"
+            if point.knob("dcp") > 1 else "")
         placed = "spread" if point.ep == point.tp else "split"
         layout = (f"{point.tp} data-parallel attention ranks, experts {placed} over them" if data_parallel else
                   f"{point.tp}-way tensor parallel{stages}")
