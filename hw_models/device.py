@@ -78,6 +78,11 @@ class DeviceModel:
     def name(self) -> str:
         return self.spec.name
 
+    def sharing_sms(self, comm_sms: int) -> DeviceModel:
+        """This model while communication kernels hold `comm_sms` of its compute units and an engine limits some
+        kernels to the rest (hw_models/gpu.py GPUModel.sharing_sms): itself, a device whose kernels no engine limits."""
+        return self
+
     @property
     def memory_bytes(self) -> float:
         """Capacity that holds weights, KV cache and activations."""

@@ -53,6 +53,7 @@ import numpy as np
 from hw_models.cost import TIME_ENERGY_FIELDS, KernelCosts
 from hw_models.device import PIECEWISE, VECTOR_DTYPE, DeviceModel, check_execution
 from hw_models.gpu_attention import attention_shapes, shaped_attention_times
+from hw_models.gpu_deep_gemm import deep_gemm_rows, runs_deep_gemm
 from hw_models.gpu_efficiency import (
     TILE_SHAPES,
     Calibration,
@@ -94,6 +95,8 @@ class GPUModel(DeviceModel):
     # pass (each layer reads its own KV cache once per step); see replaying(). A GEMM's: gemm_cache_bytes.
     replay_cache_bytes = 0.0
     gemm_cache_bytes = 0.0
+    # SMs DeepGEMM's kernels may run on (hw_models/gpu_deep_gemm.py; None: all): see sharing_sms.
+    deep_gemm_sms: int | None = None
 
     def __init__(self, spec: GPUSpec, reference: GPUSpec | None = None, calibration: Calibration | None = None):
         super().__init__(spec, reference, calibration)
@@ -112,6 +115,21 @@ class GPUModel(DeviceModel):
         model = copy.copy(self)
         model.replay_cache_bytes = self.spec.memory.l2_cache_MB * 1e6
         model.gemm_cache_bytes = model.replay_cache_bytes / gemm_copies if gemm_copies else 0.0
+        return model
+
+    def sharing_sms(self, comm_sms: int) -> GPUModel:
+        """This model while communication kernels hold `comm_sms` of its SMs and DeepGEMM's kernels are told to run on
+        the rest, as vLLM's dual-batch overlap does (vllm-project/vllm vllm/v1/worker/gpu_ubatch_wrapper.py at 01e3c43:
+        SMControlContextManager sets DeepGEMM's set_num_sms to total - comm_sms where comm_sms > 0); every other
+        kernel keeps every SM (vLLM limits no other library's). Itself where no SM is held or vLLM runs no DeepGEMM
+        here."""
+        if not comm_sms or not runs_deep_gemm(self.spec.compute.compute_capability):
+            return self
+        if not 0 < comm_sms < self.spec.compute.sm_count:
+            raise ValueError(f"comm_sms: found {comm_sms}, allowed: 0 to {self.spec.compute.sm_count - 1} "
+                             f"(fewer than {self.spec.name}'s SMs)")
+        model = copy.copy(self)
+        model.deep_gemm_sms = self.spec.compute.sm_count - comm_sms
         return model
 
     @property
@@ -322,15 +340,19 @@ class GPUModel(DeviceModel):
             memory_s[at], busy_s[at], latency_s[at] = memory, busy, latency
 
         sm_count = self.spec.compute.sm_count
+        limited = None if self.deep_gemm_sms is None else deep_gemm_rows(table, plans)
         gemm = table.class_rows("gemm")
         moe = table.kind_rows(KernelKind.MOE)
         if moe is not None:
             for part_cal, part in self._moe_parts(cal, plans, moe):
                 for fit, rows in part_cal.moe_groups(table, part, pairs):
+                    rate = peak[..., rows]
+                    if limited is not None:  # DeepGEMM's grouped GEMM: its math on deep_gemm_sms of the SMs
+                        rate = np.where(limited[rows], rate * (self.deep_gemm_sms / sm_count), rate)
                     c, m, busy, latency = moe_times(
                         m=table.m[rows], n=table.n[rows], k=table.k[rows], batch=table.batch[rows],
                         weight_bytes=table.weight_bytes[rows], act_bytes=table.act_bytes[rows],
-                        flops_per_s=peak[..., rows], bandwidth_Bps=bandwidth_Bps, fit=fit,
+                        flops_per_s=rate, bandwidth_Bps=bandwidth_Bps, fit=fit,
                         cached_bytes=self.replay_cache_bytes, vector_s=vector(rows),
                         expert_parallel=table.expert_parallel[rows])
                     # A layer whose hot experts run apart pays its fixed time (routing, activation, top-k sum) once.
@@ -347,9 +369,12 @@ class GPUModel(DeviceModel):
             for fit, group in cal.gemm_groups(table, gemm, pairs):
                 # Weight-only GEMMs run mixed-input kernels with tiles of their own (hw_models/gpu_quant.py), not
                 # the tile dispatch of the library the fit was measured on.
-                parts = [(group, TILE_SHAPES, None)] if mixed is None else [
-                    (group & ~mixed, TILE_SHAPES, None), (group & mixed, MIXED_INPUT_TILES, "")]
-                for mask, tiles, tile_policy in parts:
+                parts = [(group, TILE_SHAPES, None, None)] if mixed is None else [
+                    (group & ~mixed, TILE_SHAPES, None, None), (group & mixed, MIXED_INPUT_TILES, "", None)]
+                if limited is not None:  # DeepGEMM's GEMMs on deep_gemm_sms of the SMs
+                    parts = [part for mask, tiles, policy, _ in parts for part in (
+                        (mask & ~limited, tiles, policy, None), (mask & limited, tiles, policy, self.deep_gemm_sms))]
+                for mask, tiles, tile_policy, sm_limit in parts:
                     # Each tile's count depends on the rows' shapes alone: kept with them, per tile set.
                     memo = "tile_counts" if tiles is TILE_SHAPES else "mixed-input tile_counts"
                     g = table.rows_where(mask)  # the rows and their shape columns, gathered once per table
@@ -362,7 +387,7 @@ class GPUModel(DeviceModel):
                         m=g.m, n=g.n, k=g.k, batch=g.batch, flops=g.flops, flops_per_s=peak.take(rows, axis=-1),
                         bytes_moved=g.bytes, bandwidth_Bps=bandwidth_Bps, sm_count=sm_count, fit=fit, kept=kept,
                         vector_s=vector(rows), tiles=tiles, tile_policy=tile_policy, counts=counts,
-                        cached_bytes=self.gemm_cache_bytes, split_k=g.split_k)
+                        cached_bytes=self.gemm_cache_bytes, split_k=g.split_k, sm_limit=sm_limit)
                     if expands:  # Flash-LLM's dense tiles in shared memory, whatever share of weights is kept
                         busy = np.maximum(busy, expansion_s(
                             n=g.n, k=g.k, m=g.m, batch=g.batch, density=g.weight_density, sm_count=sm_count,
@@ -502,9 +527,7 @@ class GPUModel(DeviceModel):
             layers = table.select(rows)
             calls.append(layers.with_columns(**chunk_columns(
                 tokens=layers.tokens, m=layers.m, batch=layers.batch, flops=layers.flops,
-                weight_bytes=layers.weight_bytes, act_bytes=layers.act_bytes, call_tokens=tokens,
-                routing=layers.moe_routing, experts=layers.moe_experts, topk=layers.moe_topk,
-                expert_parallel=layers.expert_parallel)))
+                weight_bytes=layers.weight_bytes, act_bytes=layers.act_bytes, call_tokens=tokens)))
         both = KernelTable.concat(calls)
         return _summed_into(costs, self._priced(both, execution, self.row_plans(both)),
                             [(chunked, whole[chunked]), (rest, 1.0)])

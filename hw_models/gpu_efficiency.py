@@ -116,7 +116,7 @@ def busy_sms(m, n, k, batch, sm_count: int, tile_policy: str, split_k=1.0) -> np
 
 def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps, sm_count: int,
                fit: GemmFit, kept=1.0, vector_s=0.0, tiles: np.ndarray = TILE_SHAPES, tile_policy: str | None = None,
-               counts: np.ndarray | None = None, cached_bytes: float = 0.0, split_k=1.0,
+               counts: np.ndarray | None = None, cached_bytes: float = 0.0, split_k=1.0, sm_limit: int | None = None,
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """(compute_s, memory_s, busy_s, latency_s) of GEMMs, as the other fitted kernel classes give them: a GEMM's
     device time is busy_s (the blend of its math and traffic, and the input's quantization kernel where the fit
@@ -130,10 +130,16 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
     tile dispatch that replaces them (None: the fit's, GemmFit.tile_policy; '': none); `counts` the GEMMs'
     tile_counts under `tiles`, where kept. A GEMM moving at most `cached_bytes` (a replayed benchmark's share of the
     L2 per copy it cycles through) streams `fit.cache_speedup` times faster. `split_k`: thread blocks each tile's k
-    loop is split over (padded_flops; the partial sums' traffic is in `bytes_moved`, Kernel.split_k).
+    loop is split over (padded_flops; the partial sums' traffic is in `bytes_moved`, Kernel.split_k). `sm_limit`: the
+    SMs of the sm_count the kernel may run on where fewer (None: all), as a library told to use fewer (DeepGEMM's
+    set_num_sms): its tiles run in waves over them, its math at their share of the peak, and its operands are streamed
+    by at most that many SMs, each at its share of the whole GPU's bandwidth.
     """
     policy = fit.tile_policy if tile_policy is None else tile_policy
-    padded = padded_flops(m, n, k, batch, sm_count, tiles, policy, counts, split_k)
+    sms = sm_count if sm_limit is None else sm_limit
+    if sm_limit is not None:
+        flops_per_s = flops_per_s * (sm_limit / sm_count)
+    padded = padded_flops(m, n, k, batch, sms, tiles, policy, counts, split_k)
     if not (isinstance(kept, float) and kept == 1.0):  # dense: every padded FLOP is done
         padded = padded * kept
     padded = np.maximum(padded, flops)
@@ -148,7 +154,7 @@ def gemm_times(*, m, n, k, batch, flops, flops_per_s, bytes_moved, bandwidth_Bps
         # Fewer thread blocks than SMs (no split-K in the library's dispatch): only the SMs holding one stream the
         # operands.
         sm_Bps = fit.sm_bandwidth_share * bandwidth_Bps / sm_count
-        rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sm_count, policy, split_k) * sm_Bps)
+        rate_Bps = np.minimum(rate_Bps, busy_sms(m, n, k, batch, sms, policy, split_k) * sm_Bps)
     moved = np.maximum(bytes_moved, 0.0)
     if cached_bytes and fit.cache_speedup != 1.0:
         rate_Bps = rate_Bps * np.where(moved <= cached_bytes, fit.cache_speedup, 1.0)

@@ -38,7 +38,7 @@ from kernels.shapes import LAYERS_DENSE, LAYERS_MOE, PLACE_HEAD, PLACE_LAYERS, P
 from kernels.table import KIND_CODE, KernelTable, class_masks
 from sim.attention_pool import AttentionPool, disaggregated_time_s, hybrid_time_s
 from sim.cuda_graphs import DEFAULT_LIMITS, CaptureLimits, PassLaunch
-from sim.data_parallel import ExpertRanks, dual_batch_chain, is_dummy, padded
+from sim.data_parallel import ExpertRanks, dbo_comm_sms, dual_batch_chain, is_dummy, padded
 from sim.interleave import interleaved_schedule
 from sim.step_costs import HOST_WAIT, host_stall_s, pass_launch
 
@@ -232,7 +232,9 @@ class IterationCostModel:
         experts = self.experts
         shapes, mode = experts.rank_shapes(shapes, self._launch)
         if self.overlap == "dual_batch" and experts.dual_batch(shapes):
-            return self._price_chains(mode, experts.micro_batches(shapes), self._micro_batch_chain, 2)
+            comm_sms = dbo_comm_sms(shapes)
+            return self._price_chains(mode, experts.micro_batches(shapes),
+                                      lambda ranks, mode: self._micro_batch_chain(ranks, mode, comm_sms), 2)
         parts = [self._rank_part(shape, mode) for shape in shapes]
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in shapes), mode)
         exchange_s = experts.moe_layers * experts.exchange_s(max(shape.tokens for shape in shapes))
@@ -273,12 +275,12 @@ class IterationCostModel:
                 return paged
         return part
 
-    def _experts_part(self, tokens: int, mode: str) -> tuple[_Priced, float]:
-        """Every device's experts on the tokens of all ranks in launch mode `mode` (its energy every device's) and one
-        device's kernel count."""
-        key = (tokens, mode)
+    def _experts_part(self, tokens: int, mode: str, comm_sms: int = 0) -> tuple[_Priced, float]:
+        """Every device's experts on the tokens of all ranks in launch mode `mode` (its energy every device's), while
+        the all-to-all kernels hold `comm_sms` SMs (ExpertRanks.sharing_sms), and one device's kernel count."""
+        key = (tokens, mode, comm_sms)
         if key not in self._expert_memo:
-            experts = self.experts
+            experts = self.experts.sharing_sms(comm_sms)
             table, counts = experts.template.stage_table(StepShape(prefill_tokens=tokens, positions=1), 1)
             self._expert_memo[key] = (_price_rows_waitless(experts.system, table, counts, mode), float(counts.sum()))
         return self._expert_memo[key]
@@ -366,16 +368,18 @@ class IterationCostModel:
 
         return self._layer_chain(share, mode, segments, unit_of=lambda costs, rows: costs.unit_index[rows])
 
-    def _micro_batch_chain(self, ranks: tuple[StepShape, ...], mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
+    def _micro_batch_chain(self, ranks: tuple[StepShape, ...], mode, comm_sms: int = 0,
+                           ) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
         """One dual-batch micro-batch of data-parallel ranks (every rank's share: ExpertRanks.micro_batches) as a chain
         on the devices' compute and the link (sim/data_parallel.py dual_batch_chain), as vLLM's two micro-batch threads
         take turns on the compute stream, each yielding it at its dispatch and combine (vllm-project/vllm
         docs/design/dbo.md at 0621454): each of its own parts' segments the slowest rank's (the exchanges wait for it),
-        then the experts on every rank's tokens and the exchanges of the busiest rank's. Its energy is every rank's part
+        then the experts on every rank's tokens and the exchanges of the busiest rank's, every part's kernels while the
+        all-to-all kernels hold `comm_sms` SMs (sim/data_parallel.py dbo_comm_sms). Its energy is every rank's part
         and every device's experts, its time by class the slowest rank's part's, the experts' and the exchanges'."""
         experts = self.experts
-        parts = [self._rank_places(shape, mode) for shape in ranks]
-        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in ranks), mode)
+        parts = [self._rank_places(shape, mode, comm_sms) for shape in ranks]
+        routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in ranks), mode, comm_sms)
         exchange_s = experts.exchange_s(max(shape.tokens for shape in ranks))
         head_s, dense_s, moe_s, tail_s = (max(part[0][i] for part in parts) for i in range(4))
         durations, units = dual_batch_chain(head_s, dense_s, moe_s, tail_s, float(routed.stage_s[0]), exchange_s,
@@ -388,16 +392,18 @@ class IterationCostModel:
                          memory_J=routed.memory_J + sum(part[1].memory_J for part in parts))
         return durations, units, priced, max(part[2] for part in parts) + routed_kernels + 2 * experts.moe_layers
 
-    def _rank_places(self, shape: StepShape, mode) -> tuple[tuple[float, float, float, float], _Priced, float]:
+    def _rank_places(self, shape: StepShape, mode, comm_sms: int = 0,
+                     ) -> tuple[tuple[float, float, float, float], _Priced, float]:
         """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
         out) as the seconds of its head, its decoder layers without experts (an MoE model's dense first layers), its
         MoE layers (their rows but the experts') and its tail (StepTemplate.row_places and row_layer_kinds: a row every
-        layer runs shared by the layers), its priced rows and its kernel count; memoized by shape bucket."""
-        key = (self._bucket(shape), mode)
+        layer runs shared by the layers), its priced rows and its kernel count, while the all-to-all kernels hold
+        `comm_sms` SMs (ExpertRanks.sharing_sms); memoized by shape bucket."""
+        key = (self._bucket(shape), mode, comm_sms)
         if key not in self._place_memo:
             representative = self._representative(key[0])
             table, counts = self.template.stage_table(representative, 1)
-            costs = self.experts.system.device.cost_table(table, mode)
+            costs = self.experts.sharing_sms(comm_sms).system.device.cost_table(table, mode)
             time_s = costs.time_s * counts[0]
             places = self.template.row_places(representative, len(table))
             kinds = self.template.row_layer_kinds(representative, len(table))

@@ -41,17 +41,21 @@ DBO_PREFILL_TOKENS of one with a prefill, and the rank with the fewest tokens st
 every rank is padded to the busiest. Each micro-batch reads the weights again, so vLLM's thresholds keep small batches
 whole; above them it splits whether or not that is faster.
 
-Not priced: the SMs an all-to-all kernel takes from the compute beside it. While it splits, vLLM gives the all-to-all
-kernels VLLM_DBO_COMM_SMS SMs (vllm/envs.py: 20 unless set), capped by what its all-to-all backend uses, and DeepGEMM's
-GEMMs the rest (vllm-project/vllm vllm/v1/worker/gpu_ubatch_wrapper.py at 01e3c43
-UBatchWrapper._create_sm_control_context): DeepEP's high-throughput kernels take 20 (DeepEPAll2AllManagerBase.num_sms,
-DeepEP's default Buffer.num_sms), its low-latency kernels none (DeepEPLLAll2AllManager.max_sms_used: 0;
-vllm/distributed/device_communicators/all2all.py at 0014300). The exchanges here are priced on the link's NCCL
-all-to-all, not on DeepEP's kernels, so a split is priced as if its GEMMs kept every SM.
+While it splits, vLLM gives the all-to-all kernels VLLM_DBO_COMM_SMS SMs (vllm/envs.py: 20 unless set), capped by
+what its all-to-all backend uses, and tells DeepGEMM's GEMMs to run on the rest; no other kernel is limited
+(vllm-project/vllm vllm/v1/worker/gpu_ubatch_wrapper.py at 01e3c43 UBatchWrapper._create_sm_control_context: only
+DeepGEMM's set_num_sms, and only where comm_sms > 0). DeepEP's high-throughput kernels take 20
+(DeepEPAll2AllManagerBase.num_sms, DeepEP's default Buffer.num_sms), its low-latency kernels none
+(DeepEPLLAll2AllManager.max_sms_used: 0; vllm/distributed/device_communicators/all2all.py at 0014300), and vLLM's DBO
+guide names the low-latency backend for decode work and the high-throughput one for prefill work (docs/design/dbo.md
+at 0621454). So a split iteration with a prefill runs its DeepGEMM kernels (hw_models/gpu_deep_gemm.py: block-scaled
+fp8 GEMMs and fused MoE layers on Hopper and Blackwell) on the SMs DBO_COMM_SMS leaves, a decode-only one on every SM
+(dbo_comm_sms). The exchanges' own time is priced on the link's NCCL all-to-all, not on DeepEP's kernels.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -81,6 +85,9 @@ GRAPH_MODES = (PIECEWISE, "graphs")
 # 015d6f9).
 DBO_DECODE_TOKENS = 32
 DBO_PREFILL_TOKENS = 512
+# The SMs vLLM's dual-batch overlap gives DeepEP's high-throughput all-to-all kernels while it splits:
+# VLLM_DBO_COMM_SMS's default (vllm-project/vllm vllm/envs.py), under DeepEP's 20 (module docstring).
+DBO_COMM_SMS = 20
 
 
 def padded(shape: StepShape, tokens: int) -> StepShape:
@@ -165,6 +172,16 @@ class ExpertRanks:
             second.append(replace(rest, padding=padding - lead_padding))
         return tuple(first), tuple(second)
 
+    def sharing_sms(self, comm_sms: int) -> ExpertRanks:
+        """These ranks while their all-to-all kernels hold `comm_sms` SMs of each device (DeviceModel.sharing_sms: the
+        kernels the engine limits run on the rest)."""
+        device = self.system.device.sharing_sms(comm_sms)
+        if device is self.system.device:
+            return self
+        system = copy.copy(self.system)  # the same devices and link, each device's kernels on its shared SMs
+        system.device = device
+        return replace(self, system=system)
+
     def exchange_s(self, tokens: int) -> float:
         """One layer's two exchanges when the busiest rank has `tokens` tokens: its dispatch and combine all-to-alls
         (each rank's send buffer its tokens' copies), or the all-gather of every rank's tokens (each padded to the
@@ -178,6 +195,13 @@ class ExpertRanks:
         gathered_B = tokens * self.ranks * self.B_per_token
         return float(system.collective_time_s("all_gather", gathered_B, self.ranks)
                      + system.collective_time_s("reduce_scatter", gathered_B, self.ranks))
+
+
+def dbo_comm_sms(ranks: tuple[StepShape, ...]) -> int:
+    """The SMs the all-to-all kernels hold while an iteration whose ranks run `ranks` splits: DBO_COMM_SMS where any
+    rank has a prefill (DeepEP's high-throughput kernels, which vLLM's DBO guide names for prefill work), none for a
+    decode-only one (its low-latency kernels)."""
+    return DBO_COMM_SMS if any(shape.prefill_seqs for shape in ranks) else 0
 
 
 def dual_batch_chain(head_s: float, dense_s: float, moe_s: float, tail_s: float, experts_s: float, exchange_s: float,
