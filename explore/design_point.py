@@ -133,18 +133,18 @@ class DesignPoint:
         """Why the point's run cannot answer what it asks, as one line naming the key ('' where it can): its serving
         spec's reason (ServingSpec.unjudged), scheduler limits vLLM refuses (serving_settings.refused_limits), or
         settings not modeled together: offloading, layer skipping or decode context parallelism beside speculative
-        decoding, experts offloaded from a model without routed experts, a sliding window beside offloading other than
-        the weights, offloading, speculation, pruning, layer skipping, token splitting or decode context parallelism on
-        pipeline stages, a hybrid attention placement off one model device beside one CPU host, attention devices
-        beside what they do not run (pipeline stages, a draft, cascade, swapping, token splitting), data-parallel
-        attention beside what its ranks do not run, a chunked cap on a request's tokens below those a speculating
-        decode verifies. `explore run` refuses such a point; a sweep
-        records it unevaluated, this its infeasible_reason, and runs its other points."""
+        decoding, decode context parallelism beside a quantized cache of latent attention, experts offloaded from a
+        model without routed experts, a sliding window beside offloading other than the weights, offloading,
+        speculation, pruning, layer skipping, token splitting or decode context parallelism on pipeline stages, a
+        hybrid attention placement off one model device beside one CPU host, attention devices beside what they do not
+        run (pipeline stages, a draft, cascade, swapping, token splitting), data-parallel attention beside what its
+        ranks do not run, a chunked cap on a request's tokens below those a speculating decode verifies. `explore run`
+        refuses such a point; a sweep records it unevaluated, this its infeasible_reason, and runs its other points."""
         if self.serving is not None:
             return (self.serving.unjudged() or refused_limits(self.serving) or self._hybrid_unjudged()
                     or self._attention_unjudged() or self._data_parallel_unjudged() or self._stage_unjudged()
                     or self._long_prefill_unjudged() or self._lora_unjudged() or self._context_parallel_unjudged())
-        if reason := self._draft_unjudged():
+        if reason := self._draft_unjudged() or self._context_parallel_unjudged():
             return reason
         offload = self.knob("offload")
         if offload == "experts" and not load_model_config(self.model).is_moe:
@@ -209,12 +209,20 @@ class DesignPoint:
                 f"every decode's drafts: not modeled)")
 
     def _context_parallel_unjudged(self) -> str:
-        """Why decode context parallelism is not modeled beside this serving point's settings ('' where it is: one
-        pool of replicas attending on their own tp devices, decoding plainly, its model's KV in one group of blocks)."""
+        """Why decode context parallelism is not modeled beside this point's settings ('' where it is: a 16-bit cache
+        of latent attention; in serving, one pool of replicas attending on their own tp devices, decoding plainly, its
+        model's KV in one group of blocks)."""
         dcp = self.knob("dcp")
         if dcp == 1:
             return ""
+        if self.kv_bits < 16 and load_model_config(self.model).is_mla:
+            # vLLM's MLA decode asserts `not fp8_attention` when dcp_world_size > 1 (its one quantized MLA cache is
+            # fp8): vllm/v1/attention/backends/mla/common.py MLACommonImpl.forward, commit 00a817ad.
+            return (f"kv_bits: found {self.kv_bits} with dcp {dcp} on {self.model}'s latent attention, allowed: 16 "
+                    f"(vLLM's MLA decode refuses a quantized KV cache under decode context parallelism)")
         spec = self.serving
+        if spec is None:
+            return ""
         for on, name, value, allowed in (
                 (bool(self.knob("spec_draft")), "spec_draft", self.knob("spec_draft"), "none (a verification's keys "
                  "split over devices, and a draft's cache, are not modeled yet)"),

@@ -76,3 +76,37 @@ def tiny_llama_path(tmp_path) -> str:
     from tests.explore.tiny_sweep import write_tiny_model
 
     return write_tiny_model(tmp_path)
+
+
+def test_a_quantized_latent_cache_under_dcp_is_one_line(capsys):
+    """vLLM's MLA decode asserts no fp8 KV cache when its decode context parallel group has more than one device."""
+    argv = ["run", "--model", "deepseek-v3", "--device", "h200", "--tp", "8", "--weight-bits", "8", "--dcp", "8"]
+    assert main([*argv, "--kv-bits", "8"]) == 2
+    err = capsys.readouterr().err.strip()
+    named = "--kv-bits: found 8 with --dcp 8 on deepseek-v3's latent attention, allowed: 16"
+    assert err.count("\n") == 0 and named in err, err
+
+
+def test_a_sweep_records_a_quantized_latent_cache_under_dcp_unevaluated(tmp_path, capsys):
+    """A tiny DeepSeek-V2 (one latent a token, 4 query heads) on 4 H100s at dcp 2: the 8-bit cache's point is recorded
+    with its reason, the 16-bit one runs; a grouped-query model's 8-bit cache under dcp is not refused."""
+    from explore.results import read_results
+    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+
+    model = write_tiny_model(tmp_path / "mla", {
+        "model_type": "deepseek_v2", "architectures": ["DeepseekV2ForCausalLM"], "hidden_size": 64,
+        "intermediate_size": 96, "moe_intermediate_size": 32, "num_hidden_layers": 2, "first_k_dense_replace": 1,
+        "n_routed_experts": 4, "num_experts_per_tok": 2, "num_attention_heads": 4, "num_key_value_heads": 4,
+        "q_lora_rank": None, "kv_lora_rank": 16, "qk_nope_head_dim": 8, "qk_rope_head_dim": 4, "v_head_dim": 6,
+        "vocab_size": 128, "max_position_embeddings": 512, "rms_norm_eps": 1e-6, "torch_dtype": "bfloat16",
+        "hidden_act": "silu"})
+    path = write_sweep(tmp_path, f"name: dcp-kv\nmodel: {model}\ndevice: h100-sxm\nparallel: {{tp: 4, dcp: 2}}\n"
+                                 "format: {kv_bits: [8, 16]}\nworkload: {batch: 2, prompt: 32, output: 4}\n")
+    assert main([path, "--out", str(tmp_path / "out"), "--quiet"]) == 0
+    rows = {int(row["kv_bits"]): row for row in read_results(tmp_path / "out")}
+    assert rows[8]["infeasible_reason"].startswith("kv_bits: found 8 with dcp 2")
+    assert not rows[16]["infeasible_reason"] and float(rows[16]["tpot_s"]) > 0
+    llama = DesignPoint(model=write_tiny_model(tmp_path), device="h100-sxm", batch=2, prompt=32, output=4, tp=4,
+                        kv_bits=8, knobs=(("dcp", 2),))
+    assert llama.unjudged() == ""
+    capsys.readouterr()
