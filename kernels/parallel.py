@@ -191,15 +191,13 @@ def context_parallel(sharded: KernelTable, dcp: int) -> tuple[KernelTable, list[
     own heads (vllm/v1/attention/backends/mla/common.py forward, commit 37fa5c09; vllm/attention/ops/common.py
     cp_lse_ag_out_rs, commit 303def0c). Returns the rows and the exchanges to insert: (the row each follows, its
     message per device in hw_models/link.py's convention, its kind, the devices)."""
-    flops, kv, act, heads, kv_len = (getattr(sharded, name).astype(float).copy()
-                                     for name in ("flops", "kv_bytes", "act_bytes", "heads", "kv_len"))
     decode = np.flatnonzero(sharded.kind == _ATTENTION_DECODE)
     if not len(decode):
         # A prefill writes every dcp-th prompt token's KV on each device. A decode step's new tokens all sit at one
         # position in a static batch, so one device of the group writes every sequence's: the writes stay whole.
-        cache_write = (sharded.kv_bytes > 0) & ~sharded.tensor_core
-        kv[cache_write] /= dcp
-        act[cache_write] /= dcp
+        sharded = split_cache_writes(sharded, dcp)
+    flops, kv, act, heads, kv_len = (getattr(sharded, name).astype(float).copy()
+                                     for name in ("flops", "kv_bytes", "act_bytes", "heads", "kv_len"))
     # Every dcp-th key on each device: the busiest holds ceil(n / dcp) of n, attended by dcp times its query heads.
     held = np.ceil(kv_len[decode] / dcp)
     key_share = held / np.maximum(kv_len[decode], 1)
@@ -219,6 +217,16 @@ def context_parallel(sharded: KernelTable, dcp: int) -> tuple[KernelTable, list[
                       (int(i), float(tokens_heads * value_dim * 2), KernelKind.REDUCE_SCATTER, dcp)]
     return replace(sharded, kernels=tuple(kernels), flops=flops, kv_bytes=kv, act_bytes=act, heads=heads,
                    kv_len=kv_len), exchanges
+
+
+def split_cache_writes(table: KernelTable, dcp: int) -> KernelTable:
+    """`table` with its KV-cache writes (the rows outside tensor cores that move KV bytes) spread over `dcp` devices:
+    under decode context parallelism each device stores only the tokens at its own positions, every dcp-th
+    (vllm/v1/worker/block_table.py compute_slot_mapping, commit a4cd9d0d), so it writes 1/dcp of tokens spread over
+    positions."""
+    write = (table.kv_bytes > 0) & ~table.tensor_core
+    return table.with_columns(kv_bytes=np.where(write, table.kv_bytes / dcp, table.kv_bytes),
+                              act_bytes=np.where(write, table.act_bytes / dcp, table.act_bytes))
 
 
 def context_parallel_rows(attention: KernelTable, dcp: int) -> KernelTable:

@@ -54,7 +54,7 @@ from kernels.kv_policy import (
 from kernels.lora import LoraKernels
 from kernels.lowering import lower_trace
 from kernels.moe import COLD_EXPERTS_MODULE, MATRICES, cached_routing, fused_moe_act_bytes, part_experts
-from kernels.parallel import context_gather_kernel, context_parallel_rows, stage_of_layer
+from kernels.parallel import context_gather_kernel, context_parallel_rows, split_cache_writes, stage_of_layer
 from kernels.table import KIND_CODE, KernelTable
 from workloads.model_config import (
     BALANCED,
@@ -725,6 +725,9 @@ class StepTemplate:
         # as few sequences as the narrow traces or more.
         trace = 2 * (positions > 1) + (sampled > self.traced_tokens)
         table = self.linear.with_columns(**columns, **self._routing_columns, general_layout=self.general_layout[trace])
+        if self.context_split > 1:
+            # An iteration's new tokens sit at their sequences' own positions, spread over the group's devices.
+            table = split_cache_writes(table, self.context_split)
         launched = ((self.expert < 0) | (load > 0)) & (touched > 0) & form_runs  # nothing without tokens
         if launched.all():
             return table, np.arange(len(launched))

@@ -61,3 +61,17 @@ def test_a_chunk_past_a_cached_context_gathers_the_context_s_keys_first(template
     assert rows.act_bytes[gathers[0]] == pytest.approx(100 * KEY_B) and rows.batch[gathers[0]] == 2
     prefill = rows.kind == KIND_CODE[KernelKind.ATTENTION_PREFILL]
     assert rows.flops[prefill].sum() == pytest.approx(plain.attention_table(shape).flops.sum())
+
+
+def test_an_iteration_s_cache_writes_are_split_over_the_group(templates):
+    """3 decodes and a 64-token chunk write 67 tokens' keys and values of the device's KV head in each layer, 67 x 64 B
+    = 4,288 B read and written; at dcp 2 each device stores every other position's, 2,144 B (vLLM's slot mapping)."""
+    plain, split = templates
+    shape = StepShape(decode_seqs=3, decode_kv=3 * 101, prefill_seqs=1, prefill_tokens=64,
+                      prefill_pairs=64 * 100 + 64 * 65 // 2, prefill_cached=100)
+    for template, write_B in ((plain, 67 * KEY_B), (split, 67 * KEY_B / 2)):
+        table, _ = template.linear_table(shape)
+        writes = np.flatnonzero((table.kv_bytes > 0) & ~table.tensor_core)
+        assert [table.kernels[i].op for i in writes] == ["reshape_and_cache"]
+        assert table.kv_bytes[writes[0]] == pytest.approx(write_B) and table.act_bytes[writes[0]] == pytest.approx(
+            write_B)
