@@ -493,7 +493,8 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         attention_link=serving.attention_link,
         attention_micro_batches=values.get("attention_micro_batches", DEFAULT.attention_micro_batches),
         attention_placement=values.get("attention_placement", DEFAULT.attention_placement),
-        **{name: values[name] for name in LORA_FIELDS if name in values})
+        # LoRA off: its rank, slots and draw change nothing, so the point is the one without them (one design, one key).
+        **{name: values[name] for name in LORA_FIELDS if name in values and values.get("lora_adapters")})
     if (spec.max_replicas is not None or spec.prefill_max_replicas is not None) and not scales(values) \
             and not spec.unjudged():
         # Checked as given first (a conflict such as a fleet beside a planner's max_replicas is still not run, with

@@ -116,3 +116,19 @@ def test_explore_run_header_names_the_adapters(tmp_path, capsys):
         capsys.readouterr().out)
     assert main(flags) == 0
     assert "LoRA" not in capsys.readouterr().out
+
+
+def test_lora_off_is_the_point_without_the_lora_knobs(tmp_path):
+    """At lora_adapters 0 the rank, slots and draw change nothing: a grid crossing them there holds one design, whose
+    key is the same sweep's point without any LoRA knob."""
+    lora = "  lora_adapters: [0, 4]\n  max_loras: [1, 2]\n  lora_rank: 32\n"
+    path = _sweep(tmp_path, SERVING + lora)
+    points = load_sweep(path).points()
+    off = {p.point_id for p in points if p.serving.lora_adapters == 0}
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:  # the same model file: a point's key holds its model's path
+        f.write(text.replace(lora, ""))
+    (plain,) = load_sweep(path).points()
+    assert off == {plain.point_id}
+    assert len({p.point_id for p in points}) == 3
