@@ -26,9 +26,11 @@ def _knob_names() -> list[str]:
 ALIASES = (("batch", "max_seqs"), ("ep", "tp"))
 # Knobs whose empty value on a row means the point does not read them (explore/serving_settings.py RULES: a serving
 # setting read only beside others; a node link where the devices fit one node; a generic knob whose switches are off
-# or whose model lacks what it reads, DesignPoint.reads): those rows measure other knobs.
+# or whose model lacks what it reads, DesignPoint.reads; a serving knob whose switches are off, lora_rank without
+# adapters): those rows measure other knobs.
 UNREAD_WHEN_EMPTY = frozenset({rule.field for rule in RULES} | {"node_link"}
-                              | {k.name for k in generic_knobs() if k.only_with or k.only_for is not None})
+                              | {k.name for k in generic_knobs() if k.only_with or k.only_for is not None}
+                              | {k.name for k in knobs(scope="serving") if k.only_with})
 
 
 def _key(value: Any) -> Any:

@@ -132,3 +132,14 @@ def test_lora_off_is_the_point_without_the_lora_knobs(tmp_path):
     (plain,) = load_sweep(path).points()
     assert off == {plain.point_id}
     assert len({p.point_id for p in points}) == 3
+
+
+def test_a_lora_knob_left_unread_does_not_vary_in_the_report():
+    """Rows of 0 adapters leave lora_rank empty (LoRA off reads none): rank 16 on every row with adapters is one value,
+    so only lora_adapters and max_loras vary in the report's knobs by effect."""
+    from explore.sensitivity import varying_knobs
+
+    rows = [dict(lora_adapters="", lora_rank="", max_loras="", tokens_per_s=100.0),
+            dict(lora_adapters=8, lora_rank=16, max_loras=2, tokens_per_s=80.0),
+            dict(lora_adapters=8, lora_rank=16, max_loras=4, tokens_per_s=90.0)]
+    assert [k for k in varying_knobs(rows) if "lora" in k] == ["lora_adapters", "max_loras"]
