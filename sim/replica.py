@@ -307,7 +307,8 @@ class Replica:
         if spec.draft is not None:
             draft_shapes = batch.draft_shapes(self.window, spec.draft.template.sliding_window, self.shared_prefix,
                                               sharers, spec.draft_query, spec.chunk_slots,
-                                              layer_window=spec.draft.template.layer_window)
+                                              layer_window=spec.draft.template.layer_window,
+                                              later_steps=spec.speculation.drafted - 1)
         return spec.price(self.costs.price(shape), shape, draft_shapes, sum(batch.short))
 
     def _placed(self, shape, batch):

@@ -586,20 +586,20 @@ class ServingSpeculation:
 
     def price(self, cost, shape, draft_shapes: tuple, short: int = 0) -> object:
         """The iteration's cost with the draft's steps (or the heads) added: `cost` is the target's verification
-        iteration of `shape`, `draft_shapes` the draft's: its first step and its later one (Batch.draft_shapes);
+        iteration of `shape`, `draft_shapes` the draft's: its first step and its k - 1 later ones (Batch.draft_shapes);
         `short`: the tokens the decodes verifying fewer than the others verify (Batch.short; the shape counts them
         among its chunks), over which the heads run too, as over each whole decode's verified rows."""
         # Keyed on the priced costs' identities, which are stable and few: both cost models memoize every cost
         # they return, one per bucket of shapes, for the replica's lifetime (raw shapes would grow per iteration).
         if self.draft is not None:
-            first, rest = (self.draft.price(s) for s in draft_shapes)
-            key = (id(cost), id(first), id(rest))
+            steps = [self.draft.price(s) for s in draft_shapes]
+            key = (id(cost), *map(id, steps))
         else:
             key = (id(cost), shape.decode_seqs, short)
         if key not in self._memo:
             extra = []
             if self.draft is not None:
-                extra = [first] + [rest] * (self.speculation.drafted - 1)
+                extra = steps
             elif not self.lookup and (shape.decode_seqs or short):
                 extra = [self._heads_cost(shape.decode_seqs * self.speculation.verified + short)]
             self._memo[key] = _sum_costs([cost, *extra])

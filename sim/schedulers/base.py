@@ -145,18 +145,22 @@ class Batch:
 
     def draft_shapes(self, window: Window, prefill_window: int | None = None, shared_prefix: int = 0,
                      prefix_groups: list[int] | None = None, first_query: int = 1,
-                     chunk_slots: int = 0, layer_window: int | None = None) -> tuple[StepShape, StepShape]:
+                     chunk_slots: int = 0, layer_window: int | None = None,
+                     later_steps: int = 1) -> tuple[StepShape, ...]:
         """A speculative draft's iterations after the target's pass, over every sequence of the batch as vLLM v1's
         proposers run them (vllm/v1/spec_decode/llm_base_proposer.py propose: the first step over the batch, then
         k - 1 steps of batch_size tokens): its first step over each prefill chunk and `chunk_slots` more and
         `first_query` tokens of each decode (sim/speculative.py first_draft_tokens), its keys up to the last of them,
-        sampling one token a sequence; then a step of one token a sequence: a chunk's past its slots, a decode's past
-        its cached keys (the tokens it will accept are not known here; the static path prices draft step i at the
-        generated tokens and i drafts alike). The draft runs in the engine's attention, cascading shared prefixes where
-        it does (a prefilling sequence holds its own copy). A decode verifying fewer tokens (`short`) runs its first
-        step on the tokens it verified and the slots, as a chunk (vLLM v1's first pass takes each request's scheduled
-        tokens, the trimmed ones, and its slots: llm_base_proposer.py set_inputs_first_pass). `layer_window`: the
-        window of the draft's windowed layers beside its full ones (shape), each of its layers attending at its own."""
+        sampling one token a sequence; then `later_steps` steps of one token a sequence, step i (from 1) attending to
+        i keys more than the first step left: a chunk's past its slots, a decode's past its cached keys and the token
+        the target sampled (vllm-project/vllm vllm/v1/spec_decode/eagle.py at 008603a, propose: the first step's
+        seq_lens less the rejected tokens, then common_attn_metadata.seq_lens += 1 each step; the accepted tokens are
+        not known here and taken as none, as the static path prices draft step i at the generated tokens and i
+        drafts). The draft runs in the engine's attention, cascading shared prefixes where it does (a prefilling
+        sequence holds its own copy). A decode verifying fewer tokens (`short`) runs its first step on the tokens it
+        verified and the slots, as a chunk (vLLM v1's first pass takes each request's scheduled tokens, the trimmed
+        ones, and its slots: llm_base_proposer.py set_inputs_first_pass). `layer_window`: the window of the draft's
+        windowed layers beside its full ones (shape), each of its layers attending at its own."""
         slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes,
                         short=tuple(q + chunk_slots for q in self.short))
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
@@ -164,10 +168,11 @@ class Batch:
         groups = prefix_groups
         if shared_prefix and self.prefills:
             groups = [-1] * len(self.prefills) + (prefix_groups or [0] * len(self.decodes))
-        later = step_shape([], [seq.computed + q + chunk_slots + 1 for seq, q in self.prefills]
-                           + [seq.computed + 1 for seq in self.decodes], sampled=self.size, window=window,
-                           shared_prefix=shared_prefix, prefix_groups=groups, layer_window=layer_window)
-        return replace(first, sampled=self.size), later
+        later = tuple(step_shape([], [seq.computed + q + chunk_slots + i for seq, q in self.prefills]
+                                 + [seq.computed + 1 + i for seq in self.decodes], sampled=self.size, window=window,
+                                 shared_prefix=shared_prefix, prefix_groups=groups, layer_window=layer_window)
+                      for i in range(1, later_steps + 1))
+        return replace(first, sampled=self.size), *later
 
 
 @dataclass(kw_only=True)

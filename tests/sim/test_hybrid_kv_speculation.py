@@ -66,10 +66,11 @@ def test_a_draft_models_windowed_layers_attend_at_their_window():
     """A draft model with a 32-token window in some layers (gpt-oss-shaped), after the target verified 2 drafts of a
     sequence of 100 computed tokens: its first step runs the 3 verified tokens and its slot (4 queries at positions
     100 to 103), which in a windowed layer read the keys of the 4 queries' windows, 32 + 4 - 1 = 35 of its 104; its
-    next step, one query at 101 (the keys it wrote for the accepted tokens are not known here: computed + 1), reads
-    32 of 101. Before, the draft's windowed layers read every key (window_kv 0, each layer priced full)."""
+    next step, one query at 101 (the draft it sampled; the keys it wrote for the accepted tokens are not known here,
+    taken as none: computed + 1 + 1), reads 32 of 102. Before, the draft's windowed layers read every key (window_kv
+    0, each layer priced full)."""
     seq = Sequence(index=0, arrival_s=0.0, prompt=100, output=50)
     seq.computed, seq.generated = 100, 1
     first, later = Batch(decodes=[seq]).draft_shapes(None, first_query=4, chunk_slots=1, layer_window=WINDOW)
     assert (first.decode_kv, first.window_kv) == (104, 35)
-    assert (later.decode_kv, later.window_kv) == (101, 32)
+    assert (later.decode_kv, later.window_kv) == (102, 32)

@@ -238,14 +238,15 @@ class _BucketedDraft:
 
 def test_a_long_run_sums_one_cost_per_priced_bucket_not_per_iteration():
     """Draft shapes that grow by a token every iteration fall into a few KV buckets: the speculative sums are as
-    many as the bucket combinations priced, and each sum is the target's time plus the draft's k steps."""
+    many as the bucket combinations priced, and each sum is the target's time plus the draft's k steps (its first and
+    k - 1 later ones, each a shape: Batch.draft_shapes)."""
     from sim.costs import IterationCost
 
     draft = _BucketedDraft(bucket_tokens=16)
     spec = ServingSpeculation(Speculation(drafted=3, acceptance=0.5), draft=draft)
     target = IterationCost(time_s=0.01, compute_J=2.0, memory_J=2.0, class_time_s=np.ones(3))
     for kv in range(96, 160):  # 64 iterations over 4 buckets of 16 tokens (96-111, ..., 144-159)
-        cost = spec.price(target, None, (kv, kv))
+        cost = spec.price(target, None, (kv,) * 3)
         assert cost.time_s == pytest.approx(0.01 + 3 * 1e-3 * (kv // 16 + 1))
     assert spec.iterations_priced == 4
 
@@ -299,10 +300,13 @@ def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequen
     """A first draft step of k + 1 = 3 tokens a decode (an MTP module's: first_draft_tokens): 3 decodes cached at 80
     tokens run 9 query tokens against 83 keys each, as their verification does, with a 20-token chunk after 60 cached
     tokens, and sample one logit a sequence, 4; the next draft steps run a token a sequence, the chunk's sequence's
-    too (vLLM v1's propose loops over the batch): the decodes' at 81 keys, the chunk's at 60 + 20 + 1. A draft model's
+    too (vLLM v1's propose loops over the batch), step i (from 1) at i keys more than the first step left: the decodes'
+    at 80 + 1 + i (their cached keys, the token the target sampled and i drafts, none accepted taken: propose() takes
+    the first step's seq_lens less the rejected tokens and adds one each step), 82 and 83, the chunk's at 60 + 20 + i
+    (it was 81 for every later step of every decode, a key short and not growing). A draft model's
     first step (vLLM v1's DraftModelProposer): the 3 verified tokens and the one sampled after them, 4 a decode against
     84 keys (its slot one past the verification's), and the chunk with its slot, 21 tokens (draft_slots 1:
-    extend_all_queries_by_N adds it to every sequence); its next steps read 82 keys for the chunk's sequence."""
+    extend_all_queries_by_N adds it to every sequence); its next step reads 82 keys for the chunk's sequence."""
     from sim.schedulers import Batch, Sequence
     from sim.speculative import MTP, draft_slots, first_draft_tokens
 
@@ -314,12 +318,13 @@ def test_a_drafts_first_step_over_the_verified_tokens_samples_one_logit_a_sequen
         seq.computed = seq.target = 80
     seqs[3].computed = 60
     batch = Batch(prefills=[(seqs[3], 20)], decodes=seqs[:3])
-    first, rest = batch.draft_shapes(None, first_query=3)
+    first, rest, last = batch.draft_shapes(None, first_query=3, later_steps=2)
     assert (first.tokens, first.sampled, first.decode_kv, first.decode_query) == (20 + 9, 4, 3 * 83, 3)
-    assert (rest.tokens, rest.sampled, rest.decode_kv) == (4, 4, 3 * 81 + 81)
+    assert (rest.tokens, rest.sampled, rest.decode_kv) == (4, 4, 3 * 82 + 81)
+    assert (last.tokens, last.sampled, last.decode_kv) == (4, 4, 3 * 83 + 82)
     model, model_rest = batch.draft_shapes(None, first_query=4, chunk_slots=1)
     assert (model.tokens, model.sampled, model.decode_kv, model.decode_query) == (21 + 12, 4, 3 * 84, 4)
-    assert model_rest.decode_kv == 3 * 81 + 82
+    assert model_rest.decode_kv == 3 * 82 + 82
     one, _ = batch.draft_shapes(None)
     assert (one.tokens, one.sampled, one.decode_kv) == (20 + 3, 4, 3 * 81)
     # A chunk that does not end its prompt samples a draft token too (its drafts are dropped).
