@@ -1398,8 +1398,11 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
             spread = f" (cv {s.think_cv:g})" if s.think_cv else ""
             where = ("one prefill replica, which keeps its prompts cached; its answers, decoded apart, the next turn "
                      "computes again" if s.disaggregated else "one replica, its context cached as its prefix")
+            # A drained replica's cached context goes with it (sim/serving.py follow).
+            drained = ("; a turn whose replica was drained meanwhile routed afresh, computing its whole prompt"
+                       if scaling is not None else "")
             pools += (f", conversations of {s.conversation_turns} turns {s.think_s or 0:g} s apart{spread} (each on "
-                      f"{where}{behind}, least recently used evicted)")
+                      f"{where}{behind}, least recently used evicted{drained})")
         elif s.traced_sharing:
             pools += f", {s.groups} prefix groups sharing the trace's shared_tokens, least recently used evicted"
             if s.disaggregated and s.traced_turns:

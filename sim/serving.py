@@ -31,6 +31,7 @@ active_request.go, llm-d-inference-scheduler at 139bcce2), is in neither configu
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 from collections.abc import Callable
@@ -585,13 +586,13 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
     # The engines each pool's router picks among: every one it made, or an autoscaled pool's serving ones.
     routable: list[list[Replica]] = [list(made) for made in replicas]
     scalers: list[Autoscaler | None] = [None] * len(pools)
-    traffic = Traffic(arrival_s=sorted(requests.arrival_s.tolist()), finished=finished)
+    # A later turn's arrival is known once it arrives (follow): the gateway's count takes it then.
+    timed = (requests.arrival_s if requests.after_previous_s is None
+             else requests.arrival_s[np.isnan(requests.after_previous_s)])
+    traffic = Traffic(arrival_s=sorted(timed.tolist()), finished=finished)
     for p, pool in enumerate(pools):
         if pool.autoscaling is None:
             continue
-        if requests.after_previous_s is not None:
-            raise ValueError("autoscaling: found conversations, allowed: single requests (a conversation's turns stay "
-                             "on the replica that served it)")
         engines = pool.engines
         scalers[p] = make_autoscaler(env, [replicas[p][r * engines:(r + 1) * engines]
                                            for r in range(pool.made_replicas)],
@@ -758,9 +759,15 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 return
             heapq.heappop(gateway)
 
+    def forget(engines: Sequence_[Replica]) -> None:
+        """Drop the conversations' affinity to a replica that leaves the router's replicas (drained): their later turns
+        are routed afresh, its cached context gone with it."""
+        for index in [index for index, replica in served_by.items() if replica in engines]:
+            del served_by[index]
+
     for scaler in scalers:
         if scaler is not None:
-            scaler.at_gateway, scaler.on_ready = (lambda: len(gateway)), dispatch_held
+            scaler.at_gateway, scaler.on_ready, scaler.on_drain = (lambda: len(gateway)), dispatch_held, forget
     if admission is not None and admission.hold:  # a held request goes once an entry replica is free again
         for made, role in zip(replicas, roles, strict=True):
             if role != "decode":
@@ -769,8 +776,17 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
     def follow(index: int, previous: int):
         yield env.timeout(gaps[index])
-        # The replica that served the conversation so far (session affinity, as conversation-aware routers keep).
-        admit(index, env.now, served_by.pop(previous))
+        bisect.insort(traffic.arrival_s, env.now)
+        # The replica that served the conversation so far (session affinity, as conversation-aware routers keep), or,
+        # where an autoscaler drained it meanwhile, the one the router picks now, as for a first turn: llm-d's
+        # session-affinity-scorer scores a scaled-down pod as any unavailable one and routes on its other scorers
+        # (docs/session_affinity.md, llm-d/llm-d-inference-scheduler at 228de0bd), and a prefix-aware gateway finds
+        # the context cached on no serving replica, so the turn computes its whole prompt there.
+        replica = served_by.pop(previous, None)
+        if replica is None:
+            offer(index, env.now)
+        else:
+            admit(index, env.now, replica)
 
     env.process(arrive())
     in_step = {id(rank) for ranks in lockstep for rank in ranks}

@@ -616,10 +616,9 @@ class ServingSpec:
 
     def _scaling_unjudged(self) -> str:
         """Why an autoscaled pool is not modeled beside this spec's other settings ('' where it is): a pool scaled from
-        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; conversations beside scaling; a
-        scaled decode pool beside decode_pick 'arrival'. A
-        fleet beside a prefill pool scales as a fleet does: an HPA of each pool, the prefill pool's and each decode
-        pool's."""
+        zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; a scaled decode pool beside
+        decode_pick 'arrival'. A fleet beside a prefill pool scales as a fleet does: an HPA of each pool, the prefill
+        pool's and each decode pool's."""
         scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
                                                     ("prefill_max_replicas", self.prefill_max_replicas),
                                                     ("mixed_max_replicas", self.mixed_max_replicas))
@@ -639,14 +638,10 @@ class ServingSpec:
                 return f"{name}: found {getattr(self, name)!r} with replicas 0, allowed: {allowed}"
         # Dynamo's planners size one pool of each role, its prefill and decode workers' replica counts (Dynamo's
         # docs/pages/design-docs/planner-design.md, ai-dynamo/dynamo as maljazaery/dynamo holds it): not a fleet's.
-        for name, conflict, allowed in (
-                ("mixed_replicas", self.mixed and kind.name != "hpa",
-                 "0 (Dynamo's planners scale one kind of worker, or one prefill and one decode pool; a fleet's pools "
-                 "scale by an HPA each)"),
-                ("conversation_turns", (self.conversation_turns or 1) > 1,
-                 "1 (a conversation's turns stay on the replica that served it)")):
-            if conflict:
-                return f"{name}: found {getattr(self, name)} with {scaled[0][0]} {scaled[0][1]}, allowed: {allowed}"
+        if self.mixed and kind.name != "hpa":
+            return (f"mixed_replicas: found {self.mixed_replicas} with {scaled[0][0]} {scaled[0][1]}, allowed: 0 "
+                    f"(Dynamo's planners scale one kind of worker, or one prefill and one decode pool; a fleet's pools "
+                    f"scale by an HPA each)")
         return ""
 
     def _groups_unjudged(self) -> str:

@@ -99,6 +99,8 @@ class Autoscaler:
         # does once a replica serves again (dispatch them): the caller's.
         self.at_gateway: Callable[[], int] = lambda: 0
         self.on_ready: Callable[[], None] = lambda: None
+        # What the run does with the engines of a replica that begins to drain (drops conversations' affinity to it).
+        self.on_drain: Callable[[Sequence_[Replica]], None] = lambda engines: None
         self.state = ["ready"] * minimum + ["off"] * (len(replicas) - minimum)
         # Each replica's spans held, [from, until] (until: inf while held).
         self.held: list[list[list[float]]] = [[[start_s, math.inf]] if r < minimum else []
@@ -144,6 +146,7 @@ class Autoscaler:
             self.state[r] = "draining"
             self.draining_since[r] = now
             self.routable[:] = [engine for engine in self.routable if engine not in self.replicas[r]]
+            self.on_drain(self.replicas[r])
         self._release_drained()
 
     def _start(self, r: int, start: int):

@@ -411,3 +411,16 @@ def test_a_pool_from_zero_to_one_replica_reads_no_target(tmp_path, capsys):
     assert "4 design points (3 distinct designs evaluated)" in said, said
     assert "autoscale_target changes nothing where the autoscaler is a Dynamo planner (it scales on the SLO, not on " \
            "a server metric) or scales from zero to one replica (KEDA alone)" in said, said
+
+
+def test_conversations_on_an_autoscaled_pool_run_and_the_header_says_where_a_turn_goes(tmp_path, capsys):
+    """Chats on a pool the HPA scales (sim/serving.py follow; tests/sim/test_autoscaled_conversations.py has a drained
+    replica's turn by hand): they run, the header saying a turn whose replica was drained is routed afresh; without
+    autoscaling the header says nothing of it."""
+    chat = ["run", "--model", write_tiny_model(tmp_path), "--device", "h100-sxm", "--serving", "--requests", "40",
+            "--prompt", "64", "--output", "8", "--conversation-turns", "4", "--think-s", "1", "--rate", "20"]
+    assert main([*chat, "--max-replicas", "3", "--autoscale-target", "1"]) == 0
+    drained = "a turn whose replica was drained meanwhile routed afresh, computing its whole prompt"
+    assert drained in capsys.readouterr().out.splitlines()[0]
+    assert main(chat) == 0
+    assert drained not in capsys.readouterr().out

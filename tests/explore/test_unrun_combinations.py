@@ -89,11 +89,6 @@ CASES = {
         f"{SCALED}  replicas: [0, 1]\n  prefill_replicas: [0, 1]\n", ("replicas", "prefill_replicas"), [(0, 1)],
         "prefill_replicas: found 1 with replicas 0, allowed: 0 (a decode pool keeps a replica to hand requests to)",
         f"{SCALED}  replicas: 0\n  prefill_replicas: [1, 2]\n"),
-    "conversations beside scaling": (
-        f"{SCALED.replace('max_replicas: 2', 'max_replicas: [2, 3]')}  conversation_turns: [1, 3]\n",
-        ("max_replicas", "conversation_turns"), [(2, 3), (3, 3)],
-        "conversation_turns: found 3 with max_replicas 2, allowed: 1 (a conversation's turns stay on the replica",
-        f"{SCALED}  conversation_turns: [2, 3]\n"),
     "attention devices on two pipeline stages": (
         f"parallel: {{pp: [1, 2]}}\n{SERVING}  attention_device: [none, h20]\n", ("pp", "attention_device"),
         [(2, "h20")], "attention_device: found 'h20' on 2 pipeline stages, allowed: one stage (pp = 1)",
