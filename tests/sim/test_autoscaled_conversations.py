@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from kernels.shapes import step_shape
-from sim.autoscalers import Autoscaling
+from sim import serving
+from sim.autoscalers import Autoscaling, Traffic
 from sim.autoscalers.hpa import SCALE_DOWN_WINDOW_S, SYNC_PERIOD_S
 from sim.serving import serve_pools
 from tests.sim.autoscaled_pool import BLOCK, Slower, pool
@@ -62,3 +63,17 @@ def test_a_turn_whose_replica_was_drained_is_routed_afresh_and_computes_its_whol
     assert result.scaled == ((0.0, 1), (SYNC_PERIOD_S, 2), (2 * SYNC_PERIOD_S + SCALE_DOWN_WINDOW_S, 1))
     assert _second_turn(result) == ({0}, SECOND_PROMPT)
     assert result.records.arrival_s[-1] == pytest.approx(result.records.finish_s[-2] + 600.0)
+
+
+def test_the_autoscaler_counts_a_later_turn_at_its_arrival_not_at_its_nominal_time(costs, monkeypatch):
+    """What an SLA planner reads of the arrivals (Traffic.arrival_s): the timed requests' times and the second turn's
+    as it came, 600 s after its first's answer, not the 17 s the request set gives it."""
+    made = []
+
+    def traffic(**fields):
+        made.append(Traffic(**fields))
+        return made[-1]
+
+    monkeypatch.setattr(serving, "Traffic", traffic)
+    result = _run(costs, think_s=600.0)
+    assert made[0].arrival_s == [0.0] * BURST + [TURN_AT_S, pytest.approx(result.records.finish_s[-2] + 600.0)]
