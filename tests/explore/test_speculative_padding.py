@@ -48,14 +48,17 @@ def _static_over_served(evaluator, point: DesignPoint, tmp_path) -> float:
     return evaluator.evaluate(point).metrics["tpot_s"] / served["tpot_s"]
 
 
+@pytest.mark.parametrize("execution", ["engine", "eager"])
 @pytest.mark.parametrize("batch", [3, 5])
 @pytest.mark.parametrize("spec_draft", ["medusa", "ngram"])
-def test_a_static_verification_pads_as_the_serving_core_does(tiny_config, tiny_evaluator, tmp_path, spec_draft, batch):
+def test_a_static_verification_pads_as_the_serving_core_does(tiny_config, tiny_evaluator, tmp_path, spec_draft, batch,
+                                                             execution):
     """Medusa heads and n-gram drafts run one pass a step, the verification: the static TPOT equals the served one
     (it was 8.7e-5 below it at batch 3 with Medusa heads, 1.2e-4 with n-gram drafts, the 12 verified tokens
-    priced unpadded)."""
-    assert _static_over_served(tiny_evaluator, _point(tiny_config, batch, spec_draft), tmp_path) == pytest.approx(
-        1.0, abs=1e-9)
+    priced unpadded). Eager, the host launches the heads' kernels too, and this host-bound tiny model waits on it
+    (the served heads were priced at their kernels' time alone: the static TPOT was 1.040x the served one)."""
+    assert _static_over_served(tiny_evaluator, _point(tiny_config, batch, spec_draft, execution),
+                               tmp_path) == pytest.approx(1.0, abs=1e-9)
 
 
 @pytest.mark.parametrize("batch", [3, 4, 5])
