@@ -263,6 +263,9 @@ RULES: tuple[ReadWhen, ...] = (
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of it beside the point')}, or left out"),
     ReadWhen("kv_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("decode_pick", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
+    *(ReadWhen(field, lambda v: _any(v, "lora_adapters"), lambda v, n: "no LoRA adapters",
+               lambda n: f"with {n.at_least('lora_adapters', 1, 'adapters over the base model')}, or left out")
+      for field in ("lora_rank", "max_loras", "lora_alpha")),
     ReadWhen("prefill_node_link", lambda v: _any(v, "prefill_replicas"), lambda v, n: "no prefill pool", _pool),
     ReadWhen("mixed_node_link", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
