@@ -527,7 +527,9 @@ class GPUModel(DeviceModel):
             layers = table.select(rows)
             calls.append(layers.with_columns(**chunk_columns(
                 tokens=layers.tokens, m=layers.m, batch=layers.batch, flops=layers.flops,
-                weight_bytes=layers.weight_bytes, act_bytes=layers.act_bytes, call_tokens=tokens)))
+                weight_bytes=layers.weight_bytes, act_bytes=layers.act_bytes, call_tokens=tokens,
+                routing=layers.moe_routing, experts=layers.moe_experts, topk=layers.moe_topk,
+                expert_parallel=layers.expert_parallel)))
         both = KernelTable.concat(calls)
         return _summed_into(costs, self._priced(both, execution, self.row_plans(both)),
                             [(chunked, whole[chunked]), (rest, 1.0)])
