@@ -501,6 +501,10 @@ def serving_spec(serving: Serving, values: dict[str, Any]) -> ServingSpec:
         # its reason), then the fixed pools' point: the target, metric and cold start change nothing where no
         # replica is ever added.
         spec = dataclasses.replace(spec, **dict.fromkeys(AUTOSCALE_KNOBS))
+    if spec.lora_adapters == 1:
+        # Checked as given first, then the point at the uniform draw: every request draws the one adapter whatever
+        # lora_alpha is (workloads/requests.py with_adapters), one design whatever a grid crosses it with.
+        spec = dataclasses.replace(spec, lora_alpha=DEFAULT.lora_alpha)
     if budgets := unread(SCHEDULER_SETTINGS, {"scheduler": (spec.scheduler,)}):
         # A token budget (or orca's decode preemptions) the point's scheduler does not read: the point at its default,
         # one design whatever a grid crosses it with.

@@ -118,6 +118,15 @@ def test_explore_run_header_names_the_adapters(tmp_path, capsys):
     assert "LoRA" not in capsys.readouterr().out
 
 
+def _rewrite(path: str, old: str, new: str) -> str:
+    """`path`, its sweep's `old` replaced by `new` in the same file: a point's key holds its model's path."""
+    with open(path) as f:
+        text = f.read()
+    with open(path, "w") as f:
+        f.write(text.replace(old, new))
+    return path
+
+
 def test_lora_off_is_the_point_without_the_lora_knobs(tmp_path):
     """At lora_adapters 0 the rank, slots and draw change nothing: a grid crossing them there holds one design, whose
     key is the same sweep's point without any LoRA knob."""
@@ -125,11 +134,7 @@ def test_lora_off_is_the_point_without_the_lora_knobs(tmp_path):
     path = _sweep(tmp_path, SERVING + lora)
     points = load_sweep(path).points()
     off = {p.point_id for p in points if p.serving.lora_adapters == 0}
-    with open(path) as f:
-        text = f.read()
-    with open(path, "w") as f:  # the same model file: a point's key holds its model's path
-        f.write(text.replace(lora, ""))
-    (plain,) = load_sweep(path).points()
+    (plain,) = load_sweep(_rewrite(path, lora, "")).points()
     assert off == {plain.point_id}
     assert len({p.point_id for p in points}) == 3
 
@@ -143,3 +148,17 @@ def test_a_lora_knob_left_unread_does_not_vary_in_the_report():
             dict(lora_adapters=8, lora_rank=16, max_loras=2, tokens_per_s=80.0),
             dict(lora_adapters=8, lora_rank=16, max_loras=4, tokens_per_s=90.0)]
     assert [k for k in varying_knobs(rows) if "lora" in k] == ["lora_adapters", "max_loras"]
+
+
+def test_one_adapter_is_the_point_without_its_draw(tmp_path, capsys):
+    """With one adapter every request draws it whatever lora_alpha is: a grid crossing alpha there holds one design,
+    whose key is the same sweep's one-adapter point without lora_alpha; an alpha out of (0, 1] is still refused."""
+    alpha = "  lora_alpha: [0.5, 1.0]\n"
+    path = _sweep(tmp_path, SERVING + "  lora_adapters: [1, 4]\n" + alpha)
+    points = load_sweep(path).points()
+    one = {p.point_id for p in points if p.serving.lora_adapters == 1}
+    plain = {p.point_id for p in load_sweep(_rewrite(path, alpha, "")).points() if p.serving.lora_adapters == 1}
+    assert one == plain and len(one) == 1
+    assert len({p.point_id for p in points}) == 3
+    assert main(["check", _rewrite(path, "  lora_adapters: [1, 4]\n", "  lora_adapters: 1\n  lora_alpha: 1.5\n")]) == 2
+    assert "serving.lora_alpha: found 1.5" in capsys.readouterr().err
