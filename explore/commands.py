@@ -92,7 +92,7 @@ from sim.kv_cache import shared_prefix_tokens
 from sim.serving_spec import ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, NGRAM, Speculation
-from sim.step_costs import pass_launch
+from sim.step_costs import batch_launches, pass_launch
 from sim.workload import BatchWorkload
 from workloads.errors import InputError
 from workloads.layer_replication import layer_plan
@@ -1209,6 +1209,19 @@ def _launch_text(execution: str, device) -> str:
     return f"{execution} execution, {device.host_s(execution) * 1e6:.1f} us launch per kernel"
 
 
+def _padded_decode_text(point: DesignPoint, device) -> str:
+    """', its decode padded from 3 to 4 sequences ...' where an engine runs a static point's decode steps padded to a
+    captured size (sim/step_costs.py batch_launches, under the point's capture limits); '' otherwise. A serving point's
+    iterations pad each as it comes, and a speculative one's verification by its own query length."""
+    if point.serving is not None or point.knob("spec_draft"):
+        return ""
+    _, decode = batch_launches(device, point.execution, BatchWorkload(
+        batch=point.batch, prompt_len=point.prompt, output_len=point.output), limits=Evaluator.capture_limits(point))
+    if decode.tokens <= point.batch:
+        return ""
+    return f", its decode padded from {point.batch} to {decode.tokens} sequences (vLLM's captured sizes)"
+
+
 def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
     """What a prediction assumed: calibration and kernel launch mode; `config`: the point's model's."""
     device_name = _named(point.device)
@@ -1296,7 +1309,8 @@ def _assumptions(point: DesignPoint, device, config: ModelConfig) -> str:
         system = ""
     fitted = _calibration_text(device, point.execution == "engine" and config.is_moe)
     # The config's name (a file's folder or stem), as a device file is named by its name: rather than its path.
-    what = f"{config.name} on {device_name}: {system}{fitted}; {_launch_text(point.execution, device)}"
+    what = (f"{config.name} on {device_name}: {system}{fitted}; {_launch_text(point.execution, device)}"
+            f"{_padded_decode_text(point, device)}")
     notices = (format_notice(device, point.numeric_format, config.head_dim), sixteen_bit_notice(device, config.dtype),
                estimate_notice(device, point.knob("prefill_kept")))
     what += "".join(f"; {notice}" for notice in notices if notice)
