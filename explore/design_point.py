@@ -311,15 +311,15 @@ class DesignPoint:
                  f"their own sequences)"),
                 (overlap == "token_split", f"overlap {overlap!r}, allowed: none or dual_batch (the ranks all-reduce "
                  f"nothing to split: dual_batch overlaps their all-to-alls)"),
-                (overlap == "dual_batch" and self.ep != self.tp, f"overlap 'dual_batch' and ep {self.ep}, allowed: "
-                 f"ep {self.tp} (dual_batch overlaps spread experts' all-to-alls, as vLLM runs it beside expert "
-                 f"parallelism alone)"),
                 (allreduce != "nccl", f"allreduce {allreduce!r}, allowed: nccl (the ranks all-reduce nothing: their "
                  f"MoE layers exchange tokens by all-to-all)"),
                 (bool(draft), f"spec_draft {draft!r}, allowed: none (speculative decoding on data-parallel ranks is "
                  f"not modeled)")):
             if conflict:
                 return f"attention_parallel: found 'data' with {what}"
+        if overlap == "dual_batch" and self.ep != self.tp:  # the ep to change: dual_batch already asks for data ranks
+            return (f"ep: found {self.ep} with overlap 'dual_batch', allowed: {self.tp}, the tp (dual_batch overlaps "
+                    f"spread experts' all-to-alls, as vLLM runs it beside expert parallelism alone)")
         return ""
 
     def reads(self, knob: Knob) -> bool:

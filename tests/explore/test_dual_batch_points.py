@@ -47,8 +47,8 @@ def test_a_busy_load_splits_the_iterations_past_the_thresholds(tiny_evaluator, t
 @pytest.mark.parametrize(("fields", "knobs", "message"), [
     ({}, {"attention_parallel": "tensor"}, "overlap: found 'dual_batch' with attention_parallel 'tensor', allowed: "
      "none or token_split (dual_batch overlaps data-parallel ranks' all-to-alls"),
-    ({"ep": 1}, {}, "attention_parallel: found 'data' with overlap 'dual_batch' and ep 1, allowed: ep 2 (dual_batch "
-     "overlaps spread experts' all-to-alls"),
+    ({"ep": 1}, {}, "ep: found 1 with overlap 'dual_batch', allowed: 2, the tp (dual_batch overlaps spread experts' "
+     "all-to-alls"),
 ])
 def test_what_dual_batch_does_not_model_is_not_run(tiny_evaluator, tiny_moe, fields, knobs, message):  # noqa: F811
     metrics = tiny_evaluator.evaluate(replace(_point(tiny_moe, overlap="dual_batch", **knobs), **fields)).metrics
@@ -73,3 +73,14 @@ def test_a_sweep_runs_dual_batch_points_and_explore_run_refuses_a_tensor_one(tmp
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
     assert "--overlap: found 'dual_batch' with --attention-parallel 'tensor', allowed: none or token_split" in err, err
+
+
+def test_explore_run_names_the_ep_that_dual_batch_needs(tiny_moe, capsys):  # noqa: F811
+    """Data-parallel ranks with their experts split (--ep 1): the one line names --ep, the setting to change, and the
+    value dual_batch runs beside, the tp."""
+    assert main(["run", "--model", tiny_moe, "--device", "h100-sxm", "--tp", "2", "--ep", "1", "--overlap",
+                 "dual_batch", "--attention-parallel", "data", "--serving", "--requests", "4", "--prompt", "32",
+                 "--output", "4", "--rate", "5"]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert "--ep: found 1 with --overlap 'dual_batch', allowed: 2, the tp (" in err, err
