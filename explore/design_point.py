@@ -210,8 +210,9 @@ class DesignPoint:
 
     def _context_parallel_unjudged(self) -> str:
         """Why decode context parallelism is not modeled beside this point's settings ('' where it is: a 16-bit cache
-        of latent attention; in serving, one pool of replicas attending on their own tp devices, decoding plainly, its
-        model's KV in one group of blocks)."""
+        of latent attention; in serving, one pool of replicas, or a prefill pool at dcp 1 beside a decode pool of latent
+        attention at dcp tp, attending on their own tp devices, decoding plainly, its model's KV in one group of
+        blocks)."""
         dcp = self.knob("dcp")
         if dcp == 1:
             return ""
@@ -226,8 +227,14 @@ class DesignPoint:
         for on, name, value, allowed in (
                 (bool(self.knob("spec_draft")), "spec_draft", self.knob("spec_draft"), "none (a verification's keys "
                  "split over devices, and a draft's cache, are not modeled yet)"),
-                (spec.disaggregated, "prefill_replicas", spec.prefill_replicas, "0 (a prefill pool's writes to the "
-                 "split cache and their hand-over are not modeled yet)"),
+                # vLLM's NIXL connector hands a prefill instance's KV to a decode instance under DCP for MLA models
+                # alone, each side at dcp 1 (every device a whole copy) or its tp (each device a slice): a decode
+                # device reads its slice from one prefill device (vLLM pull request #50611, "[Nixl][PD] DCP support
+                # for MLA models"; vllm/distributed/kv_transfer/kv_connector/utils.py TransferTopology
+                # handshake_target_ranks and dcp_source_ranks as docs.vllm.ai gives them).
+                (spec.disaggregated and not (load_model_config(self.model).is_mla and dcp == self.tp),
+                 "prefill_replicas", spec.prefill_replicas, f"0, or a model of latent attention at dcp {self.tp}, its "
+                 f"tp (vLLM's NIXL connector hands KV over to a decode pool under DCP there alone)"),
                 (spec.mixed, "mixed_replicas", spec.mixed_replicas, "0 (one pool of replicas)"),
                 (spec.attends_apart, "attention_device", spec.attention_device, "none (the split keys are the tp "
                  "devices' own)"),

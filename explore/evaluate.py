@@ -987,6 +987,11 @@ class Evaluator:
         activations of its largest iteration and KV blocks."""
         spec, cfg = point.serving, self.config(point.model)
         point = pool_point(point, device_name, own, node_link)
+        if role == "prefill" and point.knob("dcp") > 1:
+            # Decode context parallelism is the decode pool's: the prefill pool holds its KV whole on each device, as
+            # a vLLM prefill instance at dcp 1 does, the decode devices each reading their share of it
+            # (DesignPoint._context_parallel_unjudged names the connector's source).
+            point = replace(point, knobs=tuple((name, value) for name, value in point.knobs if name != "dcp"))
         device, costs = self.point_device(point), self.cost_model(point, fmt, attention=role != "prefill")
         limits = spec.limits()
         ranks = 1 if costs.experts is None else costs.experts.ranks

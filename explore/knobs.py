@@ -656,8 +656,8 @@ register(Knob(name="dcp", type=int, section="parallel", scope="system", default=
               help="devices among the tp each sequence's KV cache is split over by token, where tp exceeds the KV "
               "heads (vLLM's decode context parallelism: a device holds 1/dcp of the tokens, a decode step gathers "
               "the group's query heads and merges the partial outputs by an all-gather of their log-sum-exps and a "
-              "reduce-scatter); in serving: one pool, its KV blocks of block_tokens x dcp tokens as vLLM counts "
-              "them; 1: none",
+              "reduce-scatter); in serving: one pool, or the decode pool beside a prefill pool at dcp 1 (latent "
+              "attention, dcp = tp), its KV blocks of block_tokens x dcp tokens as vLLM counts them; 1: none",
               allowed_text="1, or a divisor of the tp devices holding each KV head's copy (tp / KV heads; MLA: tp)"))
 # A scheduler's limits a sweep's derived: section may compute (each engine's, so they may follow its layout).
 DERIVABLE_LIMITS = ("max_seqs", "max_batched_tokens", "chunk_tokens")
