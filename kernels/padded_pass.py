@@ -24,6 +24,7 @@ def padded_pass(own: KernelTable, padded: KernelTable, tail: KernelTable) -> Ker
     """The pass `own` run padded: `padded` (the same pass traced at the padded size) with its attention rows replaced
     by `own`'s, each where `padded` had its layer's, and the rows after its decoder layers by `tail`
     (template_tail)."""
+    padded = _own_cache_writes(own, padded)
     own_layer, padded_layer = _layers(own), _layers(padded)
     kept = ~(padded.attention_mask | _after_layers(padded_layer))
     # Order keys: a kept row where it was; an attention row at its layer's first attention row in `padded`; the tail
@@ -49,6 +50,18 @@ def template_tail(template: StepTemplate, tokens: int, sampled: int) -> KernelTa
     table, rows = template.linear_table(shape)
     tail = np.flatnonzero(template.row_places(shape, len(table)) == PLACE_TAIL)
     return table.select(np.repeat(tail, template.count[rows[tail]].astype(int)))
+
+
+def _own_cache_writes(own: KernelTable, padded: KernelTable) -> KernelTable:
+    """`padded` with its KV-cache writes (KernelTable.cache_write_mask) `own`'s, each layer's in order: the padding's
+    slots are PAD_SLOT_ID, which the cache-write kernels skip, so a padded pass stores its real tokens' KV alone."""
+    mine, theirs = np.flatnonzero(own.cache_write_mask), np.flatnonzero(padded.cache_write_mask)
+    if _layers(own)[mine].tolist() != _layers(padded)[theirs].tolist():
+        raise ValueError(f"padded_pass: found {len(mine)} KV-cache writes in the pass at its own size and "
+                         f"{len(theirs)} in the padded trace, allowed: the same writes in the same layers")
+    index = np.arange(len(padded))
+    index[theirs] = len(padded) + np.arange(len(mine))
+    return KernelTable.concat([padded, own.select(mine)]).select(index)
 
 
 def _layers(table: KernelTable) -> np.ndarray:

@@ -224,7 +224,7 @@ def split_cache_writes(table: KernelTable, dcp: int) -> KernelTable:
     under decode context parallelism each device stores only the tokens at its own positions, every dcp-th
     (vllm/v1/worker/block_table.py compute_slot_mapping, commit a4cd9d0d), so it writes 1/dcp of tokens spread over
     positions."""
-    write = (table.kv_bytes > 0) & ~table.tensor_core
+    write = table.cache_write_mask
     return table.with_columns(kv_bytes=np.where(write, table.kv_bytes / dcp, table.kv_bytes),
                               act_bytes=np.where(write, table.act_bytes / dcp, table.act_bytes))
 

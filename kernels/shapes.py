@@ -594,13 +594,16 @@ class StepTemplate:
 
     def linear_key(self, shape: StepShape) -> tuple[int, ...]:
         """What an iteration's kernels outside attention (linear_table) depend on: its tokens, sampled sequences and
-        longest query, and of an MLA model its prefill tokens (each form's rows run on their own tokens)."""
-        return (shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens if self._form_masks else 0)
+        longest query, of an MLA model its prefill tokens (each form's rows run on their own tokens), and its padding
+        (which writes no KV)."""
+        return (shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens if self._form_masks else 0,
+                shape.padding)
 
     def linear_table(self, shape: StepShape) -> tuple[KernelTable, np.ndarray]:
         """The kernels of an iteration outside attention as unique rows, and the template rows they are: they depend
         on linear_key alone, not on what its sequences attend to."""
-        table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
+        table, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens,
+                                         shape.padding)
         # The rows are unique already, counted apart: a cost model need not look for equal rows (a sort per
         # iteration of a serving run).
         table.__dict__["distinct_rows"] = None
@@ -698,11 +701,11 @@ class StepTemplate:
         _, rows = self._linear_table(shape.tokens, shape.sampled, shape.positions, shape.prefill_tokens)
         return np.concatenate([self.layer_kind[rows], np.full(table_rows - len(rows), LAYERS_ALL)])
 
-    def _linear_table(self, tokens: int, sampled: int, positions: int,
-                      prefill_tokens: int = 0) -> tuple[KernelTable, np.ndarray]:
-        """The non-attention kernels of an iteration of `tokens` tokens (`prefill_tokens` of them prefill chunks'),
-        and the template rows they are (an expert without tokens launches nothing, nor an MLA form without its
-        tokens: form_rows)."""
+    def _linear_table(self, tokens: int, sampled: int, positions: int, prefill_tokens: int = 0,
+                      padding: int = 0) -> tuple[KernelTable, np.ndarray]:
+        """The non-attention kernels of an iteration of `tokens` tokens (`prefill_tokens` of them prefill chunks',
+        `padding` of them padding, whose KV the cache writes skip: KernelTable.cache_write_mask), and the template rows
+        they are (an expert without tokens launches nothing, nor an MLA form without its tokens: form_rows)."""
         load = np.zeros(len(self.expert))
         if self.num_experts:
             per_expert = np.array(expert_load(self.moe_routing, tokens, self.experts_per_token, self.num_experts))
@@ -717,6 +720,10 @@ class StepTemplate:
             for name, c in self.coef.items():
                 columns[name][own] += c[own, 1] * (form_tokens - tokens)
             form_runs &= ~own | (form_tokens > 0)
+        if padding:  # the cache writes store the real tokens alone, launched all the same
+            writes = self._cache_writes
+            for name, c in self.coef.items():
+                columns[name][writes] -= c[writes, 1] * padding
         moe = self.linear.kind == _MOE
         touched = np.ones(len(self.expert))
         if moe.any():
@@ -769,6 +776,11 @@ class StepTemplate:
             return {}
         routed = self.linear.routed(self.moe_routing, self.num_experts, self.experts_per_token)
         return {name: getattr(routed, name) for name in ("moe_routing", "moe_experts", "moe_topk")}
+
+    @cached_property
+    def _cache_writes(self) -> np.ndarray:
+        """The template's KV-cache write rows (KernelTable.cache_write_mask), found once."""
+        return self.linear.cache_write_mask
 
     @cached_property
     def _form_masks(self) -> dict[str, np.ndarray]:

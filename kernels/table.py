@@ -574,6 +574,16 @@ class KernelTable:
         """Every attention row, of one query token or of several."""
         return np.isin(self.kind, _ATTENTION_KINDS)
 
+    @property
+    def cache_write_mask(self) -> np.ndarray:
+        """Every KV-cache write: a row outside tensor cores that moves KV bytes. It stores the tokens whose slot is a
+        cache slot alone; the cache-write kernels skip a token whose slot is PAD_SLOT_ID (-1), as vLLM gives the
+        padding of a pass padded to a captured size and, under decode context parallelism, a token another device
+        stores (vllm-project/vllm csrc/cache_kernels.cu at 002a0ba, reshape_and_cache_flash_kernel: "slot_idx can be
+        -1 if the token is padded"; vllm/v1/worker/block_table.py at 01edfd0, _compute_slot_mapping_kernel: "Pad
+        remaining slots for CUDA graph compatibility")."""
+        return (self.kv_bytes > 0) & ~self.tensor_core
+
     def attention_at_kv_lengths(self, kv_lens: np.ndarray, window: Window = None) -> KernelTable:
         """at_kv_lengths over every attention row: a pass of a few query tokens per sequence against its KV cache
         (a speculative verification) reads every key once per step whatever its query length, and computes in
