@@ -455,7 +455,9 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
                 spec = Speculation(drafted=k, acceptance=0.0, tree=tree)
                 passes = evaluator.speculative_passes(routed, draft, spec, b, p)
                 padded = _padded_speculative(evaluator, dims, passes, spec)
-                for t in passes.traced() + padded:
+                # A draft model's memory reads its weights from its prefill over the prompt (Evaluator.batch_memory).
+                held = [] if passes.draft is None else [TracedPasses(passes.draft.model, b, p, PLAIN_PASSES[:1])]
+                for t in passes.traced() + padded + held:
                     key = (evaluator.config(t.model), t.batch, t.prompt)
                     new = tuple(x for x in t.passes if x not in seen.setdefault(key, set()))
                     if new:
@@ -469,8 +471,8 @@ def _speculative_traces(sweep, evaluator: Evaluator, dims: dict, serving: bool) 
 def _padded_speculative(evaluator: Evaluator, dims: dict, passes: SpeculativePasses,
                         spec: Speculation) -> list[TracedPasses]:
     """The passes a static speculative step's engine pads beside its own (Evaluator._launched_pass): each traced at
-    its padded size (padded_traced) on any of the sweep's devices; the rows after their layers come from their
-    models' step templates."""
+    its padded size (padded_traced), and a draft's prefill as one prompt of its padded tokens (Evaluator.tables), on
+    any of the sweep's devices; the rows outside their layers come from their models' step templates."""
     if "engine" not in (dims.get("execution") or []):
         return []
     draft_decode = passes.draft and dataclasses.replace(passes.draft, passes=PLAIN_PASSES[1:])
@@ -481,6 +483,10 @@ def _padded_speculative(evaluator: Evaluator, dims: dict, passes: SpeculativePas
                  (draft_decode, launched.draft_decode))
         found += [padded for own, launch in pairs
                   if own is not None and (padded := padded_traced(own, launch.tokens)) is not None]
+        prompts = passes.draft and passes.draft.batch * passes.draft.prompt
+        prefill = prompts and pass_launch(evaluator.device(device), "engine", decode_only=False, tokens=prompts)
+        if prompts and prefill.tokens > prompts:
+            found.append(TracedPasses(passes.draft.model, 1, prefill.tokens, PLAIN_PASSES[:1]))
     return found
 
 
@@ -738,17 +744,23 @@ def _built(config: ModelConfig, tokens: int) -> int:
 
 
 def _padded_traces(evaluator: Evaluator, dims: dict, configs: list[ModelConfig]) -> list[Trace]:
-    """The traces a static sweep's decode steps padded to a captured size take beside its plain passes
-    (Evaluator.tables): each at its padded batch, and its model's step template (kernels/padded_pass.py
-    template_tail). Only an engine pads (sim/step_costs.py pass_launch)."""
+    """The traces a static sweep's decode steps and prefills padded to a captured size take beside its plain passes
+    (Evaluator.tables): each decode at its padded batch, each prefill as one prompt of its padded tokens, and its
+    model's step template (kernels/padded_pass.py template_rows). Only an engine pads (sim/step_costs.py
+    pass_launch)."""
     if "engine" not in (dims.get("execution") or []):
         return []
-    padded = {pass_launch(evaluator.device(device), "engine", decode_only=True, tokens=batch).tokens
-              for device in dims["device"] for batch in dims["batch"]} - set(dims["batch"])
-    if not padded:
+    devices = [evaluator.device(device) for device in dims["device"]]
+    padded = {pass_launch(device, "engine", decode_only=True, tokens=batch).tokens
+              for device in devices for batch in dims["batch"]} - set(dims["batch"])
+    prefills = {launch.tokens for device in devices for batch in dims["batch"] for prompt in dims["prompt"]
+                if (launch := pass_launch(device, "engine", decode_only=False, tokens=batch * prompt)).tokens
+                > batch * prompt}
+    if not padded and not prefills:
         return []
-    return [(config, b, p, PLAIN_PASSES[1:]) for config in configs for b in sorted(padded) for p in dims["prompt"]] + [
-        trace for config in configs for trace in _template_traces(config)]
+    return ([(config, b, p, PLAIN_PASSES[1:]) for config in configs for b in sorted(padded) for p in dims["prompt"]]
+            + [(config, 1, tokens, PLAIN_PASSES[:1]) for config in configs for tokens in sorted(prefills)]
+            + [trace for config in configs for trace in _template_traces(config)])
 
 
 def _template_traces(config: ModelConfig) -> list[Trace]:

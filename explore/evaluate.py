@@ -41,7 +41,7 @@ from kernels.medusa import medusa_head_params, medusa_head_table
 from kernels.mixed_layers import edge_mixed_template, model_template
 from kernels.module_params import expert_byte_share, stored_weight_scale
 from kernels.moe import device_routing
-from kernels.padded_pass import padded_pass, template_tail
+from kernels.padded_pass import padded_pass, template_rows, template_tail
 from kernels.parallel import (
     check_tensor_parallel,
     kv_replication,
@@ -50,7 +50,7 @@ from kernels.parallel import (
     sharded_rows,
     stage_send_bytes_per_token,
 )
-from kernels.shapes import StepTemplate, template_layers
+from kernels.shapes import PLACE_HEAD, PLACE_TAIL, StepTemplate, step_shape, template_layers
 from kernels.sparsity import exploits
 from kernels.table import KernelTable
 from kernels.token_prune import first_pruned_layer, kept_prompt_tokens, pruned_prefill
@@ -309,13 +309,15 @@ class Evaluator:
 
     def tables(self, model: str | ModelConfig, batch: int, prompt: int, fmt: NumericFormat, sub_batches: int = 1,
                tp: int = 1, pp: int = 1, ep: int = 1, fusion: str = "", decode_tokens: int = 0,
-               dcp: int = 1) -> PassTables:
+               dcp: int = 1, prefill_tokens: int = 0) -> PassTables:
         """Prefill and decode tables; with sub_batches > 1, also the decode of each sub-batch (traced at its size);
-        with decode_tokens above `batch`, the decode as an engine runs it padded to that many tokens
-        (kernels/padded_pass.py); with dcp > 1, under decode context parallelism (lowered)."""
+        with decode_tokens above `batch` (prefill_tokens above its prompts' tokens), the decode (prefill) as an engine
+        runs it padded to that many tokens (kernels/padded_pass.py; the padded prefill's layers from one prompt of
+        prefill_tokens); with dcp > 1, under decode context parallelism (lowered)."""
         padded = decode_tokens > batch
+        padded_prefill = prefill_tokens > batch * prompt
         key = ((model, batch, prompt, fmt, sub_batches, tp, pp, ep, fusion) + ((decode_tokens,) if padded else ())
-               + ((("dcp", dcp),) if dcp > 1 else ()))
+               + ((("dcp", dcp),) if dcp > 1 else ()) + ((("prefill", prefill_tokens),) if padded_prefill else ()))
         if key not in self._tables:
             sizes = sub_batch_sizes(batch, sub_batches)
             kv_head_dim = self.config(model).head_dim  # what the cache writes store (MLA: the latent's width)
@@ -324,10 +326,22 @@ class Evaluator:
                 return self.lowered(model, "decode", size, prompt, tp, pp, ep, fusion, dcp=dcp).with_format(
                     fmt, kv_head_dim=kv_head_dim)
 
+            def prefill(size: int, tokens: int) -> KernelTable:
+                return self.lowered(model, "prefill", size, tokens, tp, pp, ep, fusion, dcp=dcp).with_format(
+                    fmt, kv_head_dim=kv_head_dim)
+
+            def padded_prefill_table() -> KernelTable:
+                # The rows before and after the layers as the step template prices the prompts padded: positions
+                # over the longest prompt, the embedding and final norm over the padded tokens, logits at the last.
+                template = self.template(model, fmt, tp, ep, fusion)
+                shape = replace(step_shape([(prompt, 0)] * batch, sampled=batch),
+                                padding=prefill_tokens - batch * prompt)
+                return padded_pass(prefill(batch, prompt), prefill(1, prefill_tokens), template_rows(
+                    template, shape, PLACE_TAIL), template_rows(template, shape, PLACE_HEAD))
+
             parts = tuple((size, decode(size)) for size in sizes if len(sizes) > 1)
             self._tables[key] = PassTables(
-                prefill=self.lowered(model, "prefill", batch, prompt, tp, pp, ep, fusion, dcp=dcp).with_format(
-                    fmt, kv_head_dim=kv_head_dim),
+                prefill=padded_prefill_table() if padded_prefill else prefill(batch, prompt),
                 decode=padded_pass(decode(batch), decode(decode_tokens), template_tail(
                     self.template(model, fmt, tp, ep, fusion), decode_tokens, batch)) if padded else decode(batch),
                 attention_window=self.outline(model, "decode", batch, prompt).sliding_window, sub_batch_decode=parts,
@@ -639,16 +653,16 @@ class Evaluator:
         return self._links[name]
 
     def point_tables(self, point: DesignPoint, device) -> PassTables:
-        """The kernel tables of a static-batch point's passes on its device (or system), its decode padded as its
-        engine pads it (sim/step_costs.py batch_launches, under its capture limits); decode attention capped at
+        """The kernel tables of a static-batch point's passes on its device (or system), its prefill and decode padded
+        as its engine pads them (sim/step_costs.py batch_launches, under its capture limits); decode attention capped at
         the point's KV window (kv_window), and with per-head budgets, the prefill's streaming heads at theirs; with
         prefill_kept below 1, the prefill's attention at its kept pairs after its estimate's kernels
         (kernels/block_sparse.py); with prompt_kept below 1, the prefill's pruned layers at the kept prompt tokens."""
-        _, decode = batch_launches(device, point.execution, BatchWorkload(
+        prefill, decode = batch_launches(device, point.execution, BatchWorkload(
             batch=point.batch, prompt_len=point.prompt, output_len=point.output), limits=self.capture_limits(point))
         tables = self.tables(self.point_model(point), point.batch, point.prompt, point.numeric_format,
                              device.sub_batches, point.tp, point.pp, point.ep, fusion_of(point.execution, device.kind),
-                             decode.tokens, point.knob("dcp"))
+                             decode.tokens, point.knob("dcp"), prefill.tokens)
         tables = self._skip_layers(point, tables)
         window = self.kv_window(point)
         if window == tables.attention_window:
@@ -872,12 +886,16 @@ class Evaluator:
             step = self._step_tables(point, passes, fmt, fusion)
             return SpeculativeTables(prefill=target.prefill, verify=step.verify, speculation=spec,
                                      window=target.attention_window, draft=None, one_sequence=one, plain=step.plain)
-        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default; its decode
-        # step padded as an engine pads it (step_launches).
+        # A draft shards over the target's tp devices, as vLLM's draft tensor parallelism does by default; its prefill
+        # and decode step padded as an engine pads them (batch_launches, step_launches), as vLLM pads the drafter's
+        # passes (vllm-project/vllm vllm/v1/spec_decode/eagle.py at 008603a, propose: pad_for_cudagraph).
         drafted = passes.draft
+        prefill, _ = batch_launches(self.point_device(point), point.execution, BatchWorkload(
+            batch=drafted.batch, prompt_len=drafted.prompt, output_len=point.output), limits=self.capture_limits(point))
         draft_tables = self.tables(drafted.model, drafted.batch, drafted.prompt, fmt, tp=point.tp,
                                    ep=self.draft_ep(point), fusion=fusion,
-                                   decode_tokens=self._launches(point, passes).draft_decode.tokens)
+                                   decode_tokens=self._launches(point, passes).draft_decode.tokens,
+                                   prefill_tokens=prefill.tokens)
         step = self._step_tables(point, passes, fmt, fusion, draft_decode=draft_tables.decode)
         (_, first_query, _), = passes.draft_first.passes
         return SpeculativeTables(

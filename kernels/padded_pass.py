@@ -16,17 +16,19 @@ from dataclasses import replace
 
 import numpy as np
 
-from kernels.shapes import PLACE_TAIL, StepTemplate, step_shape
+from kernels.shapes import PLACE_TAIL, StepShape, StepTemplate, step_shape
 from kernels.table import KernelTable
 
 
-def padded_pass(own: KernelTable, padded: KernelTable, tail: KernelTable) -> KernelTable:
+def padded_pass(own: KernelTable, padded: KernelTable, tail: KernelTable,
+                head: KernelTable | None = None) -> KernelTable:
     """The pass `own` run padded: `padded` (the same pass traced at the padded size) with its attention rows replaced
-    by `own`'s, each where `padded` had its layer's, and the rows after its decoder layers by `tail`
-    (template_tail)."""
+    by `own`'s, each where `padded` had its layer's, the rows after its decoder layers by `tail` (template_tail) and,
+    where `head` is given, those before them by `head` (template_rows)."""
     padded = _own_cache_writes(own, padded)
     own_layer, padded_layer = _layers(own), _layers(padded)
-    kept = ~(padded.attention_mask | _after_layers(padded_layer))
+    before = _before_layers(padded_layer) if head is not None else np.zeros(len(padded), dtype=bool)
+    kept = ~(padded.attention_mask | _after_layers(padded_layer) | before)
     # Order keys: a kept row where it was; an attention row at its layer's first attention row in `padded`; the tail
     # last. Ties keep each table's own order (a stable sort).
     first_attention = {}
@@ -37,9 +39,11 @@ def padded_pass(own: KernelTable, padded: KernelTable, tail: KernelTable) -> Ker
     if missing:
         raise ValueError(f"padded_pass: found attention in layers {sorted(missing)} of the pass at its own size that "
                          f"the padded trace lacks, allowed: the same pass at two sizes")
-    keys = np.concatenate([np.flatnonzero(kept), [first_attention[own_layer[i]] for i in attention.tolist()],
+    heads = [] if head is None else [head]
+    keys = np.concatenate([np.full(len(head) if head is not None else 0, -1), np.flatnonzero(kept),
+                           [first_attention[own_layer[i]] for i in attention.tolist()],
                            np.full(len(tail), len(padded))]).astype(int)
-    rows = KernelTable.concat([padded.select(kept), own.select(attention), tail])
+    rows = KernelTable.concat([*heads, padded.select(kept), own.select(attention), tail])
     return rows.select(np.argsort(keys, kind="stable"))
 
 
@@ -47,9 +51,15 @@ def template_tail(template: StepTemplate, tokens: int, sampled: int) -> KernelTa
     """The kernels after the decoder layers of a decode step of `sampled` sequences padded to `tokens` tokens, one row
     a launch, as `template` prices them."""
     shape = replace(step_shape(decode_kv=[1] * sampled, sampled=sampled), padding=tokens - sampled)
+    return template_rows(template, shape, PLACE_TAIL)
+
+
+def template_rows(template: StepTemplate, shape: StepShape, place: int) -> KernelTable:
+    """The kernels of an iteration of `shape` at `place` (PLACE_HEAD or PLACE_TAIL: StepTemplate.row_places), one row
+    a launch, as `template` prices them."""
     table, rows = template.linear_table(shape)
-    tail = np.flatnonzero(template.row_places(shape, len(table)) == PLACE_TAIL)
-    return table.select(np.repeat(tail, template.count[rows[tail]].astype(int)))
+    at = np.flatnonzero(template.row_places(shape, len(table)) == place)
+    return table.select(np.repeat(at, template.count[rows[at]].astype(int)))
 
 
 def _own_cache_writes(own: KernelTable, padded: KernelTable) -> KernelTable:
@@ -67,6 +77,12 @@ def _own_cache_writes(own: KernelTable, padded: KernelTable) -> KernelTable:
 def _layers(table: KernelTable) -> np.ndarray:
     """Each row's decoder layer, -1 outside the layers."""
     return np.array([-1 if k.layer is None else k.layer for k in table.kernels])
+
+
+def _before_layers(layers: np.ndarray) -> np.ndarray:
+    """The rows outside the decoder layers that come before the first row in them."""
+    inside = np.flatnonzero(layers >= 0)
+    return np.arange(len(layers)) < (inside[0] if len(inside) else 0)
 
 
 def _after_layers(layers: np.ndarray) -> np.ndarray:

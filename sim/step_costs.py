@@ -291,9 +291,8 @@ def batch_launches(device, execution: str, workload: BatchWorkload, query: int =
                    limits: CaptureLimits = DEFAULT_LIMITS) -> tuple[PassLaunch, PassLaunch]:
     """How a static batch's prefill (its prompts' tokens) and each of its decode steps (`query` tokens a sequence)
     launch (pass_launch): the mode each is priced in and the tokens it runs, its padding to a captured size
-    included. The decode table is traced at the padded size where it pads (explore/evaluate.py point_tables,
-    kernels/padded_pass.py); the prefill is priced at its own tokens (a prompt's padding would need a trace of tokens
-    no batch of whole prompts has)."""
+    included. Each table is traced at the padded size where it pads (explore/evaluate.py point_tables,
+    kernels/padded_pass.py: the prefill's layers from one prompt of its padded tokens)."""
     prefill = pass_launch(device, execution, decode_only=False, tokens=workload.batch * workload.prompt_len,
                           limits=limits)
     return prefill, pass_launch(device, execution, decode_only=True, tokens=workload.batch * query, query=query,

@@ -28,8 +28,9 @@ def draft(tmp_path_factory) -> str:
 
 def _first_tokens(evaluator, model: str, spec_draft: str, batch: int, prompt: int, execution: str,
                   tmp_path) -> tuple[float, float]:
-    """(the static point's TTFT, its batch's served on an engine of the static point's limits)."""
-    knobs = (("acceptance", 0.0), ("spec_draft", spec_draft), ("spec_tokens", 3))
+    """(the static point's TTFT, its batch's served on an engine of the static point's limits); without speculation
+    where `spec_draft` is empty."""
+    knobs = (("acceptance", 0.0), ("spec_draft", spec_draft), ("spec_tokens", 3)) if spec_draft else ()
     trace = tmp_path / f"together-{batch}-{prompt}.csv"
     trace.write_text("arrival_s,prompt_tokens,output_tokens\n" + f"0,{prompt},{OUTPUT}\n" * batch)
     served = evaluator.evaluate(DesignPoint(
@@ -52,17 +53,26 @@ def test_heads_and_lookups_reach_the_first_token_as_served(tiny_config, tiny_eva
     assert static == pytest.approx(served, rel=1e-9)
 
 
-@pytest.mark.parametrize(("batch", "prompt", "execution"), [(8, 31, "engine"), (3, 32, "eager")])
+@pytest.mark.parametrize(("batch", "prompt", "execution"), [(3, 33, "engine"), (5, 100, "engine"), (3, 33, "eager")])
+def test_a_static_prefill_pads_as_served(tiny_config, tiny_evaluator, tmp_path, batch, prompt, execution):
+    """Without speculation a static batch's first token is its prefill's, which an engine pads to the next captured
+    size as vLLM pads a pass (sim/cuda_graphs.py: 3 x 33 = 99 tokens run as 104, 5 x 100 = 500 as 512); eager
+    nothing pads. The static TTFT is the served one (it was 1.7e-8 s of 1.1e-4 below it at 99 tokens and 4.3e-8 s at
+    500: the static path priced the prefill at its own tokens)."""
+    static, served = _first_tokens(tiny_evaluator, tiny_config, "", batch, prompt, execution, tmp_path)
+    assert static == pytest.approx(served, rel=1e-9)
+
+
+@pytest.mark.parametrize(("batch", "prompt", "execution"), [(8, 31, "engine"), (3, 32, "engine"), (3, 32, "eager")])
 def test_a_draft_models_first_round_is_the_served_one(tiny_config, tiny_evaluator, draft, tmp_path, batch, prompt,
                                                       execution):
     """A draft model's first round after the prefill: its pass over each prompt and its slot, then k - 1 = 2 steps of
     one token a sequence. 8 prompts of 31 tokens prefill 248 tokens in the target and 256 in the draft, both captured
-    sizes; eager nothing pads. The static TTFT is the served one (it was 5.0e-10 s above it at batch 8: the served
-    draft priced both later steps at the first's keys, where vLLM's propose() adds a key each step, as the static
-    path does: tests/sim/test_speculative.py). (Where the draft's pass is not at a captured size the
-    static TTFT is the lower: the static path prices a prefill at its own tokens, sim/step_costs.py batch_launches,
-    the serving core pads it as vLLM does; 3 prompts of 32 tokens draft over 99 tokens, run as 104: 4.9e-9 s of
-    3.0e-4.)"""
+    sizes; 3 prompts of 32 prefill 96 in the target and 99 in the draft, which an engine runs as 104, as vLLM pads the
+    drafter's pass (vllm/v1/spec_decode/eagle.py pad_for_cudagraph); eager nothing pads. The static TTFT is the
+    served one (it was 5.0e-10 s above it at batch 8: the served draft priced both later steps at the first's keys,
+    where vLLM's propose() adds a key each step, as the static path does: tests/sim/test_speculative.py; and 4.9e-9 s
+    of 3.0e-4 below it at batch 3: the static path priced the draft's prefill at its own tokens)."""
     static, served = _first_tokens(tiny_evaluator, tiny_config, draft, batch, prompt, execution, tmp_path)
     assert static == pytest.approx(served, rel=1e-9)
 

@@ -15,7 +15,8 @@ from explore.design_point import DesignPoint
 from kernels.kernel import KernelKind
 from kernels.table import KIND_CODE
 from sim.serving_spec import ServingSpec
-from tests.explore.tiny_sweep import TINY_CONFIG
+from tests.explore.test_static_padding import check_and_run
+from tests.explore.tiny_sweep import TINY_CONFIG, write_tiny_model
 
 GEMM = KIND_CODE[KernelKind.GEMM]
 DRAFT_CONFIG = TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32, "intermediate_size": 64}
@@ -101,18 +102,20 @@ def test_check_counts_the_traces_padded_steps_take(tmp_path, monkeypatch, capsys
     kernels/shapes.py template_passes), the verification of 3 sequences and of a lone one (2) and the verification at
     the padded 16 tokens, 4 sequences of 4 (1): 10, and check counts as many (the run traced 9 before the verification
     padded; check, counting the template once for each padded pass, 14)."""
-    from explore.cli import main
-    from explore.runner import run_sweep
-    from explore.sweep import load_sweep
-    from tests.explore.test_check_estimate import _captured
-    from tests.explore.tiny_sweep import write_sweep, write_tiny_model
-
-    monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
-    model = write_tiny_model(tmp_path)
-    path = write_sweep(tmp_path, f"name: pad\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n"
-                                 f"workload: {{batch: 3, prompt: 16, output: 4, spec_draft: medusa, spec_tokens: 3}}\n")
-    assert main(["check", path]) == 0
-    out = capsys.readouterr().out
+    out, captured = check_and_run(tmp_path, monkeypatch, capsys,
+                                  "batch: 3, prompt: 16, output: 4, spec_draft: medusa, spec_tokens: 3")
     assert "up to 10 traces to capture" in out, out
-    run_sweep(load_sweep(path), tmp_path / "out")
-    assert len(_captured(tmp_path / "cache")) == 10
+    assert captured == 10
+
+
+def test_check_counts_a_draft_models_padded_prefill(tmp_path, monkeypatch, capsys):
+    """A static engine sweep at batch 3 of 32-token prompts with a draft model: the draft's prefill over 3 x 33
+    tokens (each prompt and its slot) runs as 104, traced as one prompt of 104 (Evaluator.tables), which check counts
+    beside every other trace the run captures: 23 (before, the run took 22 and check counted 21, missing the draft's
+    prefill over the bare prompts that its memory reads its weights from)."""
+    draft = write_tiny_model(tmp_path / "draft", TINY_CONFIG | {"num_hidden_layers": 1, "hidden_size": 32,
+                                                                "intermediate_size": 64})
+    out, captured = check_and_run(tmp_path, monkeypatch, capsys,
+                                  f"batch: 3, prompt: 32, output: 4, spec_draft: {draft}, spec_tokens: 3")
+    assert f"up to {captured} traces to capture" in out, (captured, out)
+    assert captured == 23

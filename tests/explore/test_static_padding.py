@@ -88,10 +88,9 @@ def test_eager_and_captured_batches_keep_their_traced_tables(tiny_config, tiny_e
     assert tiny_evaluator.point_tables(point, tiny_evaluator.point_device(point)).decode is own.decode
 
 
-def test_check_counts_the_traces_a_padded_decode_takes(tmp_path, monkeypatch, capsys):
-    """A static engine sweep at batch 3 traces its prefill and decode, the decode at the padded 4 sequences, and the
-    step template the padded decode's LM head comes from (4 traces: kernels/shapes.py template_passes): 7, as many as
-    the run then captures (check counted 2)."""
+def check_and_run(tmp_path, monkeypatch, capsys, workload: str, model: str | None = None) -> tuple[str, int]:
+    """(what explore check prints of a static engine sweep of the tiny model (or `model`) at `workload` on an empty
+    trace cache, the traces its run then captures)."""
     from explore.cli import main
     from explore.runner import run_sweep
     from explore.sweep import load_sweep
@@ -99,11 +98,21 @@ def test_check_counts_the_traces_a_padded_decode_takes(tmp_path, monkeypatch, ca
     from tests.explore.tiny_sweep import write_sweep
 
     monkeypatch.setenv("LLM_CODESIGN_CACHE", str(tmp_path / "cache"))  # empty: nothing traced yet
-    model = write_tiny_model(tmp_path)
+    model = model or write_tiny_model(tmp_path)
     path = write_sweep(tmp_path, f"name: pad\nmodel: {model}\ndevice: h100-sxm\nexecution: engine\n"
-                                 f"workload: {{batch: 3, prompt: 16, output: 2}}\n")
+                                 f"workload: {{{workload}}}\n")
     assert main(["check", path]) == 0
     out = capsys.readouterr().out
-    assert "up to 7 traces to capture" in out, out
     run_sweep(load_sweep(path), tmp_path / "out")
-    assert len(_captured(tmp_path / "cache")) == 7
+    return out, len(_captured(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize(("prompt", "traces"), [(16, 7), (33, 8)])
+def test_check_counts_the_traces_padded_passes_take(tmp_path, monkeypatch, capsys, prompt, traces):
+    """A static engine sweep at batch 3 traces its prefill and decode, the decode at the padded 4 sequences, and the
+    step template the padded passes' rows outside the layers come from (4 traces: kernels/shapes.py
+    template_passes): 7 (check counted 2); of 33-token prompts also the prefill's 99 tokens padded to 104, as one
+    prompt of 104: 8 (check counted 7). Check counts as many as the run then captures."""
+    out, captured = check_and_run(tmp_path, monkeypatch, capsys, f"batch: 3, prompt: {prompt}, output: 2")
+    assert f"up to {traces} traces to capture" in out, out
+    assert captured == traces
