@@ -94,7 +94,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import brentq
 
 from sim.memory import MemoryFootprint
 from workloads.expert_skew import reach_chances
@@ -260,6 +259,9 @@ def reach_at_count(ranked: tuple[float, ...], count: float) -> np.ndarray:
     # Splitting `count` by the chances at face value instead would put more reached experts on the most popular than
     # there are of them (16 tokens reach all 8 of Mixtral's; at face value the 2 most popular would hold 2.56).
     # The sum rises with a from 0 towards the reachable experts' number, which brackets `count` within e^+-60.
+    # Imported here: scipy.optimize costs about half a second to import, and only this solve needs it.
+    from scipy.optimize import brentq
+
     return np.asarray(reach_chances(chances, np.exp(brentq(surplus, -60.0, 60.0, xtol=1e-12))))
 
 
