@@ -254,7 +254,9 @@ class DesignPoint:
         spec = self.serving
         if not spec.lora_adapters:
             return ""
-        unlinked = next((name for name in (self.device, spec.mixed_device) if name and not _loads_adapters(name)), "")
+        # The host_link knob gives every device of the point a link to load adapters over (Evaluator.host_link).
+        unlinked = "" if self.knob("host_link") else next(
+            (name for name in (self.device, spec.mixed_device) if name and not _loads_adapters(name)), "")
         return lora_unjudged(moe=load_model_config(self.model).is_moe, spec_draft=self.knob("spec_draft"),
                              attention_parallel=self.knob("attention_parallel"), overlap=self.knob("overlap"),
                              disaggregated=spec.disaggregated, attends_apart=spec.attends_apart,

@@ -1116,17 +1116,11 @@ class Evaluator:
 
     def _adapter_load_s(self, point: DesignPoint, device, adapter_B: float) -> float:
         """The time a LoRA adapter of `adapter_B` bytes over a replica's devices takes from host memory into a GPU
-        slot: each device its share over its own host link (its preset's host_link) at once, as vLLM's
-        activate_adapter copies each wrapped module's A and B into the slot (sim/lora.py); none on a CPU, whose memory
-        is the host's."""
-        spec = point.serving
+        slot: each device its share over its own host link (host_link) at once, as vLLM's activate_adapter copies each
+        wrapped module's A and B into the slot (sim/lora.py); none on a CPU, whose memory is the host's."""
         if device.kind == "cpu":
             return 0.0
-        preset = getattr(device.spec, "host_link", None)
-        if preset is None:
-            raise InputError(f"lora_adapters: found {spec.lora_adapters} on device {point.device!r}, whose preset "
-                             f"names no host link to load adapters over, allowed: 0 there")
-        return adapter_B / (self._link(preset.link).bandwidth_Bps * device.devices)
+        return adapter_B / (self.host_link(point, device).bandwidth_Bps * device.devices)
 
     def _host_link_Bps(self, point: DesignPoint, device) -> float | None:
         """What a replica moves between device and host memory per second, for swap preemption or a host cache (None:

@@ -503,9 +503,9 @@ register(Knob(name="offload", type=str, section="workload", default="none", allo
               "(the KV cache), auto (weights first, then the KV cache) or experts (a mixture-of-experts model's "
               "routed experts alone, the device caching as many as fit); the least that must is offloaded"))
 register(Knob(name="host_link", type=str, section="workload", default="", label="host link", check=_host_link,
-              only_with=("offload",),
-              help="the link offloaded bytes stream over: a link preset (pcie4-x16, pcie5-x16, nvme-pcie4-x4 ...) or "
-              "a link YAML; empty: the device preset's host_link (its PCIe generation)",
+              only_with=("offload", "lora_adapters"),
+              help="the link offloaded bytes and LoRA adapters stream over: a link preset (pcie4-x16, pcie5-x16, "
+              "nvme-pcie4-x4 ...) or a link YAML; empty: the device preset's host_link (its PCIe generation)",
               allowed_text="empty (the device's own host link), a link preset (explore presets links) or a path to "
               "a link YAML"))
 register(Knob(name="offload_prefetch", type=int, section="workload", default=1, allowed=(0, 1),

@@ -54,7 +54,7 @@ def lora_unjudged(*, moe: bool, spec_draft: str, attention_parallel: str, overla
     `unlinked_device`: a device of the point that has no way to load adapters from host memory ('' for none)."""
     for conflict, what in (
             (bool(unlinked_device), f"device {unlinked_device!r}, whose preset names no host link to load adapters "
-             f"over (a CPU holds them in its own memory)"),
+             f"over, and no host_link set (a CPU holds them in its own memory)"),
             (moe, "a model with routed experts (LoRA on MoE experts is not modeled)"),
             (bool(spec_draft), f"spec_draft {spec_draft!r} (LoRA beside speculative decoding is not modeled)"),
             (disaggregated, "a prefill pool (an adapter's requests handed over between pools are not modeled)"),

@@ -51,6 +51,22 @@ def test_a_sweep_runs_adapters_per_point_and_shows_their_columns(tmp_path):
     assert float(rows[8]["swap_s"]) >= 8 * float(rows[1]["swap_s"]) and float(rows[0]["swap_s"]) == 0.0
 
 
+def test_adapters_load_over_the_points_host_link(tmp_path):
+    """The host_link knob names the link adapters load over, as it does for offloaded weights: the tiny Llama's rank-16
+    adapter (65,536 B, above) loads once over PCIe 4.0 x16's 31.5 GB/s (16 GT/s x 16 lanes x 128/130 / 8), not the
+    H100 preset's PCIe 5.0 x16."""
+    path = _sweep(tmp_path, SERVING + "  lora_adapters: 1\n", "workload: {host_link: pcie4-x16}\n")
+    out = tmp_path / "out"
+    assert main([path, "--out", str(out), "--quiet"]) == 0
+    (row,) = read_results(out)
+    assert float(row["swap_s"]) == pytest.approx(65_536 / 31.5e9, rel=1e-12)
+
+
+def test_a_host_link_lets_a_device_without_one_load_adapters():
+    """A device whose preset names no host link loads adapters over the link the point's host_link knob names."""
+    assert "lora" not in _point(dict(lora_adapters=4), device="neupims", knobs=(("host_link", "pcie4-x16"),)).unjudged()
+
+
 @pytest.mark.parametrize(("setting", "message"), [
     ("lora_rank: 7", "serving.lora_rank: found 7"), ("max_loras: 0", "serving.max_loras: found 0"),
     ("lora_alpha: 1.5", "serving.lora_alpha: found 1.5"), ("lora_adapters: -2", "serving.lora_adapters: found -2")])
