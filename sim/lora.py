@@ -21,6 +21,8 @@ attention, token splitting or swap preemption (refused: lora_unjudged).
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
+
 # vLLM's LoRAConfig (vllm-project/vllm vllm/config/lora.py at 01230b40): max_lora_rank one of MaxLoRARanks, 16 by
 # default; max_loras >= 1, 1 by default.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -67,7 +69,7 @@ def lora_unjudged(*, moe: bool, spec_draft: str, attention_parallel: str, overla
     return ""
 
 
-def activate(slots: list[int], used: set[int], capacity: int) -> int:
+def activate(slots: list[int], used: AbstractSet[int], capacity: int) -> int:
     """Bring the adapters an iteration `used` into `slots` (least recently used first, at most `capacity`), each one
     absent taking the least recently used slot, and mark them the most recently used; returns how many were loaded.
     The admission's max_loras limit keeps `used` within `capacity`, so no adapter of the iteration is evicted for

@@ -72,6 +72,8 @@ class Batch:
     swapped_tokens: int = 0  # KV tokens copied between device and host memory before the iteration runs
     fetched_tokens: int = 0  # KV tokens copied from the pool's KV store (sim/kv_store.py) before it runs
     loaded_adapters: int = 0  # LoRA adapters copied from host memory into GPU slots before it runs (sim/lora.py)
+    # The distinct LoRA adapters its sequences run (Scheduler.next_batch; empty: LoRA off or the base model alone).
+    adapters: frozenset[int] = frozenset()
     # Tokens each of its last decodes verifies where fewer than the others' (empty: none), as vLLM v1 schedules them:
     # the one whose drafts the token budget cut, its spec_token_ids trimmed to the budget left
     # (ChunkedPrefillScheduler.decode_tokens); a request a prefill pool handed over, one token, having no drafts yet
@@ -136,9 +138,8 @@ class Batch:
             decodes = decodes[:-cut]
             sampled += sum(self.short)
             prefix_groups = None if prefix_groups is None else prefix_groups[:-cut]
-        adapters = {seq.adapter for seq, _ in self.prefills} | {seq.adapter for seq in self.decodes}
         return step_shape(chunks, [s.computed + decode_query for s in decodes],
-                          lora_adapters=len(adapters - {-1}),
+                          lora_adapters=len(self.adapters),
                           sampled=sampled + decode_query * len(decodes), window=window,
                           decode_query=decode_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                           prefix_groups=prefix_groups, finished=finished, layer_window=layer_window)
@@ -162,7 +163,7 @@ class Batch:
         ones, and its slots: llm_base_proposer.py set_inputs_first_pass). `layer_window`: the window of the draft's
         windowed layers beside its full ones (shape), each of its layers attending at its own."""
         slotted = Batch(prefills=[(seq, q + chunk_slots) for seq, q in self.prefills], decodes=self.decodes,
-                        short=tuple(q + chunk_slots for q in self.short))
+                        short=tuple(q + chunk_slots for q in self.short), adapters=self.adapters)
         first = slotted.shape(window, first_query, prefill_window=prefill_window, shared_prefix=shared_prefix,
                               prefix_groups=prefix_groups, layer_window=layer_window)
         groups = prefix_groups
@@ -511,8 +512,9 @@ class Scheduler:
         batch.fetched_tokens = state.kv.take_fetched_tokens()
         state.swapped_tokens = 0
         if self.limits.max_loras and batch:
-            used = {seq.adapter for seq, _ in batch.prefills} | {seq.adapter for seq in batch.decodes}
-            batch.loaded_adapters = activate(state.lora_slots, used - {-1}, self.limits.max_loras)
+            running = [seq for seq, _ in batch.prefills] + batch.decodes
+            batch.adapters = frozenset(seq.adapter for seq in running) - {-1}
+            batch.loaded_adapters = activate(state.lora_slots, batch.adapters, self.limits.max_loras)
         if state.no_drafts and batch.decodes:
             batch.without_drafts(state.no_drafts, self.limits.verify_tokens)
         return batch
