@@ -378,7 +378,7 @@ class Replica:
                 gaps.append(now_s - seq.last_token_s)
             seq.last_token_s = now_s
             if seq.generated >= seq.output:
-                seq.finish_s = now_s
+                seq.finish_s, seq.pool = now_s, self.pool
                 self._leave(seq)
                 self.on_finish(seq)
 

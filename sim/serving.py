@@ -525,11 +525,8 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
         if len(finished) + len(rejected) == total:
             done.succeed()
 
-    pool_of: dict[int, int] = {}  # each finished request's pool (RequestRecords.pool)
-
-    def on_finish(seq: Sequence, pool: int) -> None:
+    def on_finish(seq: Sequence) -> None:
         finished.append(seq)
-        pool_of[seq.index] = pool
         settle()
         if seq.index in next_turn:  # a conversation's next turn comes once this answer is finished
             env.process(follow(next_turn[seq.index], seq.index))
@@ -566,7 +563,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                     env, pool.costs, scheduler, EngineState(kv=kv), window=pool.window,
                     swap_s_per_token=per_token_B / pool.host_link_Bps if pool.host_link_Bps else 0.0,
                     fetch_s_per_token=per_token_B / pool.kv_store_Bps if pool.kv_store_Bps else 0.0,
-                    on_finish=lambda seq, p=p: on_finish(seq, p),
+                    on_finish=on_finish,
                     on_prefilled=(lambda seq, ports=ports, own=engines, e=e: _hand_over(seq, own[e], ports))
                     if pool.role == "prefill" else None,
                     speculation=pool.speculation, seed=(pool.seed, p, r) + ((e,) if pool.engines > 1 else ()),
@@ -798,7 +795,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
                 env.process(replica.run())
     env.run(until=done)
     result = _result(pools, replicas, finished, requests, slo, scalers, rejected if admission is not None else None,
-                     urgent, retried=len(retries), pool_of=pool_of)
+                     urgent, retried=len(retries))
     if slo is None or slo.slowdown is None:
         return result
     # A slowdown's reference is the request alone on the point's own device (module slowdown): the first decode pool's,
@@ -808,8 +805,7 @@ def serve_pools(pools: list[Pool], requests: RequestSet, *, slo: SLO | None = No
 
 def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Sequence], requests: RequestSet,
             slo: SLO | None, scalers: list[Autoscaler | None] | None = None, rejected: list[int] | None = None,
-            urgent: list[bool] | None = None, retried: int = 0,
-            pool_of: dict[int, int] | None = None) -> ServingResult:
+            urgent: list[bool] | None = None, retried: int = 0) -> ServingResult:
     seqs = sorted(finished, key=lambda s: s.index)
 
     def column(name: str, dtype=float) -> np.ndarray:
@@ -820,7 +816,7 @@ def _result(pools: list[Pool], replicas: list[list[Replica]], finished: list[Seq
                              prompt_tokens=column("prompt", int), output_tokens=column("output", int),
                              preemptions=column("preemptions", int),
                              decode_admitted_s=column("decode_admitted_s"), priority=column("priority", int),
-                             pool=None if pool_of is None else [pool_of[s.index] for s in seqs])
+                             pool=column("pool", int))
     everyone = [(pool, replica) for pool, made in zip(pools, replicas, strict=True) for replica in made]
     rows = [(*row[:5], pool.engine_kv_blocks, index, row.dynamic_J, row.prefill_tokens)
             for index, (pool, replica) in enumerate(everyone) for row in replica.log]

@@ -40,6 +40,7 @@ class Sequence:
     last_token_s: float = math.nan
     finish_s: float = math.nan
     preemptions: int = 0
+    pool: int = 0  # the pool whose replica sampled its last token (Replica.pool; RequestRecords.pool)
     # A request a prefill pool handed over whose KV a decode engine pulls into blocks it allocates first (vLLM v1's KV
     # connector): "due" (its blocks not yet allocated), "crossing" (allocated, its KV on the way), "landed" (arrived,
     # waiting to decode); "expected": routed to a decode engine of a fleet before its KV crosses, into no blocks
