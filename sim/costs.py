@@ -49,7 +49,7 @@ TIME_CLASS_NAMES = (*KERNEL_CLASS_NAMES, HOST_WAIT)
 EXACT_BUCKETS = 8
 # How an iteration overlaps its communication with compute: not at all, TokenWeave's token splitting of tensor-parallel
 # all-reduces (IterationCostModel._price_token_split), or vLLM's dual-batch overlap of data-parallel ranks' all-to-alls
-# (IterationCostModel._price_dual_batch).
+# (IterationCostModel._micro_batch_chain).
 OVERLAPS = ("none", "token_split", "dual_batch")
 
 

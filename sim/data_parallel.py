@@ -33,7 +33,7 @@ rank's padded tokens); attention runs the real sequences alone, as a full graph'
 (pad_attn). Where any rank's pass is launched from the host (past the largest captured size), no rank pads and every
 rank launches from its host (the least mode is none); a decoding rank beside a rank's prefill runs piecewise.
 
-With `overlap` dual_batch (IterationCostModel._price_dual_batch) the ranks split an iteration in two micro-batches as
+With `overlap` dual_batch (IterationCostModel._micro_batch_chain) the ranks split an iteration in two micro-batches as
 vLLM's dual-batch overlap does (`--enable-dbo`, spread experts' all-to-alls only), one micro-batch's dispatch and
 combine on the link while the other computes, where the ranks agree to (ExpertRanks.dual_batch): every rank, an idle
 rank's one-token dummy batch included, has at least DBO_DECODE_TOKENS tokens of a decode-only batch or
