@@ -111,9 +111,8 @@ class IterationCostModel:
         self.experts = experts
         self.capture = capture
         self._memo: dict[tuple, IterationCost] = {}
-        self._rank_memo: dict[tuple, tuple[_Priced, float]] = {}
+        self._rank_memo: dict[tuple, _RankPart] = {}
         self._expert_memo: dict[tuple[int, str], tuple[_Priced, float]] = {}
-        self._place_memo: dict[tuple, tuple[tuple[float, float, float], _Priced, float]] = {}
         self._linear_memo: dict[tuple, tuple[np.ndarray, np.ndarray, dict]] = {}
 
     @property
@@ -241,39 +240,57 @@ class IterationCostModel:
         shared_s = float(routed.stage_s[0]) + exchange_s
         shared_kernels = routed_kernels + 2 * experts.moe_layers
         slowest, slowest_s, slowest_wait = None, -1.0, 0.0
-        for part, kernels in parts:
-            device_s = float(part.stage_s[0]) + shared_s
-            wait_s = float(host_stall_s(dispatch_s(self.device, mode) * (kernels + shared_kernels), device_s))
+        for part in parts:
+            device_s = float(part.priced.stage_s[0]) + shared_s
+            wait_s = float(host_stall_s(dispatch_s(self.device, mode) * (part.kernels + shared_kernels), device_s))
             if device_s + wait_s > slowest_s:
-                slowest, slowest_s, slowest_wait = part, device_s + wait_s, wait_s
+                slowest, slowest_s, slowest_wait = part.priced, device_s + wait_s, wait_s
         class_time = slowest.class_time_s + routed.class_time_s
         class_time[KERNEL_CLASS_NAMES.index("communication")] += exchange_s
         class_time[-1] += slowest_wait
-        return IterationCost(time_s=slowest_s, compute_J=routed.compute_J + sum(p.compute_J for p, _ in parts),
-                             memory_J=routed.memory_J + sum(p.memory_J for p, _ in parts), class_time_s=class_time,
+        return IterationCost(time_s=slowest_s, compute_J=routed.compute_J + sum(p.priced.compute_J for p in parts),
+                             memory_J=routed.memory_J + sum(p.priced.memory_J for p in parts), class_time_s=class_time,
                              stage_time_s=(slowest_s,))
 
-    def _rank_part(self, shape: StepShape, mode: str) -> tuple[_Priced, float]:
+    def _rank_part(self, shape: StepShape, mode: str, comm_sms: int = 0) -> _RankPart:
         """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
-        out) and its kernel count; its groups' shared prefixes cascaded where that is the faster, its paged part priced
-        by its own bucket (as price weighs the two). A dummy batch runs no rows after the decoder's layers (its final
-        norm, LM head and sampling), as an engine's dummy forward returns hidden states."""
+        out) while the all-to-all kernels hold `comm_sms` SMs (ExpertRanks.sharing_sms); its groups' shared prefixes
+        cascaded where that is the faster, its paged part priced by its own bucket (as price weighs the two). A dummy
+        batch runs no rows after the decoder's layers (its final norm, LM head and sampling), as an engine's dummy
+        forward returns hidden states. Memoized by shape bucket."""
         dummy = is_dummy(shape)
-        key = (("dummy", shape.padding) if dummy else self._bucket(shape), mode)
+        key = (("dummy", shape.padding) if dummy else self._bucket(shape), mode, comm_sms)
         if key not in self._rank_memo:
             representative = shape if dummy else self._representative(key[0])
             table, counts = self.template.stage_table(representative, 1)
+            places = self.template.row_places(representative, len(table))
+            kinds = self.template.row_layer_kinds(representative, len(table))
             if dummy:
-                kept = np.flatnonzero(self.template.row_places(shape, counts.shape[1]) != PLACE_TAIL)
-                table, counts = table.select(kept), counts[:, kept]
-            self._rank_memo[key] = (_price_rows_waitless(self.experts.system.device, table, counts, mode),
-                                    float(counts.sum()))
+                kept = np.flatnonzero(places != PLACE_TAIL)
+                table, counts, places, kinds = table.select(kept), counts[:, kept], places[kept], kinds[kept]
+            costs = self.experts.sharing_sms(comm_sms).system.device.cost_table(table, mode)
+            self._rank_memo[key] = _RankPart(place_s=self._place_seconds(costs.time_s * counts[0], places, kinds),
+                                             priced=_priced(costs.matrix, table.class_masks, counts, 0.0),
+                                             kernels=float(counts.sum()))
         part = self._rank_memo[key]
         if shape.decode_shared_seqs:
-            paged = self._rank_part(shape.paged(), mode)
-            if float(paged[0].stage_s[0]) < float(part[0].stage_s[0]):
+            paged = self._rank_part(shape.paged(), mode, comm_sms)
+            if float(paged.priced.stage_s[0]) < float(part.priced.stage_s[0]):
                 return paged
         return part
+
+    def _place_seconds(self, time_s: np.ndarray, places: np.ndarray, kinds: np.ndarray,
+                       ) -> tuple[float, float, float, float]:
+        """The seconds of a rank's rows (`time_s`, each row's over its every run) in its head, its decoder layers
+        without experts (an MoE model's dense first layers), its MoE layers (their rows but the experts') and its tail
+        (StepTemplate.row_places and row_layer_kinds: a row every layer runs shared by the layers)."""
+        head_s, layers_s, tail_s = (float(time_s[places == place].sum())
+                                    for place in (PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL))
+        dense_share = 1.0 - self.experts.moe_layers / self.template.attention_layers
+        dense_s, moe_s = (float(time_s[(places == PLACE_LAYERS) & (kinds == kind)].sum())
+                          for kind in (LAYERS_DENSE, LAYERS_MOE))
+        every_s = layers_s - dense_s - moe_s
+        return head_s, dense_s + dense_share * every_s, moe_s + (1.0 - dense_share) * every_s, tail_s
 
     def _experts_part(self, tokens: int, mode: str, comm_sms: int = 0) -> tuple[_Priced, float]:
         """Every device's experts on the tokens of all ranks in launch mode `mode` (its energy every device's), while
@@ -378,45 +395,19 @@ class IterationCostModel:
         all-to-all kernels hold `comm_sms` SMs (sim/data_parallel.py dbo_comm_sms). Its energy is every rank's part
         and every device's experts, its time by class the slowest rank's part's, the experts' and the exchanges'."""
         experts = self.experts
-        parts = [self._rank_places(shape, mode, comm_sms) for shape in ranks]
+        parts = [self._rank_part(shape, mode, comm_sms) for shape in ranks]
         routed, routed_kernels = self._experts_part(sum(shape.tokens for shape in ranks), mode, comm_sms)
         exchange_s = experts.exchange_s(max(shape.tokens for shape in ranks))
-        head_s, dense_s, moe_s, tail_s = (max(part[0][i] for part in parts) for i in range(4))
+        head_s, dense_s, moe_s, tail_s = (max(part.place_s[i] for part in parts) for i in range(4))
         durations, units = dual_batch_chain(head_s, dense_s, moe_s, tail_s, float(routed.stage_s[0]), exchange_s,
                                             experts.moe_layers)
-        slowest = max(parts, key=lambda part: sum(part[0]))[1]
+        slowest = max(parts, key=lambda part: sum(part.place_s)).priced
         class_time = slowest.class_time_s + routed.class_time_s
         class_time[KERNEL_CLASS_NAMES.index("communication")] += experts.moe_layers * exchange_s
         priced = _Priced(stage_s=np.array([float(durations.sum())]), class_time_s=class_time,
-                         compute_J=routed.compute_J + sum(part[1].compute_J for part in parts),
-                         memory_J=routed.memory_J + sum(part[1].memory_J for part in parts))
-        return durations, units, priced, max(part[2] for part in parts) + routed_kernels + 2 * experts.moe_layers
-
-    def _rank_places(self, shape: StepShape, mode, comm_sms: int = 0,
-                     ) -> tuple[tuple[float, float, float, float], _Priced, float]:
-        """One rank's dense part in launch mode `mode` (every row but the experts', on its device, its host's wait left
-        out) as the seconds of its head, its decoder layers without experts (an MoE model's dense first layers), its
-        MoE layers (their rows but the experts') and its tail (StepTemplate.row_places and row_layer_kinds: a row every
-        layer runs shared by the layers), its priced rows and its kernel count, while the all-to-all kernels hold
-        `comm_sms` SMs (ExpertRanks.sharing_sms); memoized by shape bucket."""
-        key = (self._bucket(shape), mode, comm_sms)
-        if key not in self._place_memo:
-            representative = self._representative(key[0])
-            table, counts = self.template.stage_table(representative, 1)
-            costs = self.experts.sharing_sms(comm_sms).system.device.cost_table(table, mode)
-            time_s = costs.time_s * counts[0]
-            places = self.template.row_places(representative, len(table))
-            kinds = self.template.row_layer_kinds(representative, len(table))
-            head_s, layers_s, tail_s = (float(time_s[places == place].sum())
-                                        for place in (PLACE_HEAD, PLACE_LAYERS, PLACE_TAIL))
-            dense_share = 1.0 - self.experts.moe_layers / self.template.attention_layers
-            dense_s, moe_s = (float(time_s[(places == PLACE_LAYERS) & (kinds == kind)].sum())
-                              for kind in (LAYERS_DENSE, LAYERS_MOE))
-            every_s = layers_s - dense_s - moe_s
-            seconds = (head_s, dense_s + dense_share * every_s, moe_s + (1.0 - dense_share) * every_s, tail_s)
-            self._place_memo[key] = (seconds, _priced(costs.matrix, table.class_masks, counts, 0.0),
-                                     float(counts.sum()))
-        return self._place_memo[key]
+                         compute_J=routed.compute_J + sum(part.priced.compute_J for part in parts),
+                         memory_J=routed.memory_J + sum(part.priced.memory_J for part in parts))
+        return durations, units, priced, max(part.kernels for part in parts) + routed_kernels + 2 * experts.moe_layers
 
     def _comm_chain(self, share: StepShape, mode) -> tuple[np.ndarray, np.ndarray, _Priced, float]:
         """One token half's chain for _price_token_split (_layer_chain): its head, then in every layer its runs of
@@ -598,6 +589,16 @@ class _Priced:
     class_time_s: np.ndarray
     compute_J: float
     memory_J: float
+
+
+@dataclass(frozen=True)
+class _RankPart:
+    """One rank's dense part (IterationCostModel._rank_part): the seconds of its head, dense layers, MoE layers and
+    tail, its priced rows and its kernel count."""
+
+    place_s: tuple[float, float, float, float]
+    priced: _Priced
+    kernels: float
 
 
 def _price_rows(device, table: KernelTable, counts: np.ndarray, mode) -> _Priced:
