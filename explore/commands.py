@@ -89,7 +89,7 @@ from kernels.shapes import template_layers, template_passes
 from sim.autoscalers.sla_planner import SLAPlanner
 from sim.data_parallel import DBO_DECODE_TOKENS, DBO_PREFILL_TOKENS
 from sim.kv_cache import shared_prefix_tokens
-from sim.serving_spec import ServingSpec
+from sim.serving_spec import SCALED_POOLS, ServingSpec
 from sim.slowdown import SLOWDOWN_PRESETS
 from sim.speculative import MEDUSA, MTP, NGRAM, Speculation
 from sim.step_costs import batch_launches, pass_launch
@@ -1038,10 +1038,8 @@ def _scaling_words(s: ServingSpec, scaling) -> str:
 
 def fixed_scaling_note(serving: ServingSpec) -> str:
     """Where autoscaling is asked of pools whose most replicas are their least: they never scale; '' elsewhere."""
-    scaled = [(flag, most, least) for flag, most, least in (
-        ("--max-replicas", serving.max_replicas, serving.replicas),
-        ("--prefill-max-replicas", serving.prefill_max_replicas, serving.prefill_replicas),
-        ("--mixed-max-replicas", serving.mixed_max_replicas, serving.mixed_replicas)) if most is not None]
+    scaled = [(flag_of(most), getattr(serving, most), getattr(serving, least)) for most, least in SCALED_POOLS
+              if getattr(serving, most) is not None]
     if not scaled or any(most > least for _, most, least in scaled):
         return ""
     # The settings that only size scaling, named where the user gave them.

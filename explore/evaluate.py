@@ -1341,7 +1341,7 @@ def _serving_unrun(spec, memory, reason: str, device, pools: list[PoolHardware],
         metrics.update(dict.fromkeys(SLOWDOWN_METRICS, math.nan))
     if spec.capacity:  # the columns a capacity search adds (sim/capacity.py)
         metrics.update(dict.fromkeys(CAPACITY_METRICS, math.nan) | {"capacity_note": ""})
-    if any(most is not None for most in (spec.max_replicas, spec.prefill_max_replicas, spec.mixed_max_replicas)):
+    if spec.scaling_asked:
         metrics.update(dict.fromkeys(AUTOSCALE_METRICS, math.nan))  # the columns an autoscaled pool adds
     if spec.admission() is not None:  # the columns a gateway rejecting requests adds (sim/serving.py)
         metrics.update(dict.fromkeys(REJECTION_METRICS, math.nan))

@@ -296,12 +296,8 @@ class DetailSource:
                     "mean_replicas": result.scaling_metrics()["mean_replicas"],
                     # Every replica made, of every pool (each pool's replicas laid out alike): a fleet's
                     # mixed_device pool's too.
-                    "replica_engines": len(iterations.replica_names) // sum(
-                        most or least for most, least in ((point.serving.max_replicas, point.serving.replicas),
-                                                          (point.serving.prefill_max_replicas,
-                                                           point.serving.prefill_replicas),
-                                                          (point.serving.mixed_max_replicas,
-                                                           point.serving.mixed_replicas)))})}
+                    "replica_engines": len(iterations.replica_names)
+                    // sum(point.serving.built_replicas().values())})}
 
     def unstored_figures(self) -> list[str]:
         """The figures this report could not draw for want of stored detail (and of an evaluator)."""

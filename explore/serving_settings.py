@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from sim.autoscalers import forecasts, on_metric
 from sim.schedulers import SCHEDULERS
-from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
+from sim.serving_spec import BUSY_THRESHOLDS, SCALED_POOLS, ServingSpec, trace_requests
 from workloads.errors import InputError, found_value
 
 # Every value the user gave each setting (a ServingSpec field, and the point's pipeline stages `pp`): one for a run,
@@ -270,10 +270,9 @@ RULES: tuple[ReadWhen, ...] = (
     ReadWhen("mixed_node_link", lambda v: _any(v, "mixed_replicas"), lambda v, n: "no mixed replicas",
              lambda n: f"with {n.at_least('mixed_replicas', 1, 'replicas of mixed_device beside the point')}, or "
                        f"left out"),
-    # max_replicas (or prefill_max_replicas) given at all, 0 included (which its own check refuses): a pool scales.
-    *(ReadWhen(field, lambda v: any(m is not None for name in ("max_replicas", "prefill_max_replicas",
-                                                               "mixed_max_replicas")
-                                    for m in v.get(name, ())), lambda v, n: "no autoscaling",
+    # A most replicas (SCALED_POOLS) given at all, 0 included (which its own check refuses): a pool scales.
+    *(ReadWhen(field, lambda v: any(m is not None for most, _ in SCALED_POOLS for m in v.get(most, ())),
+               lambda v, n: "no autoscaling",
                lambda n: f"with {n.name('max_replicas')}, {n.name('prefill_max_replicas')} or "
                          f"{n.name('mixed_max_replicas')} (the most replicas a pool scales to), or left out")
       for field in ("autoscale_target", "autoscale_metric", "cold_start_s", "autoscaler", "autoscale_interval_s",

@@ -67,7 +67,7 @@ from hw_models.link import default_link, load_link_model
 from hw_models.registry import load_device
 from hw_models.validation import check_keys, did_you_mean, input_error
 from kernels.kv_policy import budget_error
-from sim.serving_spec import BUSY_THRESHOLDS, ServingSpec, trace_requests
+from sim.serving_spec import BUSY_THRESHOLDS, SCALED_POOLS, ServingSpec, trace_requests
 from sim.speculative import MEDUSA, MTP, NGRAM, draft_error, mtp_error
 from workloads.errors import InputError, found_document, found_value
 from workloads.model_config import check_context, load_model_config
@@ -401,11 +401,11 @@ class Sweep:
         return serving is not None and serving.slo is not None and serving.slo.slowdown is not None
 
     def autoscales(self) -> bool:
-        """Whether a serving pool may scale (max_replicas or prefill_max_replicas set or derived): the results then
+        """Whether a serving pool may scale (its most replicas, SCALED_POOLS, set or derived): the results then
         have the autoscale columns."""
         serving = self.spec.serving
-        return serving is not None and any(getattr(serving, name) is not None or name in self.derived
-                                           for name in ("max_replicas", "prefill_max_replicas", "mixed_max_replicas"))
+        return serving is not None and any(getattr(serving, most) is not None or most in self.derived
+                                           for most, _ in SCALED_POOLS)
 
     def sheds(self) -> bool:
         """Whether the gateway may reject requests (a busy threshold set or derived): the results then have the

@@ -113,6 +113,10 @@ BUSY_ACTIONS = ("reject", "queue")
 # engine with its own KV cache, so a mistyped 100,000 would build 100,000 of them. A choice, not a measurement: four
 # times the replicas of 8 GPUs each in a 4,096-GPU cluster.
 MAX_REPLICAS_BUILT = 2048
+# Each pool's (most replicas, least replicas) knobs: the point's pool (a decode pool beside a prefill pool), the prefill
+# pool, a fleet's mixed pool. A most left unset: the pool holds its least.
+SCALED_POOLS = (("max_replicas", "replicas"), ("prefill_max_replicas", "prefill_replicas"),
+                ("mixed_max_replicas", "mixed_replicas"))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -395,12 +399,7 @@ class ServingSpec:
                              f"(preset or YAML) for the mixed replicas")
         self._check_autoscaling()
         self._check_admission()
-        built = {name: value for name, value in (
-            ("max_replicas" if self.max_replicas is not None else "replicas", self.max_replicas or self.replicas),
-            ("prefill_max_replicas" if self.prefill_max_replicas is not None else "prefill_replicas",
-             self.prefill_max_replicas or self.prefill_replicas),
-            ("mixed_max_replicas" if self.mixed_max_replicas is not None else "mixed_replicas",
-             self.mixed_max_replicas or self.mixed_replicas))}
+        built = self.built_replicas()
         if sum(built.values()) > MAX_REPLICAS_BUILT:
             name = max(built, key=built.get)
             raise InputError(f"{name}: found {built[name]:,}, allowed: at most {MAX_REPLICAS_BUILT:,} replicas in all "
@@ -516,13 +515,10 @@ class ServingSpec:
         if self.mixed_max_replicas is not None and not self.mixed:
             raise InputError(f"mixed_max_replicas: found {self.mixed_max_replicas!r} with mixed_replicas 0, allowed: "
                              f"with a fleet (mixed_replicas >= 1), or left out")
-        scaled = [(name, value, least) for name, value, least in (
-            ("max_replicas", self.max_replicas, ("replicas", self.replicas)),
-            ("prefill_max_replicas", self.prefill_max_replicas, ("prefill_replicas", self.prefill_replicas)),
-            ("mixed_max_replicas", self.mixed_max_replicas, ("mixed_replicas", self.mixed_replicas)))
-            if value is not None]
-        if not scaled:
+        if not self.scaling_asked:
             return
+        scaled = [(most, getattr(self, most), (least, getattr(self, least))) for most, least in SCALED_POOLS
+                  if getattr(self, most) is not None]
         for name, value, (floor, least) in scaled:
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise InputError(f"{name}: found {value!r}, allowed: an integer >= {floor} ({least}), the least the "
@@ -619,12 +615,9 @@ class ServingSpec:
         zero beside a planner, a prefill pool or a fleet; a fleet beside a planner; a scaled decode pool beside
         decode_pick 'arrival'. A fleet beside a prefill pool scales as a fleet does: an HPA of each pool, the prefill
         pool's and each decode pool's."""
-        scaled = [(name, value) for name, value in (("max_replicas", self.max_replicas),
-                                                    ("prefill_max_replicas", self.prefill_max_replicas),
-                                                    ("mixed_max_replicas", self.mixed_max_replicas))
-                  if value is not None]
-        if not scaled:
+        if not self.scaling_asked:
             return ""
+        scaled = [(most, getattr(self, most)) for most, _ in SCALED_POOLS if getattr(self, most) is not None]
         decode_scaled = [name for name, _ in scaled if name != "prefill_max_replicas"]
         if self.decode_pick == "arrival" and decode_scaled:  # not modeled: a pick drained before its prefill is done
             return (f"decode_pick: found 'arrival' with {decode_scaled[0]} {getattr(self, decode_scaled[0])}, allowed: "
@@ -676,6 +669,18 @@ class ServingSpec:
                          waiting_requests=self.busy_waiting_requests, hold=hold,
                          retries=0 if hold else self.client_retries or 0,
                          retry_s=self.client_retry_s or CLIENT_RETRY_S)
+
+    @property
+    def scaling_asked(self) -> bool:
+        """Whether some pool's most replicas is set (SCALED_POOLS): that pool may scale, and the results have the
+        autoscale columns."""
+        return any(getattr(self, most) is not None for most, _ in SCALED_POOLS)
+
+    def built_replicas(self) -> dict[str, int]:
+        """The replicas a run builds of each pool, by the knob giving them (SCALED_POOLS): its most where set, else
+        its least."""
+        return {most if getattr(self, most) is not None else least: getattr(self, most) or getattr(self, least)
+                for most, least in SCALED_POOLS}
 
     def autoscaling(self, role: str = "serve") -> Autoscaling | None:
         """How the pool of `role` scales ('serve' or 'decode': max_replicas; 'prefill': prefill_max_replicas; 'mixed', a
