@@ -243,7 +243,7 @@ def test_check_notes_knobs_their_switch_leaves_off_at_every_point(tmp_path, tiny
     assert "act_predictor (" not in capsys.readouterr().out
     linked = write_sweep(tmp_path, head.replace("output: 2}", "output: 2, host_link: pcie5-x16}"))
     assert main(["check", linked]) == 0
-    assert "note: host_link (offload is none, off, at every point)" in capsys.readouterr().out
+    assert "note: host_link (offload is none and lora_adapters is 0, off, at every point)" in capsys.readouterr().out
 
 
 def test_check_notes_a_price_goal_on_devices_without_a_price(tmp_path, tiny_config, capsys):

@@ -59,15 +59,18 @@ def test_a_knob_its_switch_leaves_off_is_named_by_the_idle_check():
     check_idle_knobs(DesignPoint(**POINT, knobs=(("act_predictor", "deja_vu"), ("act_kept", 0.5))))
 
 
-@pytest.mark.parametrize("knob, value", [("host_link", "pcie5-x16"), ("offload_prefetch", 0)])
-def test_a_host_link_knob_without_offloading_is_named_by_the_idle_check(knob, value):
-    """The host link and its prefetch carry only offloaded bytes: without offload nothing crosses them, so setting
-    either changes nothing (explore run refuses the flag; a sweep notes it)."""
+@pytest.mark.parametrize("knob, value, found, allowed", [
+    ("host_link", "pcie5-x16", r"with offload at none \(off\) and with lora_adapters at 0 \(off\)",
+     "offload or lora_adapters"),
+    ("offload_prefetch", 0, r"with offload at none \(off\)", "offload")])
+def test_a_host_link_knob_without_offloading_is_named_by_the_idle_check(knob, value, found, allowed):
+    """The host link carries only offloaded bytes and LoRA adapters loaded into their slots, its prefetch only
+    offloaded bytes: without them nothing crosses, so setting either changes nothing (explore run refuses the flag; a
+    sweep notes it)."""
     from explore.point_values import check_idle_knobs
 
     shown = repr(value) if isinstance(value, str) else value
-    with pytest.raises(InputError, match=rf"^{knob}: found {shown} with offload at none \(off\), allowed: with "
-                                         r"offload set, or left out$"):
+    with pytest.raises(InputError, match=rf"^{knob}: found {shown} {found}, allowed: with {allowed} set, or left out$"):
         check_idle_knobs(DesignPoint(**POINT, knobs=((knob, value),)))
     check_idle_knobs(DesignPoint(**POINT, knobs=((knob, value), ("offload", "auto"))))
 
