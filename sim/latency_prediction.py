@@ -141,9 +141,8 @@ def prompt_alone_s(replica: Replica, tokens: float, memo: dict | None = None,
     budget leaves beside the `riding` decodes (`overdue` of them going first: Scheduler.going_first), each after the
     chunks' mean earlier context."""
     tokens = max(round(tokens), 1)
-    drafted = drafted_share(replica)
-    riding = decoded_batch(replica.scheduler, riding, drafted)[0]
-    decoded = decode_budget(replica.scheduler, riding, drafted)
+    riding = decoded_batch(replica, riding)[0]
+    decoded = decode_budget(replica, riding)
     per_iteration = max(replica.scheduler.prompt_budget(decoded, overdue), 1)
     alone = max(replica.scheduler.prompt_alone(decoded, overdue), 1)
     riding = riding[:replica.scheduler.decodes_beside(len(riding), min(tokens, per_iteration), overdue)]
@@ -159,10 +158,9 @@ def predict_latency(replica: Replica, prompt_tokens: int, cached_tokens: int = 0
     state, scheduler = replica.state, replica.scheduler
     max_seqs = scheduler.limits.max_seqs
     decoding = [seq.computed + 1 for seq in state.running if not seq.in_prefill][:max_seqs]
-    drafted = drafted_share(replica)
-    riding = decoded_batch(scheduler, decoding, drafted)[0] if scheduler.prompts_beside_decodes else []
+    riding = decoded_batch(replica, decoding)[0] if scheduler.prompts_beside_decodes else []
     overdue = _overdue(replica)
-    decoded = decode_budget(scheduler, riding, drafted)
+    decoded = decode_budget(replica, riding)
     per_iteration = max(scheduler.prompt_budget(decoded, overdue), 1)
     alone = max(scheduler.prompt_alone(decoded, overdue), 1)  # a longer prompt alone (prompt_batch_tokens)
     # Each prompt ahead from where it starts (Scheduler.prefill_start): past a running one's computed chunks, past the
@@ -209,23 +207,23 @@ def drafted_share(replica: Replica) -> float:
     return 1.0 if replica.speculation is None else replica.speculation.speculation.match
 
 
-def decoded_batch(scheduler: Scheduler, decode_kv: Sequence_[int], drafted: float = 1.0) -> tuple[list[int], float]:
-    """Of a replica's held decodes of `decode_kv` (in admission order), those an iteration decodes, and the iterations
+def decoded_batch(replica: Replica, decode_kv: Sequence_[int]) -> tuple[list[int], float]:
+    """Of `replica`'s held decodes of `decode_kv` (in admission order), those an iteration decodes, and the iterations
     between a held sequence's tokens: every one, one; or where its scheduler decodes fewer than it holds
-    (Scheduler.decode_tokens: a chunked scheduler's token budget, each decode counting the tokens it verifies, a
-    share `drafted` of them their drafts: drafted_share), the earliest admitted up to that many, and held / decoded
+    (Scheduler.decode_tokens: a chunked scheduler's token budget, each decode counting the tokens it verifies, the
+    replica's drafted_share of them their drafts), the earliest admitted up to that many, and held / decoded
     iterations (each gives that many of the held a token: Little's law, exact for the last of a group that waits for
     whole groups ahead to finish)."""
-    cap = len(scheduler.decode_tokens(len(decode_kv), drafted))
+    cap = len(replica.scheduler.decode_tokens(len(decode_kv), drafted_share(replica)))
     if len(decode_kv) <= cap:
         return list(decode_kv), 1.0
     return list(decode_kv[:cap]), len(decode_kv) / cap
 
 
-def decode_budget(scheduler: Scheduler, decoded: Sequence_[int], drafted: float = 1.0) -> int:
-    """The tokens of its budget the decodes of `decoded` (as decoded_batch gives them) take from its scheduler's
-    iteration: one each, or the tokens each verifies (Scheduler.decode_tokens; `drafted`: decoded_batch's)."""
-    return sum(scheduler.decode_tokens(len(decoded), drafted))
+def decode_budget(replica: Replica, decoded: Sequence_[int]) -> int:
+    """The tokens of its budget the decodes of `decoded` (as decoded_batch gives them) take from `replica`'s
+    scheduler's iteration: one each, or the tokens each verifies (Scheduler.decode_tokens at its drafted_share)."""
+    return sum(replica.scheduler.decode_tokens(len(decoded), drafted_share(replica)))
 
 
 def _overdue(replica: Replica) -> int:
@@ -249,7 +247,7 @@ def _tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = None) ->
     as often as the replica's recent iterations prefilled: beside a chunk of what is left of the budget (a chunked
     scheduler) or a whole prompt (Orca), or as iterations of their own in between, each of the recent prefills' mean
     tokens."""
-    decode_kv, rounds = decoded_batch(replica.scheduler, decode_kv, drafted_share(replica))
+    decode_kv, rounds = decoded_batch(replica, decode_kv)
     return rounds * _decoded_tpot_s(replica, decode_kv, memo)
 
 
@@ -267,7 +265,7 @@ def _decoded_tpot_s(replica: Replica, decode_kv: list[int], memo: dict | None = 
     scheduler = replica.scheduler
     if scheduler.chunked:
         # A chunk of what the budget leaves where the prompts had more than a token each; else their one-token chunks.
-        chunk = max(scheduler.token_budget() - decode_budget(scheduler, decode_kv, drafted_share(replica)), 1)
+        chunk = max(scheduler.token_budget() - decode_budget(replica, decode_kv), 1)
         full = sum(tokens > prompts for prompts, tokens in prefills)
         time_s = decode_s + full / len(recent) * (iteration_s(replica, [(chunk, 0)], decode_kv, 0, memo) - decode_s)
         for prompts, tokens in prefills:

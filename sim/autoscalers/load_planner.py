@@ -30,7 +30,7 @@ from dataclasses import replace
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.sla_planner import SLAPlanner
-from sim.latency_prediction import decoded_batch, drafted_share, iteration_s, predict_latency, prompt_alone_s
+from sim.latency_prediction import decoded_batch, iteration_s, predict_latency, prompt_alone_s
 from sim.replica import Replica
 
 LOAD_INTERVAL_S = 5.0  # Dynamo's load_adjustment_interval
@@ -117,7 +117,7 @@ class LoadPlanner(Policy):
         # tokens, whatever the engine's seats.
         count = math.ceil(len(contexts) * growth)
         mean = round(sum(contexts) / len(contexts))
-        decoded, rounds = decoded_batch(engine.scheduler, [mean] * count, drafted_share(engine))
+        decoded, rounds = decoded_batch(engine, [mean] * count)
         return rounds * iteration_s(engine, [], decoded, 0, self.memo) < self.scaling.tpot_s * SCALE_DOWN_SENSITIVITY
 
 

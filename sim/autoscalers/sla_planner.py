@@ -49,7 +49,7 @@ import math
 
 from sim.autoscalers.base import Autoscaler, Autoscaling, Policy, Traffic
 from sim.autoscalers.load_predictors import LOAD_PREDICTORS
-from sim.latency_prediction import decoded_batch, drafted_share, iteration_s, prompt_alone_s, prompts_s
+from sim.latency_prediction import decoded_batch, iteration_s, prompt_alone_s, prompts_s
 from sim.replica import Replica
 from sim.schedulers import Scheduler
 
@@ -170,7 +170,7 @@ class SLAPlanner(Policy):
         each: an iteration of them all, or the iterations a held request waits of those its scheduler decodes at once
         (sim/latency_prediction.py decoded_batch; n-gram drafts' decodes counting their expected matches:
         drafted_share)."""
-        decoded, rounds = decoded_batch(engine.scheduler, [context] * batch, drafted_share(engine))
+        decoded, rounds = decoded_batch(engine, [context] * batch)
         return rounds * iteration_s(engine, [], decoded, 0, self.memo)
 
     def largest_batch(self, engine: Replica, context: int) -> int:

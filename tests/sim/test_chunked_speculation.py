@@ -78,8 +78,8 @@ def test_the_predictor_decodes_as_many_as_the_speculating_budget_lets():
     """The predictor reads the scheduler's rule: of 8 held decodes verifying 3 tokens each, an iteration decodes 3
     (two whole and one cut), so a held one waits 8 / 3 iterations between its tokens (before: 8 decoded, 1)."""
     replica = _replica(8, drafted=2)
-    assert decoded_batch(replica.scheduler, [64] * 8) == ([64] * 3, 8 / 3)
-    assert decoded_batch(_replica(8).scheduler, [64] * 8) == ([64] * 8, 1.0)
+    assert decoded_batch(replica, [64] * 8) == ([64] * 3, 8 / 3)
+    assert decoded_batch(_replica(8), [64] * 8) == ([64] * 8, 1.0)
 
 
 def test_medusa_heads_run_over_the_rows_a_cut_decode_verifies_too(costs, monkeypatch):

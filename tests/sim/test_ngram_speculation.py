@@ -124,7 +124,7 @@ def test_the_predictor_counts_the_expected_matches_against_the_budget():
     replica = _budgeted(8, unmatched=[], waiting_prompt=0)
     assert drafted_share(replica) == 0.5
     assert replica.scheduler.decode_tokens(8, drafted_share(replica)) == [1, 3, 1, 3]
-    assert decoded_batch(replica.scheduler, [64] * 8, drafted_share(replica)) == ([64] * 4, 2.0)
+    assert decoded_batch(replica, [64] * 8) == ([64] * 4, 2.0)
 
 
 def test_the_predicted_decodes_an_iteration_are_near_the_simulated_mean():
@@ -141,9 +141,9 @@ def test_the_predicted_decodes_an_iteration_are_near_the_simulated_mean():
         if step > 1:
             decoded.append(len(batch.decodes))
         replica._apply(batch, float(step))
-    predicted = len(decoded_batch(replica.scheduler, [64] * 8, drafted_share(replica))[0])
-    every = len(decoded_batch(replica.scheduler, [64] * 8)[0])
-    assert (predicted, every) == (4, 3)
+    predicted = len(decoded_batch(replica, [64] * 8)[0])
+    every = 3  # k + 1 = 3 tokens counted for every decode: 3 + 3 + 2 of the budget of 8, three decoded
+    assert predicted == 4
     assert abs(np.mean(decoded) - predicted) <= 0.5
     assert abs(np.mean(decoded) - predicted) < abs(np.mean(decoded) - every)
 
