@@ -13,7 +13,8 @@ from explore.design_point import DesignPoint
 from explore.results import read_results
 from explore.sweep import load_sweep
 from sim.serving_spec import ServingSpec
-from tests.explore.tiny_sweep import write_sweep, write_tiny_model
+from tests.explore.test_serving_sweep import _serving_sweep as _sweep
+from tests.explore.tiny_sweep import write_tiny_model
 from workloads.errors import InputError
 
 # The claims here are about rows, columns, messages and keys, not about what a report's figure shows.
@@ -31,11 +32,6 @@ SERVING = """  requests: 2
   replicas: 2
   prefill_replicas: 1
 """
-
-
-def _sweep(tmp_path, serving: str) -> str:
-    model = write_tiny_model(tmp_path)
-    return write_sweep(tmp_path, f"name: pick\nmodel: {model}\ndevice: h100-sxm\nserving:\n{serving}")
 
 
 def test_a_point_that_leaves_decode_pick_out_keeps_its_key_and_one_that_sets_it_gets_its_own():
